@@ -1,0 +1,78 @@
+//! The command line. Every subcommand's handler lives in its own file here; the work itself lives
+//! in the library modules they call.
+mod breakcmd;
+mod doctor;
+mod inspect;
+mod run;
+mod status;
+mod trace;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// libdebugger-agent: live debugging for every CPython 3.11+ process on this host.
+#[derive(Parser)]
+#[command(
+    name = "libdebugger-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options of `run`, the default subcommand.
+    #[command(flatten)]
+    run: run::RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default): find Python processes, arm breakpoints, deliver hits.
+    Run(run::RunArgs),
+    /// Describe a process: is it CPython, which version, how the agent would attach.
+    Inspect(inspect::InspectArgs),
+    /// Count frame entries per code object in a process with the frame-entry eBPF probe.
+    Trace(trace::TraceArgs),
+    /// Check whether this host can run the agent, and list its CPython processes.
+    Doctor(doctor::DoctorArgs),
+    /// Add, list or remove breakpoints of the running agent (local mode).
+    #[command(subcommand)]
+    Break(breakcmd::BreakCommand),
+    /// Show the running agent's processes, breakpoints and counters.
+    Status(status::StatusArgs),
+    /// Print hits as the running agent receives them.
+    Tail(status::TailArgs),
+}
+
+/// Parses the command line, sets up logging and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        None => run::run(cli.run),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Doctor(args)) => doctor::run(args),
+        Some(Command::Break(cmd)) => breakcmd::run(cmd),
+        Some(Command::Status(args)) => status::run(args),
+        Some(Command::Tail(args)) => status::tail(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("libdebugger-agent: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `LIBDEBUGGER_LOG` takes an env-filter expression (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIBDEBUGGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

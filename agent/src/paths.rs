@@ -1,0 +1,33 @@
+//! Every filesystem path the agent uses, with its mode and why. Nothing else in the agent names a
+//! path under /etc, /run or /var.
+use std::path::PathBuf;
+
+/// The configuration file (TOML), read at start if it exists. Root-owned, 0644 or stricter
+/// (it may hold API keys, so 0600 is recommended).
+pub const CONFIG_FILE: &str = "/etc/libdebugger/agent.toml";
+
+/// Runtime directory: the control socket. Created 0700 root:root, so only root can reach the
+/// socket (the socket itself is 0600).
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os("LIBDEBUGGER_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/libdebugger"))
+}
+
+/// The local control socket (`break add|list|rm`, `status`, `tail`).
+pub fn control_socket() -> PathBuf {
+    runtime_dir().join("agent.sock")
+}
+
+/// State directory: the durable event spool. Created 0700 root:root (events hold captured
+/// variable values).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("LIBDEBUGGER_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/libdebugger"))
+}
+
+/// The durable spool of events not yet delivered.
+pub fn spool_dir() -> PathBuf {
+    state_dir().join("spool")
+}

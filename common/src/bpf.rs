@@ -1,0 +1,100 @@
+//! BPF map keys/values and ring-buffer records.
+
+/// Per-process CPython struct offsets the frame-entry probe needs, filled by the agent from
+/// `_Py_DebugOffsets` (3.13+) or the version table (3.11/3.12). Map `PY_OFFSETS`, key: tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyOffsets {
+    /// Offset of the code object pointer in `_PyInterpreterFrame` (`f_code` / `f_executable`).
+    pub frame_code: u32,
+    /// Mask applied to the code pointer read at `frame_code` (3.14 tags the low bits).
+    pub code_ptr_mask_low_bits: u32,
+    /// Entries per second above which the governor trips for this process (0 = no limit).
+    pub entries_budget_per_sec: u32,
+    pub _pad: u32,
+}
+
+/// Key of the per-(process, code object) entry counters and of the watched set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CodeKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Address of the `PyCodeObject` in the target.
+    pub code: u64,
+}
+
+/// Overhead governor state per process (map `GOVERNOR`, key: tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GovernorState {
+    /// Start of the current one-second window (bpf_ktime_get_ns).
+    pub window_start_ns: u64,
+    /// Entries seen in the current window.
+    pub window_entries: u64,
+    /// Total entries since attach.
+    pub total_entries: u64,
+    /// Set to 1 by the probe when a window exceeded the budget; the agent detaches and reports.
+    pub tripped: u32,
+    pub _pad: u32,
+}
+
+/// Record sent to the `FRAME_EVENTS` ring buffer when a watched code object is entered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameEntryRecord {
+    pub tgid: u32,
+    pub tid: u32,
+    pub code: u64,
+    pub ktime_ns: u64,
+}
+
+/// Kind of a process lifecycle record.
+pub mod proc_event_kind {
+    pub const EXEC: u32 = 1;
+    pub const FORK: u32 = 2;
+    pub const EXIT: u32 = 3;
+}
+
+/// Record sent to the `PROC_EVENTS` ring buffer by the exec/fork/exit tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEventRecord {
+    /// One of [`proc_event_kind`].
+    pub kind: u32,
+    /// The process (tgid) the event is about (the child for FORK).
+    pub tgid: u32,
+    /// The parent (FORK) or 0.
+    pub parent_tgid: u32,
+    pub _pad: u32,
+}
+
+/// Header the `ldbg_emit` uprobe puts before the bytes it copies out of the helper.
+/// The payload (a [`crate::helper_abi::ChunkHeader`] and its data) follows in the same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmitRecordHeader {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Bytes of payload copied after this header (≤ [`crate::helper_abi::MAX_CHUNK`]).
+    pub len: u32,
+    /// The `len` argument the helper passed (may exceed `len` if it was cut).
+    pub requested_len: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers, and have explicit
+    // padding fields, so every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::PyOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CodeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GovernorState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FrameEntryRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcEventRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EmitRecordHeader {}
+}

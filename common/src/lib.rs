@@ -1,0 +1,11 @@
+//! Types shared by the eBPF programs (`ebpf/`), the agent (`agent/`) and the in-process helper
+//! (`helper/`). Everything here is `#[repr(C)]`, fixed-size and `no_std`: these are the wire
+//! formats between the three. Change a layout here and all three follow.
+//!
+//! * [`bpf`]: keys and values of the BPF maps and the records the programs write to ring buffers.
+//! * [`helper_abi`]: the contract between the helper (inside the target) and the agent: the
+//!   chunks the helper hands to `ldbg_emit`, and the control block the agent writes.
+#![no_std]
+
+pub mod bpf;
+pub mod helper_abi;

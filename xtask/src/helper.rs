@@ -1,0 +1,30 @@
+//! `cargo xtask build-helper`: builds the PyO3 helper and stages it as an importable module.
+use crate::util::{root, run};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Directory where the helper is staged as `libdebugger_helper.abi3.so` (put it on PYTHONPATH).
+pub fn staged_dir() -> PathBuf {
+    root().join("target/helper")
+}
+
+/// Builds the helper in release mode and copies it to [`staged_dir`]. Returns the staged path.
+pub fn build() -> Result<PathBuf> {
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "libdebugger-helper",
+    ]))?;
+    let built = root().join("target/release/liblibdebugger_helper.so");
+    let dir = staged_dir();
+    std::fs::create_dir_all(&dir)?;
+    let staged = dir.join("libdebugger_helper.abi3.so");
+    // Copy to a temporary name and rename, so a process that has the old file mapped keeps it.
+    let tmp = dir.join(".libdebugger_helper.abi3.so.tmp");
+    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
+    std::fs::rename(&tmp, &staged)?;
+    eprintln!("xtask: helper: {}", staged.display());
+    Ok(staged)
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask <task>`: the project's build tasks. Run through `./x <task>` on a fresh machine
+//! (it installs the pinned host toolchain first).
+mod ebpf;
+mod helper;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "libdebugger build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned nightly and bpf-linker if missing, then build the eBPF object.
+    BuildEbpf,
+    /// Build the in-process helper (release) and stage it as an importable module.
+    BuildHelper,
+    /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf => ebpf::build().map(|_| ()),
+        Task::BuildHelper => helper::build().map(|_| ()),
+        Task::Test { args } => test::run_all(&args),
+    }
+}
