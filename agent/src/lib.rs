@@ -16,6 +16,7 @@
 pub mod bpf;
 pub mod breakpoints;
 pub mod cli;
+pub mod control;
 pub mod delivery;
 pub mod doctor;
 pub mod inject;

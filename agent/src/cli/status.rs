@@ -1,24 +1,114 @@
 //! `status` and `tail`: talk to the running agent over its control socket.
+use crate::control::{self, Request};
 use clap::Args;
+use serde_json::Value;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct TailArgs {
-    /// Print raw JSON lines.
+    /// Print raw JSON lines instead of the human-readable view.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(_args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`status` is not available yet in this build")
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let value = control::call(&crate::paths::control_socket(), &Request::Status)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("mode: {}", text(&value["mode"]));
+    println!("processes:");
+    for p in value["processes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>7}  python {:<8} {:<12} {}",
+            text(&p["pid"]),
+            text(&p["python_version"]),
+            text(&p["attach_state"]),
+            text(&p["exe"]),
+        );
+        if let Some(reason) = p["reason"].as_str() {
+            println!("           {reason}");
+        }
+    }
+    print_breakpoints(&value["breakpoints"]);
+    if let Some(ring) = value.get("ring").filter(|r| !r.is_null()) {
+        println!(
+            "ring buffer: {} records, {} lost",
+            text(&ring["records"]),
+            text(&ring["lost"])
+        );
+    }
+    if let Some(d) = value.get("delivery").filter(|d| !d.is_null()) {
+        println!("delivery: {}", serde_json::to_string(d)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn tail(_args: TailArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`tail` is not available yet in this build")
+/// Prints the breakpoints part of a status report.
+pub fn print_breakpoints(list: &Value) {
+    println!("breakpoints:");
+    let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
+        println!("  (none)");
+        return;
+    };
+    for b in list {
+        let cond = b["condition"]
+            .as_str()
+            .map(|c| format!(" if {c}"))
+            .unwrap_or_default();
+        println!(
+            "  {}  {}:{}{}  [{}]",
+            text(&b["id"]),
+            text(&b["file"]),
+            text(&b["line"]),
+            cond,
+            text(&b["status"])
+        );
+        if let Some(err) = b["error"].as_str() {
+            println!("      error: {err}");
+        }
+        if let Some(c) = b.get("counters").filter(|c| c.is_object()) {
+            println!(
+                "      line hits (helper): {}  captured: {}  rate-limited: {}  condition false: {}  condition errors: {}  dropped: {}",
+                text(&c["hits"]),
+                text(&c["captured"]),
+                text(&c["rate_limited"]),
+                text(&c["condition_false"]),
+                text(&c["condition_errors"]),
+                text(&c["dropped"]),
+            );
+            println!(
+                "      function entries from C (kernel probe; Python-to-Python calls are not counted): {}",
+                text(&c["entries"])
+            );
+        }
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    control::tail(&crate::paths::control_socket(), |event| {
+        if args.json {
+            println!("{event}");
+        } else {
+            println!("{event:#}");
+        }
+        true
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
