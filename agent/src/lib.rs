@@ -13,6 +13,7 @@
 //! | [`posthog`] | PostHog configuration and the Live Debugger API poller |
 //! | [`delivery`] | events: building, batching, spooling, and the sinks (PostHog, file, terminal) |
 //! | [`cli`] | the command line; `main.rs` only calls [`cli::main`] |
+pub mod assembler;
 pub mod bpf;
 pub mod breakpoints;
 pub mod cli;
