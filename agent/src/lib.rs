@@ -24,4 +24,5 @@ pub mod inject;
 pub mod paths;
 pub mod posthog;
 pub mod python;
+pub mod selectors;
 pub mod trace;
