@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's build tasks. Run through `./x <task>` on a fresh machine
 //! (it installs the pinned host toolchain first).
+mod demo;
 mod ebpf;
 mod helper;
 mod test;
@@ -20,6 +21,8 @@ enum Task {
     BuildEbpf,
     /// Build the in-process helper (release) and stage it as an importable module.
     BuildHelper,
+    /// Build everything and show a breakpoint hit in the bundled sample service (local mode).
+    Demo,
     /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
+        Task::Demo => demo::run_demo(),
         Task::Test { args } => test::run_all(&args),
     }
 }
