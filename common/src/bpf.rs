@@ -7,8 +7,9 @@
 pub struct PyOffsets {
     /// Offset of the code object pointer in `_PyInterpreterFrame` (`f_code` / `f_executable`).
     pub frame_code: u32,
-    /// Mask applied to the code pointer read at `frame_code` (3.14 tags the low bits).
-    pub code_ptr_mask_low_bits: u32,
+    /// Low bits to clear from the pointer read at `frame_code` (3.14 stores a tagged
+    /// `_PyStackRef` there: 3; earlier versions: 0).
+    pub code_tag_mask: u32,
     /// Entries per second above which the governor trips for this process (0 = no limit).
     pub entries_budget_per_sec: u32,
     pub _pad: u32,
