@@ -77,6 +77,9 @@ pub enum BpfError {
     /// A tracepoint's format file could not be read or lacks a field.
     #[error("tracepoint format {path}: {detail}")]
     TracepointFormat { path: PathBuf, detail: String },
+    /// The uprobe self-check could not run.
+    #[error("uprobe check: {detail}")]
+    UprobeCheck { detail: String },
     /// A pid that cannot be one (0 or negative).
     #[error("invalid pid {pid}")]
     InvalidPid { pid: i32 },
@@ -482,6 +485,43 @@ impl Bpf {
     /// The `PROC_EVENTS` ring. Once only.
     pub fn proc_events(&mut self) -> Result<RingReader<ProcEvent>, BpfError> {
         RingReader::new(&mut self.ebpf)
+    }
+
+    // ---- host checks -------------------------------------------------------------------------
+
+    /// Proves that uprobes work on this host: attaches the frame-entry program to `getpid` in
+    /// this process's own libc, scoped to this process (the program ignores processes without
+    /// offsets, so it does nothing), and detaches it. Returns the libc used.
+    pub fn check_uprobes(&mut self) -> Result<PathBuf, BpfError> {
+        let maps =
+            std::fs::read_to_string("/proc/self/maps").map_err(|e| BpfError::UprobeCheck {
+                detail: format!("reading /proc/self/maps: {e}"),
+            })?;
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| {
+                let name = p.rsplit('/').next().unwrap_or_default();
+                name.starts_with("libc.so") || name.starts_with("libc-")
+            })
+            .map(PathBuf::from)
+            .ok_or_else(|| BpfError::UprobeCheck {
+                detail: "no libc mapped in the agent".into(),
+            })?;
+        let link = self
+            .uprobe(FRAME_ENTRY)?
+            .attach(["getpid"], &libc, UProbeScope::CallingProcess)
+            .map_err(|source| BpfError::Program {
+                program: FRAME_ENTRY,
+                source,
+            })?;
+        self.uprobe(FRAME_ENTRY)?
+            .detach(link)
+            .map_err(|source| BpfError::Program {
+                program: FRAME_ENTRY,
+                source,
+            })?;
+        Ok(libc)
     }
 
     // ---- losses --------------------------------------------------------------------------------
