@@ -172,3 +172,83 @@ fn trace_refuses_python_310_with_its_reason() {
         out.stderr
     );
 }
+
+/// Not a check: measures what the frame-entry probe costs per entry on this machine. Run with
+/// `cargo test -p libdebugger-tests --test trace -- --ignored --nocapture probe_cost`.
+///
+/// Method: one CPython 3.12 process times `list(map(f, range(10**6)))` (10^6 evaluator entries)
+/// repeatedly; runs alternate between "probe attached to this pid" (`trace --budget 0`, no
+/// governor) and "no probe"; a second, untraced process using the same libpython is timed while
+/// the probe is attached to the first (pid scoping: it must not pay). Medians of 7 runs each.
+#[test]
+#[ignore = "a measurement, not a check; needs root"]
+fn probe_cost() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(interp) = supported().into_iter().find(|i| i.label == "pyenv-3.12.1") else {
+        eprintln!("skipping: pyenv 3.12.1 is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.py");
+    std::fs::write(
+        &path,
+        "import sys, time\n\
+         def f(x):\n\
+         \x20   return x\n\
+         print('ready', flush=True)\n\
+         for line in sys.stdin:\n\
+         \x20   t = time.perf_counter_ns()\n\
+         \x20   list(map(f, range(10**6)))\n\
+         \x20   print(time.perf_counter_ns() - t, flush=True)\n",
+    )
+    .expect("script");
+    let start = || {
+        let mut py = PyProcess::start(&interp.path, &path).expect("python");
+        py.stdout
+            .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
+            .expect("ready");
+        py
+    };
+    let mut traced = start();
+    let mut other = start();
+    let time = |py: &mut PyProcess| -> f64 {
+        py.send_line("run").expect("run");
+        let line = py
+            .stdout
+            .wait_for("a timing", Duration::from_secs(60), |l| {
+                l.parse::<u64>().is_ok()
+            })
+            .expect("timing");
+        line.parse::<f64>().expect("ns") / 1e6 // ns per call
+    };
+    // Warm up both.
+    time(&mut traced);
+    time(&mut other);
+    let (mut with, mut without, mut other_with) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..7 {
+        without.push(time(&mut traced));
+        let trace = RunningTrace::start(traced.pid(), &["--duration", "120", "--budget", "0"])
+            .expect("trace");
+        with.push(time(&mut traced));
+        other_with.push(time(&mut other));
+        drop(trace); // kills the agent: its perf-event fds close and the uprobe goes away
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (w, wo, o) = (
+        median(&mut with),
+        median(&mut without),
+        median(&mut other_with),
+    );
+    eprintln!(
+        "frame-entry probe, CPython 3.12.1, list(map(f, range(10**6))), median of 7:\n  \
+         without probe: {wo:.1} ns per call\n  with probe:    {w:.1} ns per call\n  \
+         probe cost:    {:.1} ns per entry\n  another process on the same libpython while the \
+         probe is attached: {o:.1} ns per call",
+        w - wo
+    );
+}
