@@ -68,6 +68,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// `Content-Encoding` of the request.
     pub content_encoding: Option<String>,
+    /// For accepted `/batch/` requests: the number of events.
+    pub batch_len: Option<usize>,
 }
 
 #[derive(Default)]
@@ -387,7 +389,7 @@ impl Drop for PosthogServer {
     }
 }
 
-fn record(st: &State, req: &hyper::http::request::Parts, status: u16) {
+fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch_len: Option<usize>) {
     st.requests.lock().push(RequestRecord {
         at: Instant::now(),
         method: req.method.to_string(),
@@ -399,6 +401,7 @@ fn record(st: &State, req: &hyper::http::request::Parts, status: u16) {
             .get(hyper::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        batch_len,
     });
     let _g = st.changed_lock.lock();
     st.changed.notify_all();
@@ -428,12 +431,17 @@ async fn apply_fault(fault: Option<Fault>) -> Result<Option<Resp>, Dropped> {
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    let mut batch_len = None;
     let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
         let fault = st.batch_faults.lock().next();
         match apply_fault(fault).await {
             Err(d) => Err(d),
             Ok(Some(r)) => Ok(r),
-            Ok(None) => Ok(batch(&st, &parts, body).await),
+            Ok(None) => {
+                let (resp, n) = batch(&st, &parts, body).await;
+                batch_len = n;
+                Ok(resp)
+            }
         }
     } else if parts.method == Method::GET
         && path.starts_with("/api/projects/")
@@ -452,6 +460,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
         &st,
         &parts,
         result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+        batch_len,
     );
     result
 }
@@ -525,10 +534,18 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
     )
 }
 
-async fn batch(st: &State, parts: &hyper::http::request::Parts, body: Incoming) -> Resp {
+fn reject(status: u16, msg: &str) -> (Resp, Option<usize>) {
+    (detail(status, msg), None)
+}
+
+async fn batch(
+    st: &State,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+) -> (Resp, Option<usize>) {
     let raw = match Limited::new(body, BATCH_BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return detail(413, "Request body too large (limit 20 MB)."),
+        Err(_) => return reject(413, "Request body too large (limit 20 MB)."),
     };
     let gzip = parts
         .headers
@@ -540,26 +557,26 @@ async fn batch(st: &State, parts: &hyper::http::request::Parts, body: Incoming) 
         let dec = flate2::read::GzDecoder::new(&raw[..]);
         match dec.take(BATCH_BODY_LIMIT as u64 + 1).read_to_end(&mut out) {
             Ok(_) if out.len() > BATCH_BODY_LIMIT => {
-                return detail(413, "Request body too large (limit 20 MB).");
+                return reject(413, "Request body too large (limit 20 MB).");
             }
             Ok(_) => out,
-            Err(e) => return detail(400, &format!("Invalid gzip body: {e}")),
+            Err(e) => return reject(400, &format!("Invalid gzip body: {e}")),
         }
     } else {
         raw.to_vec()
     };
     let payload: Value = match serde_json::from_slice(&data) {
         Ok(v) => v,
-        Err(e) => return detail(400, &format!("Malformed request data: {e}")),
+        Err(e) => return reject(400, &format!("Malformed request data: {e}")),
     };
     let Some(api_key) = payload.get("api_key").and_then(Value::as_str) else {
-        return detail(400, "API key is missing (api_key).");
+        return reject(400, "API key is missing (api_key).");
     };
     if api_key != st.project_key {
-        return detail(401, "Project API key invalid.");
+        return reject(401, "Project API key invalid.");
     }
     let Some(batch) = payload.get("batch").and_then(Value::as_array) else {
-        return detail(400, "batch is missing or not a list.");
+        return reject(400, "batch is missing or not a list.");
     };
     for (i, ev) in batch.iter().enumerate() {
         if ev
@@ -567,7 +584,7 @@ async fn batch(st: &State, parts: &hyper::http::request::Parts, body: Incoming) 
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return detail(400, &format!("event {i}: `event` is required."));
+            return reject(400, &format!("event {i}: `event` is required."));
         }
         let distinct_ok = match ev.get("distinct_id") {
             Some(Value::String(s)) => !s.is_empty(),
@@ -575,9 +592,9 @@ async fn batch(st: &State, parts: &hyper::http::request::Parts, body: Incoming) 
             _ => false,
         };
         if !distinct_ok {
-            return detail(400, &format!("event {i}: `distinct_id` is required."));
+            return reject(400, &format!("event {i}: `distinct_id` is required."));
         }
     }
     st.events.lock().extend(batch.iter().cloned());
-    json_resp(200, &json!({"status": 1}))
+    (json_resp(200, &json!({"status": 1})), Some(batch.len()))
 }

@@ -266,7 +266,8 @@ impl PipelineHandle {
 
     /// Stops accepting events, sends what the spool holds until `deadline` passes (without
     /// waiting for the flush interval), fsyncs, and returns the final counters. Undelivered
-    /// events stay in the spool for the next start.
+    /// events stay in the spool for the next start. The spool directory's lock is released once
+    /// every [`EventSender`] is dropped too.
     pub async fn shutdown(self, deadline: Duration) -> DeliveryStats {
         let _ = self.closed_tx.send(true);
         let _ = self.shutdown_tx.send(Some(Instant::now() + deadline));
@@ -276,8 +277,10 @@ impl PipelineHandle {
             .is_err()
         {
             task.abort();
+            let _ = task.await;
         }
         self.fsync_task.abort();
+        let _ = self.fsync_task.await;
         self.spool.sync();
         let err = self
             .last_error
