@@ -507,7 +507,7 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         return r;
     }
-    let enabled = query_param(parts, "enabled").map_or(true, |v| v != "false");
+    let enabled = query_param(parts, "enabled").is_none_or(|v| v != "false");
     let repository = query_param(parts, "repository");
     let filename = query_param(parts, "filename");
     let list: Vec<Value> = st

@@ -269,7 +269,7 @@ fn file_errors() {
 
     // An explicitly named file must exist; the default one may be absent.
     let args = PosthogArgs {
-        config_file: Some("/nonexistent/agent.toml".into()),
+        config_file: Some(Path::new("/nonexistent/agent.toml").into()),
         ..Default::default()
     };
     let e = resolve(&args, &env(&[])).unwrap_err();

@@ -419,11 +419,11 @@ impl<S: Sink> Worker<S> {
     async fn sleep(&mut self, d: Duration) -> Wait {
         let until = Instant::now() + d;
         loop {
-            if let Some(dl) = self.deadline() {
-                if dl <= until {
-                    tokio::time::sleep_until(dl).await;
-                    return Wait::Deadline;
-                }
+            if let Some(dl) = self.deadline()
+                && dl <= until
+            {
+                tokio::time::sleep_until(dl).await;
+                return Wait::Deadline;
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return Wait::Ready,

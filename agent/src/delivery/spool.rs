@@ -337,10 +337,10 @@ impl Spool {
             st.dirty = false;
             st.file.try_clone()
         };
-        if let Ok(f) = file {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(error = %e, "fdatasync of the event spool failed");
-            }
+        if let Ok(f) = file
+            && let Err(e) = f.sync_data()
+        {
+            tracing::warn!(error = %e, "fdatasync of the event spool failed");
         }
     }
 

@@ -43,45 +43,46 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// PostHog and delivery flags of `run` (flattened into `RunArgs`).
+/// PostHog and delivery flags of `run` (flattened into `RunArgs`). Strings are boxed to keep
+/// `RunArgs` small (clippy's `large_enum_variant` on the CLI's `Command`).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct PosthogArgs {
     /// Agent configuration file [default: /etc/libdebugger/agent.toml; env LIBDEBUGGER_CONFIG]
     #[arg(long, value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
+    pub config_file: Option<Box<Path>>,
     /// PostHog host, e.g. https://eu.posthog.com or your self-hosted URL [env POSTHOG_HOST]
     #[arg(long, value_name = "URL")]
-    pub posthog_host: Option<String>,
+    pub posthog_host: Option<Box<str>>,
     /// REST API host override (default: derived from --posthog-host) [env POSTHOG_API_HOST]
     #[arg(long, value_name = "URL")]
-    pub posthog_api_host: Option<String>,
+    pub posthog_api_host: Option<Box<str>>,
     /// Ingestion host override (default: derived from --posthog-host) [env POSTHOG_INGEST_HOST]
     #[arg(long, value_name = "URL")]
-    pub posthog_ingest_host: Option<String>,
+    pub posthog_ingest_host: Option<Box<str>>,
     /// Project API key, phc_... (prefer the env var: flags show in `ps`) [env POSTHOG_API_KEY]
     #[arg(long, value_name = "KEY")]
-    pub posthog_api_key: Option<String>,
+    pub posthog_api_key: Option<Box<str>>,
     /// Personal API key with scope live_debugger:read, phx_... [env POSTHOG_PERSONAL_API_KEY]
     #[arg(long, value_name = "KEY")]
-    pub posthog_personal_api_key: Option<String>,
+    pub posthog_personal_api_key: Option<Box<str>>,
     /// Numeric project id, or @current [env POSTHOG_PROJECT_ID]
     #[arg(long, value_name = "ID")]
-    pub posthog_project_id: Option<String>,
+    pub posthog_project_id: Option<Box<str>>,
     /// Seconds between breakpoint fetches from PostHog [default: 10; env LIBDEBUGGER_POLL_INTERVAL]
     #[arg(long, value_name = "SECS")]
     pub poll_interval: Option<f64>,
     /// distinct_id of the events [default: libdebugger-<hostname>; env LIBDEBUGGER_DISTINCT_ID]
     #[arg(long, value_name = "ID")]
-    pub distinct_id: Option<String>,
+    pub distinct_id: Option<Box<str>>,
     /// Only files under this directory match breakpoints (repeatable)
     #[arg(long = "source-root", value_name = "DIR")]
     pub source_roots: Vec<PathBuf>,
     /// The repository (owner/repo) this host runs; other repositories' breakpoints are ignored
     #[arg(long, value_name = "OWNER/REPO")]
-    pub repository: Option<String>,
+    pub repository: Option<Box<str>>,
     /// Directory of the durable event spool [default: /var/lib/libdebugger/spool; env LIBDEBUGGER_SPOOL_DIR]
     #[arg(long, value_name = "DIR")]
-    pub spool_dir: Option<PathBuf>,
+    pub spool_dir: Option<Box<Path>>,
 }
 
 /// A secret string: shown as `phc_…(redacted)` in `Debug` output and logs.
@@ -345,7 +346,8 @@ pub fn resolve(args: &PosthogArgs, env: EnvLookup<'_>) -> Result<AgentSettings, 
     let env_nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
     let (path, explicit) = match args
         .config_file
-        .clone()
+        .as_deref()
+        .map(Path::to_owned)
         .or_else(|| env_nonempty("LIBDEBUGGER_CONFIG").map(PathBuf::from))
     {
         Some(p) => (p, true),
@@ -385,8 +387,9 @@ pub fn resolve_with_file(
     };
     let fp = &parsed.posthog;
 
-    let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
-        flag.clone()
+    let pick = |flag: &Option<Box<str>>, var: &str, file: &Option<String>| {
+        flag.as_deref()
+            .map(str::to_owned)
             .filter(|v| !v.trim().is_empty())
             .or_else(|| env(var))
             .or_else(|| file.clone().filter(|v| !v.trim().is_empty()))
@@ -485,7 +488,8 @@ pub fn resolve_with_file(
 
     let distinct_id = args
         .distinct_id
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
         .filter(|v| !v.trim().is_empty())
         .or_else(|| env("LIBDEBUGGER_DISTINCT_ID"))
         .or_else(|| fp.distinct_id.clone().filter(|v| !v.trim().is_empty()))
@@ -498,14 +502,16 @@ pub fn resolve_with_file(
     };
     let repository = args
         .repository
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
         .or_else(|| parsed.breakpoints.repository.clone())
         .filter(|r| !r.trim().is_empty());
 
     let fd = &parsed.delivery;
     let mut delivery = DeliveryConfig::new(
         args.spool_dir
-            .clone()
+            .as_deref()
+            .map(Path::to_owned)
             .or_else(|| env("LIBDEBUGGER_SPOOL_DIR").map(PathBuf::from))
             .or_else(|| fd.spool_dir.clone())
             .unwrap_or_else(crate::paths::spool_dir),
@@ -615,7 +621,7 @@ fn normalise_host(setting: &'static str, v: &str) -> Result<String, ConfigError>
     } else {
         format!("https://{v}")
     };
-    let rest = url.split_once("://").map(|(s, r)| (s, r));
+    let rest = url.split_once("://");
     match rest {
         Some(("http" | "https", r)) if !r.is_empty() && !r.contains(char::is_whitespace) => Ok(url),
         _ => Err(ConfigError::Invalid {
