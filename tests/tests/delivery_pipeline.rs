@@ -365,3 +365,72 @@ async fn events_file_gets_the_same_events_as_json_lines() {
     assert_eq!(last["properties"]["$status"], "error");
     assert_eq!(last["properties"]["$error"], "app/x.py matches 2 files");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakpoint_statuses_are_rate_limited_per_breakpoint() {
+    use libdebugger_agent::delivery::StatusReporter;
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, handle) = Pipeline::start(config(dir.path()), sink(&server)).unwrap();
+    let reporter = StatusReporter::new(tx, "test-host", Duration::from_millis(300), Map::new());
+    let st = |id: &str, status: &str, error: Option<&str>| StatusUpdate {
+        breakpoint_id: id.into(),
+        status: status.into(),
+        error: error.map(Into::into),
+    };
+    assert!(reporter.report(st("b1", "pending", None)).unwrap());
+    assert!(
+        !reporter.report(st("b1", "pending", None)).unwrap(),
+        "unchanged"
+    );
+    assert!(
+        !reporter.report(st("b1", "armed", None)).unwrap(),
+        "too soon"
+    );
+    assert!(
+        !reporter
+            .report(st("b1", "error", Some("matches 2 files")))
+            .unwrap()
+    );
+    assert!(
+        reporter.report(st("b2", "armed", None)).unwrap(),
+        "per breakpoint"
+    );
+    // The held status (the latest, "error") goes out once the interval has passed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reporter.tick() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held status was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(5), |e| e.len() == 3)
+            .await
+    );
+    let got: Vec<(String, String, Value)> = server
+        .events()
+        .iter()
+        .map(|e| {
+            let p = &e["properties"];
+            assert_eq!(e["event"], "$data_breakpoint_status");
+            (
+                p["$breakpoint_id"].as_str().unwrap().to_owned(),
+                p["$status"].as_str().unwrap().to_owned(),
+                p["$error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("b1".into(), "pending".into(), Value::Null),
+            ("b2".into(), "armed".into(), Value::Null),
+            ("b1".into(), "error".into(), json!("matches 2 files")),
+        ]
+    );
+    drop(reporter);
+    handle.shutdown(Duration::from_secs(1)).await;
+}

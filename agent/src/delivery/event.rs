@@ -82,6 +82,27 @@ impl Event {
         ev
     }
 
+    /// [`Event::hit`] from the raw bytes of a helper HIT message (a JSON object).
+    pub fn hit_from_json(
+        distinct_id: &str,
+        message: &[u8],
+        extensions: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<Self, HitError> {
+        match serde_json::from_slice::<Value>(message) {
+            Ok(Value::Object(props)) => Ok(Event::hit(distinct_id, props, extensions)),
+            Ok(other) => Err(HitError::NotAnObject {
+                kind: match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                },
+            }),
+            Err(source) => Err(HitError::Json { source }),
+        }
+    }
+
     /// A `$data_breakpoint_status` event: `$breakpoint_id`, `$status` (e.g. `armed`, `pending`,
     /// `error`, `throttled`) and `$error` (null unless there is one), plus `extensions`.
     pub fn breakpoint_status(
@@ -111,6 +132,24 @@ impl Event {
         // Serialising a struct of strings and a `serde_json::Map` cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// A helper HIT message that cannot become an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HitError {
+    /// Not valid JSON.
+    #[error("the helper's hit message is not valid JSON: {source}")]
+    Json {
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Valid JSON, but not an object of properties.
+    #[error("the helper's hit message is {kind}, not a JSON object of properties")]
+    NotAnObject {
+        /// What it is instead.
+        kind: &'static str,
+    },
 }
 
 /// The event is too large even after cutting its captured values.
@@ -294,6 +333,20 @@ mod tests {
         assert_eq!(ev.properties["$host"], json!("h"));
         assert_eq!(ev.properties["$process_person_profile"], json!(false));
         assert_eq!(ev.uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn hit_from_raw_message() {
+        let ev = Event::hit_from_json("d", br#"{"$breakpoint_id": "b"}"#, []).unwrap();
+        assert_eq!(ev.properties["$breakpoint_id"], json!("b"));
+        assert!(matches!(
+            Event::hit_from_json("d", b"[1]", []),
+            Err(HitError::NotAnObject { kind: "an array" })
+        ));
+        assert!(matches!(
+            Event::hit_from_json("d", b"{", []),
+            Err(HitError::Json { .. })
+        ));
     }
 
     #[test]

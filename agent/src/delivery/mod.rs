@@ -27,9 +27,11 @@
 pub mod event;
 pub mod sinks;
 pub mod spool;
+pub mod status;
 
-pub use event::{Event, StatusLimiter, StatusUpdate};
+pub use event::{Event, HitError, StatusLimiter, StatusUpdate};
 pub use sinks::{AnySink, JsonLinesSink, PosthogSink, TerminalSink};
+pub use status::StatusReporter;
 
 use spool::{Position, Spool, SpoolError, SpoolReader};
 use std::future::Future;
@@ -83,6 +85,15 @@ impl DeliveryConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             misconfigured_recheck: Duration::from_secs(300),
+        }
+    }
+
+    /// The same settings with the spool in `spool_dir/<name>`: one pipeline per sink (e.g.
+    /// `posthog` and `events-file` when both are wanted), each with its own spool.
+    pub fn with_subdir(&self, name: &str) -> Self {
+        Self {
+            spool_dir: self.spool_dir.join(name),
+            ..self.clone()
         }
     }
 }
@@ -328,6 +339,9 @@ impl Pipeline {
                 let _ = tokio::task::spawn_blocking(move || s.sync()).await;
             }
         });
+        let mut config = config;
+        config.batch_size = config.batch_size.max(1);
+        config.max_request_bytes = config.max_request_bytes.max(1);
         let worker = Worker {
             reader: spool.reader(),
             spool: spool.clone(),
