@@ -269,3 +269,22 @@ async fn forbidden_project_names_the_project_setting() {
     );
     assert!(s.auth_error);
 }
+
+#[tokio::test]
+async fn rate_limit_retry_after_is_honoured() {
+    let server = PosthogServer::start().unwrap();
+    server.fail_breakpoints(
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut poller = Poller::start(config(&server, Duration::from_millis(50))).unwrap();
+    wait_set(&mut poller.desired, "a after the 429", |s| s.len() == 1).await;
+    let reqs = server.breakpoint_requests();
+    assert_eq!(reqs[0].status, 429);
+    let gap = reqs[1].at - reqs[0].at;
+    // The 50 ms interval's backoff alone would retry within 50 ms.
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+}

@@ -233,12 +233,12 @@ impl Spool {
         });
         // Count what a previous run left behind.
         let mut reader = spool.reader();
+        reader.quiet = true;
         let mut queued = 0u64;
         while let Ok(Some(_)) = reader.next_record() {
             queued += 1;
         }
         counters.queued.store(queued, Ordering::Relaxed);
-        counters.corrupt.store(0, Ordering::Relaxed);
         if queued > 0 {
             tracing::info!(
                 events = queued,
@@ -395,6 +395,7 @@ impl Spool {
             spool: self.clone(),
             pos: self.start,
             file: None,
+            quiet: false,
         }
     }
 
@@ -443,6 +444,8 @@ pub struct SpoolReader {
     spool: Arc<Spool>,
     pos: Position,
     file: Option<(u64, File)>,
+    /// Counting pass at open: torn records are reported by the delivering reader only.
+    quiet: bool,
 }
 
 enum ReadOutcome {
@@ -469,6 +472,11 @@ impl SpoolReader {
                 ReadOutcome::Record(r) => return Ok(Some((r, self.pos))),
                 ReadOutcome::End if self.pos.segment == active => return Ok(None),
                 ReadOutcome::End => {}
+                ReadOutcome::Torn(_) if self.quiet => {
+                    if self.pos.segment == active {
+                        return Ok(None);
+                    }
+                }
                 ReadOutcome::Torn(why) => {
                     self.spool.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(

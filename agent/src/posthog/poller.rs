@@ -4,8 +4,8 @@
 //! * Every answer is compared with the set in force; any field change (a condition-only edit,
 //!   `enabled` turning false, a deletion) publishes a new [`DesiredSet`] on the watch channel at
 //!   once.
-//! * Errors back off exponentially with jitter (from `interval` up to `max_backoff`), and the set
-//!   in force stays. 401/403 are logged **once** with what to fix (the key, its scope
+//! * Errors back off exponentially with jitter (from `interval` up to `max_backoff`; a
+//!   `Retry-After` is honoured up to `max_backoff`), and the set in force stays. 401/403 are logged **once** with what to fix (the key, its scope
 //!   `live_debugger:read`, the project id), other errors once per failure streak; the
 //!   [`PollerStatus`] always carries the current error.
 //! * A malformed answer (not JSON, no `results`/`breakpoints` list, a bad entry) counts as an
@@ -14,7 +14,7 @@ use super::config::{PosthogSettings, ProjectId, Secret};
 use crate::breakpoints::DesiredSet;
 use crate::breakpoints::file::parse_active_json;
 use crate::delivery::backoff;
-use crate::delivery::sinks::{error_chain, http_client};
+use crate::delivery::sinks::{error_chain, http_client, parse_retry_after};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -106,8 +106,8 @@ impl Drop for Poller {
 enum FetchError {
     /// 401/403: the credentials. Logged once.
     Auth(String),
-    /// Anything else.
-    Other(String),
+    /// Anything else; `Retry-After` when the server sent one (429/503).
+    Other(String, Option<Duration>),
 }
 
 impl Poller {
@@ -135,16 +135,24 @@ async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSe
         req = req.query(&[("token", cfg.api_key.expose())]);
     }
     let resp = req.send().await.map_err(|e| {
-        FetchError::Other(format!("GET {endpoint}: {}", error_chain(&e.without_url())))
+        FetchError::Other(
+            format!("GET {endpoint}: {}", error_chain(&e.without_url())),
+            None,
+        )
     })?;
     let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body = resp
         .bytes()
         .await
-        .map_err(|e| FetchError::Other(format!("GET {endpoint}: reading the answer: {e}")))?;
+        .map_err(|e| FetchError::Other(format!("GET {endpoint}: reading the answer: {e}"), None))?;
     if status.is_success() {
         return parse_active_json("PostHog's answer", &body)
-            .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}")));
+            .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None));
     }
     let detail = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -163,11 +171,17 @@ async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSe
              POSTHOG_PROJECT_ID",
             cfg.project_id
         )),
-        404 => FetchError::Other(format!(
-            "GET {endpoint} answered HTTP 404 ({detail}): check POSTHOG_PROJECT_ID and \
-             POSTHOG_HOST (does this PostHog have the Live Debugger?)"
-        )),
-        _ => FetchError::Other(format!("GET {endpoint} answered HTTP {code}: {detail}")),
+        404 => FetchError::Other(
+            format!(
+                "GET {endpoint} answered HTTP 404 ({detail}): check POSTHOG_PROJECT_ID and \
+                 POSTHOG_HOST (does this PostHog have the Live Debugger?)"
+            ),
+            None,
+        ),
+        _ => FetchError::Other(
+            format!("GET {endpoint} answered HTTP {code}: {detail}"),
+            retry_after,
+        ),
     })
 }
 
@@ -209,9 +223,9 @@ async fn poll_loop(
                 cfg.interval
             }
             Err(err) => {
-                let (msg, auth) = match err {
-                    FetchError::Auth(m) => (m, true),
-                    FetchError::Other(m) => (m, false),
+                let (msg, auth, retry_after) = match err {
+                    FetchError::Auth(m) => (m, true, None),
+                    FetchError::Other(m, ra) => (m, false, ra),
                 };
                 // Auth errors: once per distinct message. Others: once per failure streak.
                 let first_report = if auth {
@@ -240,9 +254,11 @@ async fn poll_loop(
                     s.last_error = Some(msg);
                     s.auth_error = auth;
                 });
-                let d = backoff(cfg.interval, cfg.max_backoff.max(cfg.interval), failures);
+                let max = cfg.max_backoff.max(cfg.interval);
+                let d = backoff(cfg.interval, max, failures);
                 failures = failures.saturating_add(1);
-                d
+                // Honour Retry-After, within reason.
+                retry_after.map_or(d, |ra| d.max(ra.min(max)))
             }
         };
         tokio::time::sleep(delay).await;
