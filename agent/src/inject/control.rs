@@ -34,7 +34,7 @@ pub enum ControlError {
     },
     /// The block does not carry the expected magic / ABI version.
     #[error(
-        "process {pid}: the control block at {addr:#x} has magic {magic:#x} and ABI {abi}, expected ABI {ABI_VERSION}: the helper is from another libdebugger version; restart the process"
+        "process {pid}: the control block at {addr:#x} has magic {magic:#x} and ABI {abi}, expected {CONTROL_MAGIC:#x} and ABI {ABI_VERSION}: the helper is from another libdebugger version; restart the process"
     )]
     Mismatch {
         pid: i32,

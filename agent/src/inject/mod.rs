@@ -243,7 +243,7 @@ pub enum InjectError {
     AttachFailed { pid: i32, code: i32 },
     /// The helper is mapped but its control block is not one this agent understands.
     #[error(
-        "the helper in process {pid} ({mapping}) has control block magic {magic:#x}, ABI {abi}; this agent needs ABI {ABI_VERSION}: restart the process to load the current helper"
+        "the helper in process {pid} ({mapping}) has control block magic {magic:#x}, ABI {abi}; this agent needs magic {CONTROL_MAGIC:#x}, ABI {ABI_VERSION}: restart the process to load the current helper"
     )]
     HelperMismatch {
         pid: i32,
