@@ -439,7 +439,16 @@ impl TargetSymbols {
             origin: libc_map.path.clone(),
             reason: "no PT_LOAD segment maps file offset 0".into(),
         })?;
-        let in_libc = |name: &str| libc.symbol(name).map(|s| bias + s.value);
+        let found = libc.symbols(&[
+            "dlopen",
+            "dlerror",
+            "__libc_dlopen_mode",
+            "__errno_location",
+            "memfd_create",
+            "syscall",
+            "close",
+        ]);
+        let in_libc = |name: &str| found.get(name).map(|s| bias + s.value);
         let missing = |symbol: &str| InjectError::MissingSymbol {
             object: libc_map.path.clone(),
             symbol: symbol.into(),
@@ -468,10 +477,8 @@ impl TargetSymbols {
         if let Some(ld) = maps::find_object(maps, |m| maps::is_glibc_loader(m.file_name())) {
             ranges.loader = maps::text_ranges(maps, ld);
         }
-        for name in LOCK_WAIT_FUNCTIONS {
-            if let Some(s) = libc.symbol(name).filter(|s| s.size > 0) {
-                ranges.lock_wait.push((bias + s.value, bias + s.value + s.size));
-            }
+        for s in libc.symbols(LOCK_WAIT_FUNCTIONS).values().filter(|s| s.size > 0) {
+            ranges.lock_wait.push((bias + s.value, bias + s.value + s.size));
         }
         ranges.eval = eval_loop_ranges(pid, maps);
         if ranges.eval.is_empty() {
