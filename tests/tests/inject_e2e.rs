@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use libdebugger_agent::inject::{
-    self, InjectError, InjectOptions, Outcome, control::ControlWriter,
+    self, InjectError, InjectOptions, Outcome, control::ControlWriter, safepoint::SafePoint,
 };
 use libdebugger_tests::python::{self, Interpreter};
 
@@ -27,7 +27,9 @@ fn skip_reason() -> Option<String> {
         return Some("injection tests need root (ptrace, /proc/<pid>/map_files)".into());
     }
     if Command::new("cc").arg("--version").output().is_err() {
-        return Some("injection tests need a C compiler (`cc`) to build the stand-in helper".into());
+        return Some(
+            "injection tests need a C compiler (`cc`) to build the stand-in helper".into(),
+        );
     }
     None
 }
@@ -60,7 +62,10 @@ fn standin() -> Result<PathBuf> {
     if let Some(p) = SO.get() {
         return Ok(p.clone());
     }
-    let dir = tempfile::Builder::new().prefix("ldbg-standin-").tempdir()?.keep();
+    let dir = tempfile::Builder::new()
+        .prefix("ldbg-standin-")
+        .tempdir()?
+        .keep();
     let so = build_standin(&dir)?;
     Ok(SO.get_or_init(|| so).clone())
 }
@@ -92,7 +97,9 @@ impl Target {
             .env("PYTHONUNBUFFERED", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", interp.label))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", interp.label))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -143,7 +150,10 @@ impl Target {
                 return Ok(text.lines().map(String::from).collect());
             }
             if Instant::now() >= deadline {
-                bail!("{}: the helper did not write its marker within {timeout:?}", self.label);
+                bail!(
+                    "{}: the helper did not write its marker within {timeout:?}",
+                    self.label
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -166,7 +176,10 @@ impl Target {
                 return Ok((st, last));
             }
             if Instant::now() >= deadline {
-                bail!("{}: did not exit within {timeout:?} after the stop file", self.label);
+                bail!(
+                    "{}: did not exit within {timeout:?} after the stop file",
+                    self.label
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -199,15 +212,29 @@ fn inject_and_check(t: &Target, so: &Path) -> Result<(Duration, Duration)> {
     let inj = inject::inject(t.pid(), so, &InjectOptions::default())
         .with_context(|| format!("{}: injecting pid {}", t.label, t.pid()))?;
     let injected = t0.elapsed();
-    ensure!(inj.outcome == Outcome::Loaded, "{}: outcome {:?}", t.label, inj.outcome);
-    ensure!(inj.attach_result == Some(0), "{}: ldbg_attach returned {:?}", t.label, inj.attach_result);
+    ensure!(
+        inj.outcome == Outcome::Loaded,
+        "{}: outcome {:?}",
+        t.label,
+        inj.outcome
+    );
+    ensure!(
+        inj.attach_result == Some(0),
+        "{}: ldbg_attach returned {:?}",
+        t.label,
+        inj.attach_result
+    );
     t.wait_marker(Duration::from_secs(1))?;
     let marked = t0.elapsed();
     eprintln!(
         "{}: injected in {:?} via {:?}, marker after {:?}",
         t.label, injected, inj.hijacked, marked
     );
-    ensure!(marked <= Duration::from_secs(1), "{}: marker after {marked:?}", t.label);
+    ensure!(
+        marked <= Duration::from_secs(1),
+        "{}: marker after {marked:?}",
+        t.label
+    );
     Ok((injected, marked))
 }
 
@@ -220,16 +247,58 @@ fn inject_busy_allocator_process() -> Result<()> {
         inject_and_check(&t, &so)?;
         // Still working after the injection: the iteration count keeps rising.
         let tick = |l: &str| l.strip_prefix("tick ").and_then(|n| n.parse::<u64>().ok());
-        let a = tick(&t.wait_line(|l| l.starts_with("tick "), Duration::from_secs(2))?).unwrap_or(0);
+        let a =
+            tick(&t.wait_line(|l| l.starts_with("tick "), Duration::from_secs(2))?).unwrap_or(0);
         let mut b = a;
         let deadline = Instant::now() + Duration::from_secs(3);
         while b <= a && Instant::now() < deadline {
-            b = tick(&t.wait_line(|l| l.starts_with("tick "), Duration::from_secs(2))?).unwrap_or(0);
+            b = tick(&t.wait_line(|l| l.starts_with("tick "), Duration::from_secs(2))?)
+                .unwrap_or(0);
         }
-        ensure!(b > a, "{}: no progress after injection ({a} -> {b})", interp.label);
+        ensure!(
+            b > a,
+            "{}: no progress after injection ({a} -> {b})",
+            interp.label
+        );
         let (st, last) = t.stop(Duration::from_secs(10))?;
         ensure!(st.success(), "{}: exit status {st}", interp.label);
-        ensure!(last.starts_with("done "), "{}: last line {last:?}", interp.label);
+        ensure!(
+            last.starts_with("done "),
+            "{}: last line {last:?}",
+            interp.label
+        );
+    }
+    Ok(())
+}
+
+/// A single thread spinning in Python: no thread ever blocks, so only the eval-loop safe point
+/// can be used.
+#[test]
+fn inject_pure_python_spinner_at_eval_loop() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "spin.py", &[], &[])?;
+        let t0 = Instant::now();
+        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        ensure!(
+            inj.hijacked.map(|h| h.safe_point) == Some(SafePoint::EvalLoop),
+            "{}: hijacked {:?}",
+            interp.label,
+            inj.hijacked
+        );
+        t.wait_marker(Duration::from_secs(1))?;
+        eprintln!(
+            "{}: spinner injected at the eval loop, marker after {:?}",
+            interp.label,
+            t0.elapsed()
+        );
+        let (st, last) = t.stop(Duration::from_secs(10))?;
+        ensure!(
+            st.success() && last.starts_with("done "),
+            "{}: {st} {last:?}",
+            interp.label
+        );
     }
     Ok(())
 }
@@ -244,7 +313,11 @@ fn inject_main_thread_blocked_forever() -> Result<()> {
         let (st, last) = t.stop(Duration::from_secs(10))?;
         ensure!(st.success(), "{}: exit status {st}", interp.label);
         // Event.wait() returned True (woken by set, no spurious exception).
-        ensure!(last.starts_with("done True "), "{}: last line {last:?}", interp.label);
+        ensure!(
+            last.starts_with("done True "),
+            "{}: last line {last:?}",
+            interp.label
+        );
     }
     Ok(())
 }
@@ -266,9 +339,19 @@ fn inject_idle_process_and_waits_behave() -> Result<()> {
         ensure!(st.success(), "{}: exit status {st}", interp.label);
         let v: serde_json::Value = serde_json::from_str(&last)
             .with_context(|| format!("{}: last line {last:?}", interp.label))?;
-        for kind in ["sleep", "event_wait", "lock_acquire", "select", "pipe_select"] {
+        for kind in [
+            "sleep",
+            "event_wait",
+            "lock_acquire",
+            "select",
+            "pipe_select",
+        ] {
             let r = &v[kind];
-            let (n, min, max) = (r["n"].as_u64().unwrap_or(0), r["min"].as_f64().unwrap_or(0.0), r["max"].as_f64().unwrap_or(9.0));
+            let (n, min, max) = (
+                r["n"].as_u64().unwrap_or(0),
+                r["min"].as_f64().unwrap_or(0.0),
+                r["max"].as_f64().unwrap_or(9.0),
+            );
             ensure!(n >= 2, "{}: {kind}: only {n} waits", interp.label);
             ensure!(
                 r["errors"].as_array().is_some_and(|e| e.is_empty()),
@@ -277,8 +360,16 @@ fn inject_idle_process_and_waits_behave() -> Result<()> {
                 r["errors"]
             );
             // 0.2 s waits: never early (a restarted wait keeps its deadline), never much late.
-            ensure!(min >= 0.199, "{}: {kind}: a wait returned early ({min:.4}s)", interp.label);
-            ensure!(max <= 0.35, "{}: {kind}: a wait took {max:.4}s", interp.label);
+            ensure!(
+                min >= 0.199,
+                "{}: {kind}: a wait returned early ({min:.4}s)",
+                interp.label
+            );
+            ensure!(
+                max <= 0.35,
+                "{}: {kind}: a wait took {max:.4}s",
+                interp.label
+            );
         }
         eprintln!("{}: waits after injection: {v}", interp.label);
     }
@@ -299,8 +390,16 @@ fn inject_twice_loads_once() -> Result<()> {
             interp.label,
             second.outcome
         );
-        ensure!(second.hijacked.is_none(), "{}: second inject hijacked a thread", interp.label);
-        ensure!(helper_mappings(t.pid())? == 1, "{}: helper mapped more than once", interp.label);
+        ensure!(
+            second.hijacked.is_none(),
+            "{}: second inject hijacked a thread",
+            interp.label
+        );
+        ensure!(
+            helper_mappings(t.pid())? == 1,
+            "{}: helper mapped more than once",
+            interp.label
+        );
         std::thread::sleep(Duration::from_millis(100));
         let marker = t.wait_marker(Duration::from_secs(1))?;
         ensure!(
@@ -326,10 +425,22 @@ fn inject_into_other_mount_namespace() -> Result<()> {
     }
     let hidden = tempfile::Builder::new().prefix("ldbg-hidden-").tempdir()?;
     let so = build_standin(hidden.path())?;
-    let dir = hidden.path().to_str().context("non-UTF-8 temp dir")?.to_string();
+    let dir = hidden
+        .path()
+        .to_str()
+        .context("non-UTF-8 temp dir")?
+        .to_string();
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
     for interp in python::supported() {
-        let prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script.as_str()];
+        let prefix = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script.as_str(),
+        ];
         let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
         let inside = PathBuf::from(format!("/proc/{}/root{}", t.pid(), so.display()));
         ensure!(
@@ -352,20 +463,30 @@ fn inject_process_that_exits() -> Result<()> {
     let so = standin()?;
     let interps = python::supported();
     let mut exited = 0;
-    for (i, delay_ms) in [0.0, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0].iter().enumerate() {
+    for (i, delay_ms) in [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 30.0]
+        .iter()
+        .enumerate()
+    {
         let interp = &interps[i % interps.len()];
         let t = Target::spawn(interp, "exits_soon.py", &[&delay_ms.to_string()], &[])?;
         let t0 = Instant::now();
         let r = inject::inject(t.pid(), &so, &InjectOptions::default());
         let took = t0.elapsed();
-        ensure!(took < Duration::from_secs(3), "{}: inject took {took:?}", interp.label);
+        ensure!(
+            took < Duration::from_secs(3),
+            "{}: inject took {took:?}",
+            interp.label
+        );
         match r {
             Ok(_) => {}
             Err(InjectError::ProcessExited { pid }) => {
                 ensure!(pid == t.pid());
                 exited += 1;
             }
-            Err(e) => bail!("{}: delay {delay_ms} ms: unexpected error: {e}", interp.label),
+            Err(e) => bail!(
+                "{}: delay {delay_ms} ms: unexpected error: {e}",
+                interp.label
+            ),
         }
     }
     // An already-dead pid.
@@ -376,7 +497,7 @@ fn inject_process_that_exits() -> Result<()> {
         Err(InjectError::ProcessExited { .. }) => {}
         other => bail!("injecting a dead pid: {other:?}"),
     }
-    eprintln!("{exited} of 8 injections met an exiting process");
+    eprintln!("{exited} of 10 injections met an exiting process");
     Ok(())
 }
 
@@ -415,7 +536,10 @@ fn inject_control_block_round_trip() -> Result<()> {
             "{}: control log {lines:?}",
             interp.label
         );
-        eprintln!("{}: control generation applied after {applied_after:?}", interp.label);
+        eprintln!(
+            "{}: control generation applied after {applied_after:?}",
+            interp.label
+        );
         let (st, _) = t.stop(Duration::from_secs(10))?;
         ensure!(st.success(), "{}: exit status {st}", interp.label);
     }
@@ -437,7 +561,10 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 fn inject_latency() -> Result<()> {
     require_root!();
     let so = standin()?;
-    let runs: usize = std::env::var("LDBG_INJECT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let runs: usize = std::env::var("LDBG_INJECT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     for interp in python::supported() {
         for script in ["busy.py", "blocked_main.py", "idle.py"] {
             let mut attach = Vec::new();

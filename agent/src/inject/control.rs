@@ -123,7 +123,8 @@ impl ControlWriter {
     }
 
     fn write_u64(&self, off: usize, v: u64) -> Result<(), ControlError> {
-        remote::write(self.pid, self.addr + off as u64, &v.to_le_bytes()).map_err(|e| self.mem_err(e))
+        remote::write(self.pid, self.addr + off as u64, &v.to_le_bytes())
+            .map_err(|e| self.mem_err(e))
     }
 
     /// Publishes `data` under the seqlock protocol; returns the new (even) generation.

@@ -74,7 +74,9 @@ macro_rules! with_file {
     ($self:expr, $file:ident => $body:expr) => {
         match &$self.backing {
             Backing::Bytes(b) => object::File::parse(&b[..]).ok().and_then(|$file| $body),
-            Backing::Mapped(m) => object::File::parse(m.as_slice()).ok().and_then(|$file| $body),
+            Backing::Mapped(m) => object::File::parse(m.as_slice())
+                .ok()
+                .and_then(|$file| $body),
         }
     };
 }

@@ -96,7 +96,10 @@ pub fn of_path<'m>(maps: &'m [Mapping], path: &str) -> Vec<&'m Mapping> {
 
 /// The first mapping (lowest address, file offset 0) of the first file whose name satisfies
 /// `pred`.
-pub fn find_object<'m>(maps: &'m [Mapping], pred: impl Fn(&Mapping) -> bool) -> Option<&'m Mapping> {
+pub fn find_object<'m>(
+    maps: &'m [Mapping],
+    pred: impl Fn(&Mapping) -> bool,
+) -> Option<&'m Mapping> {
     maps.iter()
         .filter(|m| m.inode != 0 && m.offset == 0 && pred(m))
         .min_by_key(|m| m.start)
@@ -164,7 +167,10 @@ mod tests {
         let m = parse(SAMPLE);
         let libc = find_object(&m, |x| is_libc(x.file_name())).expect("libc");
         assert_eq!(libc.start, 0x7f0000000000);
-        assert_eq!(text_ranges(&m, libc), vec![(0x7f0000028000, 0x7f000019d000)]);
+        assert_eq!(
+            text_ranges(&m, libc),
+            vec![(0x7f0000028000, 0x7f000019d000)]
+        );
         assert!(is_libc("libc-2.31.so") && is_libc("ld-musl-x86_64.so.1"));
         assert!(!is_libc("libcrypto.so.3") && !is_libc("libcap.so.2"));
         assert!(is_glibc_loader("ld-linux-x86-64.so.2") && !is_glibc_loader("ld-musl-x86_64.so.1"));

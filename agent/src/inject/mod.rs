@@ -252,7 +252,9 @@ pub enum InjectError {
         abi: u32,
     },
     /// The helper was loaded but its mapping could not be found afterwards.
-    #[error("the helper was loaded into process {pid} but no mapping of it appears in /proc/{pid}/maps")]
+    #[error(
+        "the helper was loaded into process {pid} but no mapping of it appears in /proc/{pid}/maps"
+    )]
     HelperNotMapped { pid: i32 },
     /// The injector thread could not be started or panicked.
     #[error("the injector thread failed: {reason}")]
@@ -262,7 +264,11 @@ pub enum InjectError {
 /// Loads the helper `helper_so` into process `pid` exactly once and calls its `ldbg_attach`.
 /// Blocks the caller for at most about `safe_point_timeout + 2 × call_timeout`; the target is
 /// never stopped as a whole, and the hijacked thread only for the duration of the calls.
-pub fn inject(pid: i32, helper_so: &Path, options: &InjectOptions) -> Result<Injected, InjectError> {
+pub fn inject(
+    pid: i32,
+    helper_so: &Path,
+    options: &InjectOptions,
+) -> Result<Injected, InjectError> {
     let helper_so = helper_so.to_path_buf();
     let options = options.clone();
     // A dedicated thread: ptrace requests must come from the thread that seized the tracee, and
@@ -435,10 +441,12 @@ impl TargetSymbols {
         let libc_map = maps::find_object(maps, |m| maps::is_libc(m.file_name()))
             .ok_or(InjectError::NoLibc { pid })?;
         let libc = Elf::of_mapping(pid, libc_map)?;
-        let bias = libc.load_bias(libc_map.start).ok_or_else(|| InjectError::BadElf {
-            origin: libc_map.path.clone(),
-            reason: "no PT_LOAD segment maps file offset 0".into(),
-        })?;
+        let bias = libc
+            .load_bias(libc_map.start)
+            .ok_or_else(|| InjectError::BadElf {
+                origin: libc_map.path.clone(),
+                reason: "no PT_LOAD segment maps file offset 0".into(),
+            })?;
         let found = libc.symbols(&[
             "dlopen",
             "dlerror",
@@ -458,8 +466,8 @@ impl TargetSymbols {
         // which CPython links; last resort glibc's private __libc_dlopen_mode.
         let (dlopen, dlerror, dlopen_extra_flags) = if let Some(d) = in_libc("dlopen") {
             (d, in_libc("dlerror"), 0)
-        } else if let Some((d, e)) = maps::find_object(maps, |m| m.file_name().starts_with("libdl."))
-            .and_then(|m| {
+        } else if let Some((d, e)) =
+            maps::find_object(maps, |m| m.file_name().starts_with("libdl.")).and_then(|m| {
                 let elf = Elf::of_mapping(pid, m).ok()?;
                 let b = elf.load_bias(m.start)?;
                 let d = elf.symbol("dlopen")?;
@@ -477,12 +485,21 @@ impl TargetSymbols {
         if let Some(ld) = maps::find_object(maps, |m| maps::is_glibc_loader(m.file_name())) {
             ranges.loader = maps::text_ranges(maps, ld);
         }
-        for s in libc.symbols(LOCK_WAIT_FUNCTIONS).values().filter(|s| s.size > 0) {
-            ranges.lock_wait.push((bias + s.value, bias + s.value + s.size));
+        for s in libc
+            .symbols(LOCK_WAIT_FUNCTIONS)
+            .values()
+            .filter(|s| s.size > 0)
+        {
+            ranges
+                .lock_wait
+                .push((bias + s.value, bias + s.value + s.size));
         }
         ranges.eval = eval_loop_ranges(pid, maps);
         if ranges.eval.is_empty() {
-            warn!(pid, "_PyEval_EvalFrameDefault not found: only threads blocked in a wait can be used");
+            warn!(
+                pid,
+                "_PyEval_EvalFrameDefault not found: only threads blocked in a wait can be used"
+            );
         }
         Ok(Self {
             errno_location: in_libc("__errno_location"),
@@ -516,7 +533,10 @@ fn eval_loop_ranges(pid: i32, maps: &[Mapping]) -> Vec<(u64, u64)> {
             continue;
         }
         if let Ok(elf) = Elf::of_mapping(pid, m)
-            && let (Some(bias), Some(s)) = (elf.load_bias(m.start), elf.symbol("_PyEval_EvalFrameDefault"))
+            && let (Some(bias), Some(s)) = (
+                elf.load_bias(m.start),
+                elf.symbol("_PyEval_EvalFrameDefault"),
+            )
             && s.size > 0
         {
             out.push((m.path.clone(), (bias + s.value, bias + s.value + s.size)));
@@ -607,10 +627,12 @@ impl Injector {
         // The helper's own symbols, from the agent's copy (the bytes we are about to load).
         let helper = Elf::read(helper_so)?;
         let helper_sym = |name: &str| {
-            helper.symbol(name).ok_or_else(|| InjectError::MissingSymbol {
-                object: helper_so.display().to_string(),
-                symbol: name.into(),
-            })
+            helper
+                .symbol(name)
+                .ok_or_else(|| InjectError::MissingSymbol {
+                    object: helper_so.display().to_string(),
+                    symbol: name.into(),
+                })
         };
         let attach_sym = helper_sym(ATTACH_SYMBOL)?;
         helper_sym(CONTROL_SYMBOL)?;
@@ -648,7 +670,11 @@ impl Injector {
     }
 
     /// Step 2: seizes threads one at a time until one is at a safe point.
-    fn find_safe_thread(&mut self, maps: &[Mapping], ranges: &Ranges) -> Result<Hijack, InjectError> {
+    fn find_safe_thread(
+        &mut self,
+        maps: &[Mapping],
+        ranges: &Ranges,
+    ) -> Result<Hijack, InjectError> {
         let pid = self.pid;
         let deadline = Instant::now() + self.options.safe_point_timeout;
         let mut refusals: HashMap<String, usize> = HashMap::new();
@@ -843,7 +869,8 @@ fn prescreen(pid: i32, tid: i32) -> Prescreen {
         // Uninterruptible sleep: it would not stop for PTRACE_INTERRUPT until it wakes.
         return Prescreen::Skip(Refusal::NotAWaitSyscall);
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
     match safepoint::parse_proc_syscall(&text) {
         Some((nr, args)) => match safepoint::classify_syscall(nr, args) {
             Ok(_) => Prescreen::Blocked,
@@ -877,7 +904,11 @@ fn load_and_attach(
     let name = hj.push_c_string(MEMFD_NAME)?;
     let fd = match (syms.memfd_create, syms.syscall) {
         (Some(f), _) => hj.call(f, &[name, MFD_CLOEXEC], "memfd_create")?,
-        (None, Some(s)) => hj.call(s, &[SYS_MEMFD_CREATE, name, MFD_CLOEXEC], "syscall(memfd_create)")?,
+        (None, Some(s)) => hj.call(
+            s,
+            &[SYS_MEMFD_CREATE, name, MFD_CLOEXEC],
+            "syscall(memfd_create)",
+        )?,
         (None, None) => {
             return Err(InjectError::MissingSymbol {
                 object: "libc".into(),
@@ -886,7 +917,9 @@ fn load_and_attach(
         }
     } as i32;
     if fd < 0 {
-        let e = errno.map(|(addr, _)| remote::read_u32(pid, addr).unwrap_or(0) as i32).unwrap_or(0);
+        let e = errno
+            .map(|(addr, _)| remote::read_u32(pid, addr).unwrap_or(0) as i32)
+            .unwrap_or(0);
         hj.restore_errno(errno);
         return Err(InjectError::MemfdCreate { pid, errno: e });
     }
@@ -904,7 +937,11 @@ fn load_and_attach(
         drop(f);
 
         let path = hj.push_c_string(&format!("/proc/self/fd/{fd}"))?;
-        let handle = hj.call(syms.dlopen, &[path, RTLD_NOW | syms.dlopen_extra_flags], "dlopen")?;
+        let handle = hj.call(
+            syms.dlopen,
+            &[path, RTLD_NOW | syms.dlopen_extra_flags],
+            "dlopen",
+        )?;
         if handle == 0 {
             let message = match syms.dlerror {
                 Some(dlerror) => {
@@ -912,7 +949,8 @@ fn load_and_attach(
                     if msg == 0 {
                         "(no dlerror message)".to_string()
                     } else {
-                        remote::read_c_string(pid, msg, 4096).unwrap_or_else(|e| format!("(dlerror unreadable: {e})"))
+                        remote::read_c_string(pid, msg, 4096)
+                            .unwrap_or_else(|e| format!("(dlerror unreadable: {e})"))
                     }
                 }
                 None => "(no dlerror in this libc)".to_string(),
@@ -926,7 +964,9 @@ fn load_and_attach(
             .filter(|m| m.inode == inode && m.offset == 0)
             .min_by_key(|m| m.start)
             .ok_or(InjectError::HelperNotMapped { pid })?;
-        let bias = helper.load_bias(m.start).ok_or(InjectError::HelperNotMapped { pid })?;
+        let bias = helper
+            .load_bias(m.start)
+            .ok_or(InjectError::HelperNotMapped { pid })?;
         Ok((inode, bias))
     })();
     // The mapping keeps the memfd alive; the descriptor itself must not leak into the app.
@@ -1048,7 +1088,9 @@ impl Hijack {
         r.rax = 0;
         r.orig_rax = u64::MAX;
         r.eflags &= !(EFLAGS_TF | EFLAGS_DF);
-        let regs = [&mut r.rdi, &mut r.rsi, &mut r.rdx, &mut r.rcx, &mut r.r8, &mut r.r9];
+        let regs = [
+            &mut r.rdi, &mut r.rsi, &mut r.rdx, &mut r.rcx, &mut r.r8, &mut r.r9,
+        ];
         for (slot, &a) in regs.into_iter().zip(args) {
             *slot = a;
         }
@@ -1070,7 +1112,9 @@ impl Hijack {
                         rip: now.rip,
                     });
                 }
-                Ok(Stop::Signal(sig @ (Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGABRT))) => {
+                Ok(Stop::Signal(
+                    sig @ (Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGABRT),
+                )) => {
                     let now = self.tracee.getregs().map_err(self.ptrace_err("GETREGS"))?;
                     return Err(InjectError::CallCrashed {
                         pid,
@@ -1083,10 +1127,17 @@ impl Hijack {
                 Ok(Stop::Signal(sig)) => {
                     // An application signal (SIGCHLD, SIGALRM, SIGINT...): hold it and deliver
                     // it on detach, so no application handler runs inside our call.
-                    debug!(pid, tid = self.tid(), ?sig, "deferring a signal until after the injection");
+                    debug!(
+                        pid,
+                        tid = self.tid(),
+                        ?sig,
+                        "deferring a signal until after the injection"
+                    );
                     if self.pending_signal.is_some() {
                         // A second one: let it through now rather than lose it.
-                        self.tracee.cont(Some(sig)).map_err(self.ptrace_err("CONT"))?;
+                        self.tracee
+                            .cont(Some(sig))
+                            .map_err(self.ptrace_err("CONT"))?;
                     } else {
                         self.pending_signal = Some(sig);
                         self.tracee.cont(None).map_err(self.ptrace_err("CONT"))?;
@@ -1137,14 +1188,21 @@ impl Hijack {
         }
         if !self.tracee.stopped {
             // Our call is still running (it timed out): stop it where it is.
-            match self.tracee.interrupt(Instant::now() + Duration::from_secs(1)) {
+            match self
+                .tracee
+                .interrupt(Instant::now() + Duration::from_secs(1))
+            {
                 Ok(Stop::Event(_)) => {}
                 Ok(Stop::Signal(sig)) => {
                     self.pending_signal.get_or_insert(sig);
                 }
                 Ok(Stop::Exited) => return Err(InjectError::ProcessExited { pid }),
                 Err(_) => {
-                    warn!(pid, tid = self.tid(), "hijacked thread did not stop; it is detached when the injector thread exits");
+                    warn!(
+                        pid,
+                        tid = self.tid(),
+                        "hijacked thread did not stop; it is detached when the injector thread exits"
+                    );
                     return Err(InjectError::CallTimedOut {
                         pid,
                         tid: self.tid(),
@@ -1161,7 +1219,9 @@ impl Hijack {
         }
         // Unchanged, orig_rax included: the kernel applies its own syscall-restart logic when
         // the thread leaves this stop (see the module documentation, step 4).
-        self.tracee.setregs(self.saved).map_err(self.ptrace_err("SETREGS"))?;
+        self.tracee
+            .setregs(self.saved)
+            .map_err(self.ptrace_err("SETREGS"))?;
         let sig = self.pending_signal;
         let tid = self.tid();
         self.tracee.detach(sig).map_err(|source| {

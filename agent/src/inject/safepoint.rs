@@ -252,7 +252,10 @@ mod tests {
         let sleep = in_syscall(230, -ERESTARTNOHAND, [1, 1, 0x1000, 0]);
         assert_eq!(
             classify(&sleep, &r, 1 << 20),
-            Ok(SafePoint::Syscall { name: "clock_nanosleep", resume: Resume::Restart })
+            Ok(SafePoint::Syscall {
+                name: "clock_nanosleep",
+                resume: Resume::Restart
+            })
         );
         // Event.wait(): sem_wait -> futex(FUTEX_WAIT_BITSET|PRIVATE, 0, NULL) -> -ERESTARTSYS
         let sem = in_syscall(202, -ERESTARTSYS, [0x5000, 9 | 128, 0, 0]);
@@ -261,12 +264,18 @@ mod tests {
         let ns = in_syscall(35, -ERESTART_RESTARTBLOCK, [0x5000, 0, 0, 0]);
         assert_eq!(
             classify(&ns, &r, 1 << 20),
-            Ok(SafePoint::Syscall { name: "nanosleep", resume: Resume::RestartBlock })
+            Ok(SafePoint::Syscall {
+                name: "nanosleep",
+                resume: Resume::RestartBlock
+            })
         );
         let ep = in_syscall(232, -EINTR, [3, 0x5000, 8, 0]);
         assert!(matches!(
             classify(&ep, &r, 1 << 20),
-            Ok(SafePoint::Syscall { resume: Resume::Eintr, .. })
+            Ok(SafePoint::Syscall {
+                resume: Resume::Eintr,
+                ..
+            })
         ));
     }
 
@@ -296,7 +305,12 @@ mod tests {
             loader: vec![(0x20000, 0x30000)],
             lock_wait: vec![(0x40000, 0x40100)],
         };
-        let mut regs = Regs { rip: 0x1234, rsp: 0x7ffd_0000_0000, orig_rax: u64::MAX, ..Regs::default() };
+        let mut regs = Regs {
+            rip: 0x1234,
+            rsp: 0x7ffd_0000_0000,
+            orig_rax: u64::MAX,
+            ..Regs::default()
+        };
         assert_eq!(classify(&regs, &r, 1 << 20), Ok(SafePoint::EvalLoop));
         assert_eq!(classify(&regs, &r, 100), Err(Refusal::NoStackRoom));
         regs.rip = 0x9000;
