@@ -96,10 +96,7 @@ pub fn of_path<'m>(maps: &'m [Mapping], path: &str) -> Vec<&'m Mapping> {
 
 /// The first mapping (lowest address, file offset 0) of the first file whose name satisfies
 /// `pred`.
-pub fn find_object<'m>(
-    maps: &'m [Mapping],
-    pred: impl Fn(&Mapping) -> bool,
-) -> Option<&'m Mapping> {
+pub fn find_object(maps: &[Mapping], pred: impl Fn(&Mapping) -> bool) -> Option<&Mapping> {
     maps.iter()
         .filter(|m| m.inode != 0 && m.offset == 0 && pred(m))
         .min_by_key(|m| m.start)
