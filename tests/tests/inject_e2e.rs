@@ -415,6 +415,27 @@ fn inject_twice_loads_once() -> Result<()> {
     Ok(())
 }
 
+/// The PEP 768 probe reads the interpreter's own `_Py_DebugOffsets` on 3.13 (the layout it
+/// shares with 3.14) and declines: remote exec needs 3.14. The 3.14 path itself is untested.
+#[test]
+fn inject_pep768_probe_declines_before_314() -> Result<()> {
+    require_root!();
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "idle.py", &[], &[])?;
+        let maps = inject::maps::read(t.pid())?;
+        let version = inject::pep768::debug_offsets_version(t.pid(), &maps);
+        if interp.version >= (3, 13) {
+            let v = version.context("no _Py_DebugOffsets found on 3.13")?;
+            ensure!(v >> 16 == 0x030d, "{}: version {v:#x}", interp.label);
+        } else {
+            ensure!(version.is_none(), "{}: {version:?}", interp.label);
+        }
+        ensure!(inject::pep768::probe(t.pid(), &maps)?.is_none());
+        t.stop(Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
 /// Case (e): the target's mount namespace hides the helper's directory behind a tmpfs.
 #[test]
 fn inject_into_other_mount_namespace() -> Result<()> {

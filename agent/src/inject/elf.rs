@@ -2,7 +2,7 @@
 //! the target (load bias + symbol value), and how large a function is.
 use std::collections::HashMap;
 
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::InjectError;
 use super::maps::Mapping;
@@ -172,6 +172,11 @@ impl Elf {
     /// symbols; one pass per name was the slowest part of an injection).
     pub fn symbols(&self, names: &[&str]) -> HashMap<String, Sym> {
         with_file!(self, file => Some(find_symbols(&file, names))).unwrap_or_default()
+    }
+
+    /// The virtual address of a section (e.g. CPython's `.PyRuntime`), relative to the bias.
+    pub fn section_address(&self, name: &str) -> Option<u64> {
+        with_file!(self, file => file.section_by_name(name).map(|s| s.address()))
     }
 
     /// The load bias of this object in a process where its first mapping (file offset 0)

@@ -91,6 +91,12 @@ pub struct InjectOptions {
     /// Longest time one injected call (`dlopen`, `ldbg_attach`...) may run. Default 2 s: loading
     /// the helper takes a few ms; more means something is badly wrong in the target.
     pub call_timeout: Duration,
+    /// On CPython 3.14+, ask the interpreter to load the helper through PEP 768's remote-exec
+    /// protocol before resorting to ptrace. Default true. **Untested** (no 3.14 here).
+    pub remote_exec: bool,
+    /// How long a PEP 768 request may stay unserved (every thread blocked in C) before it is
+    /// withdrawn and ptrace is used. Default 300 ms.
+    pub remote_exec_timeout: Duration,
 }
 
 impl Default for InjectOptions {
@@ -99,6 +105,8 @@ impl Default for InjectOptions {
             safe_point_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_millis(50),
             call_timeout: Duration::from_secs(2),
+            remote_exec: true,
+            remote_exec_timeout: Duration::from_millis(300),
         }
     }
 }
@@ -115,6 +123,17 @@ pub enum Outcome {
     Reattached,
 }
 
+/// How the helper got into the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Found already loaded; nothing done.
+    None,
+    /// ptrace hijack of one thread at a safe point.
+    Ptrace,
+    /// PEP 768 remote exec (CPython 3.14+).
+    RemoteExec,
+}
+
 /// The thread that ran the injected calls, and why it was safe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hijacked {
@@ -127,6 +146,8 @@ pub struct Hijacked {
 pub struct Injected {
     pub pid: i32,
     pub outcome: Outcome,
+    /// How the helper was loaded (or attached).
+    pub method: Method,
     /// Load bias of the helper in the target.
     pub helper_base: u64,
     /// Address of `LDBG_CONTROL` in the target.
@@ -256,6 +277,13 @@ pub enum InjectError {
         "the helper was loaded into process {pid} but no mapping of it appears in /proc/{pid}/maps"
     )]
     HelperNotMapped { pid: i32 },
+    /// The PEP 768 path failed (the caller falls back to ptrace; this is only returned when
+    /// ptrace is impossible too).
+    #[error(transparent)]
+    RemoteExec(#[from] pep768::Pep768Error),
+    /// A PEP 768 request was not served in time (every thread blocked in C code).
+    #[error("no thread of process {pid} ran the remote-exec request within {timeout:?}")]
+    RemoteExecNotRun { pid: i32, timeout: Duration },
     /// The injector thread could not be started or panicked.
     #[error("the injector thread failed: {reason}")]
     Thread { reason: String },
@@ -302,7 +330,9 @@ pub struct LoadedHelper {
 fn is_helper_mapping(m: &Mapping, helper_canonical: &str) -> bool {
     m.offset == 0
         && m.inode != 0
-        && (m.file_name() == format!("memfd:{MEMFD_NAME}") || m.path == helper_canonical)
+        && (m.file_name() == format!("memfd:{MEMFD_NAME}")
+            || m.path == helper_canonical
+            || pep768::is_staged_helper(m))
 }
 
 /// Finds an already loaded helper in `pid` and validates its control block.
@@ -589,6 +619,7 @@ impl Injector {
                 return Ok(Injected {
                     pid,
                     outcome: Outcome::AlreadyLoaded,
+                    method: Method::None,
                     helper_base: loaded.base,
                     control_addr: loaded.control_addr,
                     mapping: loaded.mapping,
@@ -600,7 +631,7 @@ impl Injector {
             let syms = TargetSymbols::resolve(pid, &maps)?;
             let mut hj = self.find_safe_thread(&maps, &syms.ranges)?;
             let hijacked = hj.info;
-            let result = (|| {
+            let result: Result<i32, InjectError> = (|| {
                 let errno = hj.save_errno(&syms)?;
                 let rc = hj.call(loaded.attach_addr, &[], "ldbg_attach")? as i32;
                 hj.restore_errno(errno);
@@ -615,6 +646,7 @@ impl Injector {
             return Ok(Injected {
                 pid,
                 outcome: Outcome::Reattached,
+                method: Method::Ptrace,
                 helper_base: loaded.base,
                 control_addr: loaded.control_addr,
                 mapping: loaded.mapping,
@@ -622,6 +654,20 @@ impl Injector {
                 attach_result: Some(rc),
                 elapsed: self.start.elapsed(),
             });
+        }
+
+        // CPython 3.14+: the interpreter's own remote-exec protocol, no ptrace stop at all.
+        if self.options.remote_exec {
+            match pep768::probe(pid, &maps) {
+                Ok(Some(ds)) => match self.via_remote_exec(&ds, helper_so, &canonical) {
+                    Ok(injected) => return Ok(injected),
+                    Err(e) => {
+                        warn!(pid, error = %e, "PEP 768 remote exec did not load the helper; using ptrace")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => warn!(pid, error = %e, "PEP 768 remote exec unavailable; using ptrace"),
+            }
         }
 
         // The helper's own symbols, from the agent's copy (the bytes we are about to load).
@@ -660,12 +706,80 @@ impl Injector {
         Ok(Injected {
             pid,
             outcome: Outcome::Loaded,
+            method: Method::Ptrace,
             helper_base: loaded.base,
             control_addr: loaded.control_addr,
             mapping: loaded.mapping,
             hijacked: Some(hijacked),
             attach_result: Some(rc),
             elapsed,
+        })
+    }
+
+    /// CPython 3.14+: stages the helper and a loader script in the target's `/tmp`, asks every
+    /// thread to run it (see [`pep768`]) and waits for the helper to attach.
+    fn via_remote_exec(
+        &mut self,
+        ds: &pep768::DebugSupport,
+        helper_so: &Path,
+        canonical: &str,
+    ) -> Result<Injected, InjectError> {
+        let pid = self.pid;
+        let staged = pep768::stage(pid, helper_so)?;
+        let threads = ds.request(&staged.script_in_target)?;
+        debug!(
+            pid,
+            threads,
+            version = format_args!("{:#x}", ds.version),
+            "PEP 768 request written"
+        );
+        let ns_pid = namespace_pid(pid);
+        let attached = |maps: &[Mapping]| -> Result<Option<LoadedHelper>, InjectError> {
+            Ok(find_loaded_in(pid, maps, canonical, None)?
+                .filter(|l| ns_pid.is_none() || ns_pid == Some(l.helper_pid)))
+        };
+        let deadline = Instant::now() + self.options.remote_exec_timeout;
+        loop {
+            if let Some(l) = attached(&read_maps(pid)?)? {
+                // The mapping keeps the staged file's inode alive; the files can go.
+                drop(staged);
+                return Ok(Injected {
+                    pid,
+                    outcome: Outcome::Loaded,
+                    method: Method::RemoteExec,
+                    helper_base: l.base,
+                    control_addr: l.control_addr,
+                    mapping: l.mapping,
+                    hijacked: None,
+                    attach_result: None,
+                    elapsed: self.start.elapsed(),
+                });
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Withdraw, then look once more: a thread may have started the script just before.
+        ds.withdraw()?;
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(l) = attached(&read_maps(pid)?)? {
+            drop(staged);
+            return Ok(Injected {
+                pid,
+                outcome: Outcome::Loaded,
+                method: Method::RemoteExec,
+                helper_base: l.base,
+                control_addr: l.control_addr,
+                mapping: l.mapping,
+                hijacked: None,
+                attach_result: None,
+                elapsed: self.start.elapsed(),
+            });
+        }
+        Err(InjectError::RemoteExecNotRun {
+            pid,
+            timeout: self.options.remote_exec_timeout,
         })
     }
 
