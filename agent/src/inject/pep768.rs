@@ -126,8 +126,10 @@ pub fn probe(pid: i32, maps: &[Mapping]) -> Result<Option<DebugSupport>, Pep768E
         return Ok(None);
     }
     let w: Vec<u64> = raw[8..]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .map(|c| u64::from_le_bytes(*c))
         .collect();
     let version = w[0];
     if (version >> 16) < 0x030e {
