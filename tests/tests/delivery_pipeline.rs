@@ -434,3 +434,47 @@ async fn breakpoint_statuses_are_rate_limited_per_breakpoint() {
     drop(reporter);
     handle.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_wire_posthog_and_events_file_together() {
+    use libdebugger_agent::delivery::Delivery;
+    use libdebugger_agent::posthog::PosthogArgs;
+    use libdebugger_agent::posthog::config::resolve_with_file;
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let url = server.url();
+    let project = server.project_id().to_string();
+    let spool_s = spool.display().to_string();
+    let env = move |k: &str| -> Option<String> {
+        Some(match k {
+            "POSTHOG_HOST" => url.clone(),
+            "POSTHOG_API_KEY" => posthog_server::PROJECT_KEY.into(),
+            "POSTHOG_PERSONAL_API_KEY" => posthog_server::PERSONAL_KEY.into(),
+            "POSTHOG_PROJECT_ID" => project.clone(),
+            "LIBDEBUGGER_SPOOL_DIR" => spool_s.clone(),
+            _ => return None,
+        })
+    };
+    let file = Some((
+        std::path::Path::new("agent.toml"),
+        "[delivery]\nflush_interval_ms = 100\n",
+    ));
+    let settings = resolve_with_file(&PosthogArgs::default(), &env, file).unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    let delivery = Delivery::start(&settings, Some(&events_file)).unwrap();
+    let ev = hit(1);
+    let id = ev.uuid.to_string();
+    delivery.sender().send(ev).unwrap();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(10), |e| uuids(e).contains(&id))
+            .await
+    );
+    let stats = delivery.shutdown(Duration::from_secs(2)).await;
+    let names: Vec<&str> = stats.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["posthog", "events-file"]);
+    assert!(stats.iter().all(|(_, s)| s.delivered == 1), "{stats:?}");
+    assert!(std::fs::read_to_string(&events_file).unwrap().contains(&id));
+    assert!(spool.join("posthog").is_dir() && spool.join("events-file").is_dir());
+}

@@ -25,11 +25,13 @@
 //! * Shutdown ([`PipelineHandle::shutdown`]): sends what the spool holds until a deadline; what
 //!   is left stays on disk for the next start.
 pub mod event;
+pub mod setup;
 pub mod sinks;
 pub mod spool;
 pub mod status;
 
 pub use event::{Event, HitError, StatusLimiter, StatusUpdate};
+pub use setup::{Delivery, FanOut, SetupError};
 pub use sinks::{AnySink, JsonLinesSink, PosthogSink, TerminalSink};
 pub use status::StatusReporter;
 
