@@ -478,3 +478,40 @@ async fn settings_wire_posthog_and_events_file_together() {
     assert!(std::fs::read_to_string(&events_file).unwrap().contains(&id));
     assert!(spool.join("posthog").is_dir() && spool.join("events-file").is_dir());
 }
+
+/// Throughput of the acknowledged path (fit + spool append) and of delivery to the test server.
+/// Run with `cargo test -p libdebugger-tests --test delivery_pipeline -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_throughput() {
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server.set_batch_down(Some(Fault::Status(503)));
+    let (tx, handle) = Pipeline::start(config(dir.path()), sink(&server)).unwrap();
+    let n = 50_000;
+    let events: Vec<Event> = (0..n).map(hit).collect();
+    let bytes: usize = events.iter().map(|e| e.to_json().len()).sum();
+    let t0 = Instant::now();
+    for ev in events {
+        tx.send(ev).unwrap();
+    }
+    let send = t0.elapsed();
+    println!(
+        "send: {n} events ({} KiB) in {send:?} = {:.1} µs/event",
+        bytes / 1024,
+        send.as_secs_f64() * 1e6 / n as f64
+    );
+    server.set_batch_down(None);
+    let t1 = Instant::now();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(120), |e| e.len() >= n)
+            .await
+    );
+    let d = t1.elapsed();
+    println!(
+        "deliver after recovery: {n} events in {d:?} = {:.0} events/s",
+        n as f64 / d.as_secs_f64()
+    );
+    println!("{:?}", handle.shutdown(Duration::from_secs(1)).await);
+}
