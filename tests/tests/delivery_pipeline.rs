@@ -515,3 +515,34 @@ async fn measure_throughput() {
     );
     println!("{:?}", handle.shutdown(Duration::from_secs(1)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_spool_records_are_skipped_and_counted() {
+    use libdebugger_agent::delivery::Counters;
+    use libdebugger_agent::delivery::spool::Spool;
+    use std::sync::Arc;
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (hit(1), hit(2));
+    {
+        // A previous (or foreign) writer left a record with a valid checksum that is no event.
+        let spool =
+            Spool::open(dir.path(), 1 << 20, 1 << 20, Arc::new(Counters::default())).unwrap();
+        spool.append(&a.to_json()).unwrap();
+        spool.append(b"{\"not\": \"an event\"}").unwrap();
+        spool.append(&b.to_json()).unwrap();
+    }
+    let (_tx, handle) = Pipeline::start(config(dir.path()), sink(&server)).unwrap();
+    let want: HashSet<String> = [a.uuid.to_string(), b.uuid.to_string()].into();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(10), all_delivered(&want))
+            .await
+    );
+    let stats = handle.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (stats.delivered, stats.corrupt, stats.queued),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+}

@@ -353,6 +353,7 @@ impl Pipeline {
             last_error: last_error.clone(),
             shutdown: shutdown_rx,
             held: None,
+            skipped: None,
             misconfigured_reported: false,
         };
         let task = tokio::spawn(worker.run());
@@ -415,6 +416,10 @@ struct Worker<S: Sink> {
     /// A record read but not fitting in the previous batch.
     held: Option<(Event, usize, Position)>,
     misconfigured_reported: bool,
+    /// Records skipped as unreadable since the last commit: the position after the last one and
+    /// how many. Committed with the next batch (committing earlier would also mark the
+    /// undelivered events of the batch being built as done).
+    skipped: Option<(Position, u64)>,
 }
 
 enum Wait {
@@ -460,7 +465,8 @@ impl<S: Sink> Worker<S> {
                         // A record with a valid checksum that is not an event: written by an
                         // incompatible version. Skip it, counted.
                         self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                        self.spool.commit(pos, 1);
+                        let n = self.skipped.map_or(0, |(_, n)| n);
+                        self.skipped = Some((pos, n + 1));
                         tracing::warn!(error = %e, "skipping a spool record that is not an event");
                     }
                 },
@@ -497,6 +503,11 @@ impl<S: Sink> Worker<S> {
                         first_at.get_or_insert_with(Instant::now);
                     }
                     None => {
+                        if batch.is_empty()
+                            && let Some((pos, n)) = self.skipped.take()
+                        {
+                            self.spool.commit(pos, n);
+                        }
                         let shutting_down = self.deadline().is_some();
                         if shutting_down {
                             if batch.is_empty() {
@@ -522,11 +533,15 @@ impl<S: Sink> Worker<S> {
                     }
                 }
             }
-            let Some(end) = end else { continue };
-            let n = batch.len() as u64;
+            let Some(mut end) = end else { continue };
+            let mut n = batch.len() as u64;
             if !self.deliver(batch).await {
                 // Shutdown deadline reached: the batch stays in the spool.
                 return;
+            }
+            if let Some((pos, k)) = self.skipped.take() {
+                end = end.max(pos);
+                n += k;
             }
             self.spool.commit(end, n);
         }
