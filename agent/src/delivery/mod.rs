@@ -219,6 +219,24 @@ pub enum DeliveryError {
     Closed,
 }
 
+/// Anything events can be handed to: [`EventSender`] (one pipeline) or [`FanOut`] (all).
+pub trait Enqueue: Send + Sync + 'static {
+    /// Accepts an event; `Ok` means it is durable (spooled).
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError>;
+}
+
+impl Enqueue for EventSender {
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError> {
+        self.send(event)
+    }
+}
+
+impl Enqueue for FanOut {
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError> {
+        self.send(event)
+    }
+}
+
 /// The producers' side: cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct EventSender {
