@@ -546,3 +546,31 @@ async fn unreadable_spool_records_are_skipped_and_counted() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_stay_under_5_mib() {
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_interval = Duration::from_secs(3600);
+    let (tx, handle) = Pipeline::start(cfg, sink(&server)).unwrap();
+    let mut sent = HashSet::new();
+    for i in 0..20 {
+        let mut ev = hit(i);
+        // ~600 KiB each, under the per-event limit: 20 of them are ~12 MiB.
+        ev.properties["$locals_variables"]["blob"] = json!("q".repeat(600 * 1024));
+        sent.insert(ev.uuid.to_string());
+        tx.send(ev).unwrap();
+    }
+    let stats = handle.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(stats.delivered, 20, "{stats:?}");
+    assert_eq!(stats.truncated, 0);
+    assert!(all_delivered(&sent)(&server.events()));
+    let sizes: Vec<usize> = server
+        .requests_to("/batch/")
+        .iter()
+        .filter_map(|r| r.body_bytes)
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s < 5 * 1024 * 1024), "{sizes:?}");
+}

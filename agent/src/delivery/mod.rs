@@ -511,7 +511,9 @@ impl<S: Sink> Worker<S> {
                 }
                 match self.next_event() {
                     Some((ev, len, pos)) => {
-                        if !batch.is_empty() && bytes + len + 1 > self.config.max_request_bytes {
+                        // 1 KiB for the request's envelope (api_key, sentAt, brackets).
+                        let budget = self.config.max_request_bytes.saturating_sub(1024);
+                        if !batch.is_empty() && bytes + len + 1 > budget {
                             self.held = Some((ev, len, pos));
                             break;
                         }
