@@ -694,6 +694,7 @@ pub fn status(py: Python<'_>) -> serde_json::Value {
             "last_scan_us": st.last_scan_us,
             "last_scan_objects": st.last_scan_objects,
             "pid": std::process::id(),
+            "helper_thread_alive": output::THREAD_ALIVE.load(std::sync::atomic::Ordering::SeqCst),
         }
     })
 }

@@ -84,12 +84,14 @@ fn set_sink(sink: Option<Py<PyAny>>) {
 #[pyo3(signature = (timeout=5.0))]
 fn flush(py: Python<'_>, timeout: f64) -> bool {
     let (s, r) = crossbeam_channel::bounded(1);
-    if !output::try_send(output::Msg::Flush(s)) {
+    let Some(tx) = output::sender() else {
         return false;
-    }
-    py.detach(|| {
-        r.recv_timeout(Duration::from_secs_f64(timeout.max(0.0)))
-            .is_ok()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(move || {
+        // The queue may be full: wait for room, then for the acknowledgement.
+        tx.send_deadline(output::Msg::Flush(s), deadline).is_ok()
+            && r.recv_deadline(deadline).is_ok()
     })
 }
 

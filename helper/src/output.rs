@@ -31,6 +31,8 @@ static TX: LazyLock<Mutex<Option<Sender<Msg>>>> = LazyLock::new(|| Mutex::new(No
 pub static SINK: LazyLock<Mutex<Option<Py<PyAny>>>> = LazyLock::new(|| Mutex::new(None));
 /// Set at interpreter exit: the helper thread must not take the GIL any more.
 pub static EXITING: AtomicBool = AtomicBool::new(false);
+/// Whether the current helper thread runs (reported in `status()`).
+pub static THREAD_ALIVE: AtomicBool = AtomicBool::new(false);
 static MSG_ID: AtomicU64 = AtomicU64::new(1);
 /// Generation of the helper thread: a thread whose generation is stale exits.
 static THREAD_GEN: AtomicU64 = AtomicU64::new(0);
@@ -87,7 +89,21 @@ fn spawn(r: Receiver<Msg>) {
     let generation = THREAD_GEN.fetch_add(1, SeqCst) + 1;
     let res = std::thread::Builder::new()
         .name("ldbg-helper".into())
-        .spawn(move || run(r, generation));
+        .spawn(move || {
+            THREAD_ALIVE.store(true, SeqCst);
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
+            if let Err(p) = res {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                eprintln!("libdebugger: helper thread stopped: {msg}");
+            }
+            if THREAD_GEN.load(SeqCst) == generation {
+                THREAD_ALIVE.store(false, SeqCst);
+            }
+        });
     if res.is_err() {
         PROCESS.dropped.fetch_add(1, Relaxed);
     }
@@ -96,19 +112,36 @@ fn spawn(r: Receiver<Msg>) {
 fn run(r: Receiver<Msg>, generation: u64) {
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
+    let mut batch: Vec<(u16, String)> = Vec::new();
+    let mut acks: Vec<Sender<()>> = Vec::new();
     loop {
-        match r.recv_timeout(Duration::from_millis(50)) {
-            Ok(Msg::Hit(s)) => {
-                let json = encode_hit(&s);
-                drop(s);
-                deliver(message_kind::HIT, json);
-            }
-            Ok(Msg::Encoded { kind, json }) => deliver(kind, json),
-            Ok(Msg::Flush(ack)) => {
-                let _ = ack.send(());
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        let first = match r.recv_timeout(Duration::from_millis(50)) {
+            Ok(m) => Some(m),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        // Drain what is queued so the GIL is taken once per batch, not once per message.
+        let mut next = first;
+        while let Some(m) = next {
+            match m {
+                Msg::Hit(s) => {
+                    let json = encode_hit(&s);
+                    drop(s);
+                    batch.push((message_kind::HIT, json));
+                }
+                Msg::Encoded { kind, json } => batch.push((kind, json)),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() >= 512 {
+                break;
+            }
+            next = r.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            deliver(&mut batch);
+        }
+        for a in acks.drain(..) {
+            let _ = a.send(());
         }
         if THREAD_GEN.load(SeqCst) != generation {
             return;
@@ -120,44 +153,60 @@ fn run(r: Receiver<Msg>, generation: u64) {
         if last_stats.elapsed() >= Duration::from_secs(10) {
             last_stats = Instant::now();
             if let Some(json) = crate::control::stats_json() {
-                deliver(message_kind::STATS, json);
+                batch.push((message_kind::STATS, json));
+                deliver(&mut batch);
             }
         }
     }
 }
 
-/// Emits through `ldbg_emit` and, if set, the test sink.
-fn deliver(kind: u16, json: String) {
-    emit_chunks(kind, json.as_bytes());
-    if EXITING.load(Relaxed) {
-        return;
+fn kind_name(kind: u16) -> &'static str {
+    match kind {
+        message_kind::HIT => "hit",
+        message_kind::STATUS => "status",
+        message_kind::HELLO => "hello",
+        message_kind::STATS => "stats",
+        message_kind::CODE_OBJECTS => "code_objects",
+        _ => "other",
+    }
+}
+
+/// Emits each message through `ldbg_emit` and, if set, the test sink; empties `batch`.
+fn deliver(batch: &mut Vec<(u16, String)>) {
+    for (kind, json) in batch.iter() {
+        emit_chunks(*kind, json.as_bytes());
     }
     // SAFETY: Py_IsInitialized has no preconditions.
-    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+    if EXITING.load(Relaxed) || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        batch.clear();
         return;
     }
     Python::attach(|py| {
         let sink = SINK.lock().as_ref().map(|s| s.clone_ref(py));
         if let Some(sink) = sink {
-            let kind_name = match kind {
-                message_kind::HIT => "hit",
-                message_kind::STATUS => "status",
-                message_kind::HELLO => "hello",
-                message_kind::STATS => "stats",
-                message_kind::CODE_OBJECTS => "code_objects",
-                _ => "other",
-            };
-            if let Err(e) = sink.call1(py, (kind_name, json)) {
-                // A failing test sink must not kill the thread; say so once per message.
-                e.print(py);
+            for (kind, json) in batch.drain(..) {
+                if let Err(e) = sink.call1(py, (kind_name(kind), json)) {
+                    // A failing test sink must not kill the thread.
+                    e.print(py);
+                }
             }
         }
     });
+    batch.clear();
 }
 
 /// Splits `data` into `ldbg_emit` chunks.
 pub fn emit_chunks(kind: u16, data: &[u8]) {
     let msg_id = MSG_ID.fetch_add(1, Relaxed);
+    for_each_chunk(kind, msg_id, data, |chunk| {
+        let emit: extern "C" fn(*const u8, usize) =
+            std::hint::black_box(ldbg_emit as extern "C" fn(*const u8, usize));
+        emit(chunk.as_ptr(), chunk.len());
+    });
+}
+
+/// Calls `f` with each chunk (header + data) of message `msg_id`.
+pub fn for_each_chunk(kind: u16, msg_id: u64, data: &[u8], mut f: impl FnMut(&[u8])) {
     let total_chunks = data.len().div_ceil(MAX_CHUNK_DATA).max(1);
     let mut buf = Vec::with_capacity(CHUNK_HEADER_LEN + data.len().min(MAX_CHUNK_DATA));
     for seq in 0..total_chunks {
@@ -174,14 +223,13 @@ pub fn emit_chunks(kind: u16, data: &[u8]) {
             data_len: part.len() as u32,
         };
         buf.clear();
-        // SAFETY: ChunkHeader is repr(C), Copy, with no padding-sensitive invariants; we view its
-        // bytes for the wire.
+        // SAFETY: ChunkHeader is repr(C) and Copy, made only of integers with no padding
+        // (4+2+2+8+4+4+4+4 = 32 bytes); we view its bytes for the wire.
         buf.extend_from_slice(unsafe {
             std::slice::from_raw_parts((&h as *const ChunkHeader).cast::<u8>(), CHUNK_HEADER_LEN)
         });
         buf.extend_from_slice(part);
-        let emit: extern "C" fn(*const u8, usize) = std::hint::black_box(ldbg_emit);
-        emit(buf.as_ptr(), buf.len());
+        f(&buf);
     }
 }
 
@@ -258,13 +306,9 @@ pub fn write_control_ack(generation: Option<u64>) {
     }
 }
 
-/// Waits (without the GIL) until everything queued so far was delivered.
-pub fn flush(timeout: Duration) -> bool {
-    let (s, r) = bounded(1);
-    if !try_send(Msg::Flush(s)) {
-        return false;
-    }
-    r.recv_timeout(timeout).is_ok()
+/// A clone of the queue's sender (call with the GIL held).
+pub fn sender() -> Option<Sender<Msg>> {
+    TX.lock().clone()
 }
 
 /// Process facts added to every hit.
@@ -358,4 +402,38 @@ pub fn encode_hit(s: &Snapshot) -> String {
     }
     o.push('}');
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libdebugger_common::helper_abi::MAX_CHUNK;
+
+    #[test]
+    fn chunks_reassemble() {
+        let data: Vec<u8> = (0..(MAX_CHUNK_DATA * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut chunks = Vec::new();
+        for_each_chunk(message_kind::HIT, 42, &data, |c| chunks.push(c.to_vec()));
+        assert_eq!(chunks.len(), 3);
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(c.len() <= MAX_CHUNK);
+            // SAFETY: test reads a header we wrote; read_unaligned handles alignment.
+            let h: ChunkHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+            assert_eq!(h.magic, CHUNK_MAGIC);
+            assert_eq!(h.kind, message_kind::HIT);
+            assert_eq!(h.msg_id, 42);
+            assert_eq!(h.seq as usize, i);
+            assert_eq!(h.total_chunks, 3);
+            assert_eq!(h.total_len as usize, data.len());
+            assert_eq!(h.data_len as usize, c.len() - CHUNK_HEADER_LEN);
+            out.extend_from_slice(&c[CHUNK_HEADER_LEN..]);
+        }
+        assert_eq!(out, data);
+        let mut empty = Vec::new();
+        for_each_chunk(message_kind::HELLO, 1, &[], |c| empty.push(c.len()));
+        assert_eq!(empty, vec![CHUNK_HEADER_LEN]);
+    }
 }

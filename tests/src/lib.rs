@@ -1,4 +1,4 @@
 //! Shared support for the end-to-end tests: finding interpreters, running Python snippets,
 //! waiting for readiness with deadlines.
-pub mod python;
 pub mod helper;
+pub mod python;
