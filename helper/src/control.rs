@@ -67,6 +67,7 @@ struct State {
     armed: HashMap<usize, Armed>,
     tool_id: Option<u8>,
     callback: Option<Py<PyAny>>,
+    start_callback: Option<Py<PyAny>>,
     settings: Settings,
     finder: Option<Py<PyAny>>,
     last_scan_us: u64,
@@ -80,6 +81,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         armed: HashMap::new(),
         tool_id: None,
         callback: None,
+        start_callback: None,
         settings: Settings::default(),
         finder: None,
         last_scan_us: 0,
@@ -308,16 +310,15 @@ fn line_event(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     monitoring(py)?.getattr("events")?.getattr("LINE")
 }
 
-/// The callback object (a builtin function wrapping `hot::line_callback`).
-fn callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
-    if let Some(c) = &st.callback {
-        return Ok(c.clone_ref(py));
-    }
+/// A builtin function object wrapping a `METH_FASTCALL` Rust function.
+fn make_callback(
+    py: Python<'_>,
+    name: &'static std::ffi::CStr,
+    f: pyo3::ffi::PyCFunctionFast,
+) -> PyResult<Py<PyAny>> {
     let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
-        ml_name: c"libdebugger_line".as_ptr(),
-        ml_meth: pyo3::ffi::PyMethodDefPointer {
-            PyCFunctionFast: crate::hot::line_callback,
-        },
+        ml_name: name.as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFast: f },
         ml_flags: pyo3::ffi::METH_FASTCALL,
         ml_doc: std::ptr::null(),
     }));
@@ -328,9 +329,88 @@ fn callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
             pyo3::ffi::PyCFunction_NewEx(def, std::ptr::null_mut(), std::ptr::null_mut()),
         )?
     };
-    let f = f.unbind();
+    Ok(f.unbind())
+}
+
+/// The LINE callback object (`hot::line_callback`), also the 3.11 patcher's hook.
+fn callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
+    if let Some(c) = &st.callback {
+        return Ok(c.clone_ref(py));
+    }
+    let f = make_callback(py, c"libdebugger_line", crate::hot::line_callback)?;
     st.callback = Some(f.clone_ref(py));
     Ok(f)
+}
+
+/// The PY_START callback object (`hot::start_callback`, 3.13+).
+fn start_callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
+    if let Some(c) = &st.start_callback {
+        return Ok(c.clone_ref(py));
+    }
+    let f = make_callback(py, c"libdebugger_start", crate::hot::start_callback)?;
+    st.start_callback = Some(f.clone_ref(py));
+    Ok(f)
+}
+
+fn event(py: Python<'_>, name: &str) -> PyResult<u64> {
+    monitoring(py)?.getattr("events")?.getattr(name)?.extract()
+}
+
+/// 3.13+: sys.monitoring emits no LINE event for instructions on the same line as the code
+/// object's first instruction (RESUME), so a breakpoint on a one-line function or lambda would
+/// never fire. When `lines` contains that line and it has instructions beyond the prologue,
+/// returns the line: PY_START is enabled for the code object and reported as a hit on it.
+/// (3.12 reports LINE there; there PY_START would double-fire.)
+fn start_line(py: Python<'_>, code: &Py<PyAny>, lines: &BTreeSet<u32>) -> Option<u32> {
+    if py_minor() < 13 {
+        return None;
+    }
+    let code = code.bind(py);
+    let first = code
+        .call_method0("co_lines")
+        .ok()?
+        .try_iter()
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            t.extract::<(i64, i64, Option<i64>)>()
+                .ok()
+                .and_then(|x| x.2)
+        })?;
+    let first = u32::try_from(first).ok()?;
+    if !lines.contains(&first) {
+        return None;
+    }
+    const PROLOGUE: &[&str] = &[
+        "RESUME",
+        "RETURN_GENERATOR",
+        "POP_TOP",
+        "COPY_FREE_VARS",
+        "MAKE_CELL",
+        "NOP",
+        "CACHE",
+    ];
+    let instrs = py
+        .import("dis")
+        .ok()?
+        .call_method1("get_instructions", (code,))
+        .ok()?;
+    for ins in instrs.try_iter().ok()?.flatten() {
+        let line: Option<u32> = ins
+            .getattr("positions")
+            .and_then(|p| p.getattr("lineno"))
+            .and_then(|l| l.extract())
+            .ok()
+            .flatten();
+        let name: String = ins
+            .getattr("opname")
+            .and_then(|n| n.extract())
+            .unwrap_or_default();
+        if line == Some(first) && !PROLOGUE.contains(&name.as_str()) {
+            return Some(first);
+        }
+    }
+    None
 }
 
 /// Takes a sys.monitoring tool id nobody holds (5 down to 0) and registers the LINE callback.
@@ -359,6 +439,14 @@ fn acquire_tool(py: Python<'_>, st: &mut State) -> Result<u8, String> {
             let _ = mon.call_method1("free_tool_id", (id,));
             return Err(e.to_string());
         }
+        if py_minor() >= 13 {
+            let scb = start_callback(py, st).map_err(|e| e.to_string())?;
+            let ev = event(py, "PY_START").map_err(|e| e.to_string())?;
+            if let Err(e) = mon.call_method1("register_callback", (id, ev, scb.bind(py))) {
+                let _ = mon.call_method1("free_tool_id", (id,));
+                return Err(e.to_string());
+            }
+        }
         if let Ok(d) = mon.getattr("DISABLE") {
             let _ = crate::hot::DISABLE.set(d.as_ptr() as usize);
             std::mem::forget(d);
@@ -375,6 +463,11 @@ fn release_tool(py: Python<'_>, st: &mut State) {
             if let Ok(ev) = line_event(py) {
                 let _ = mon.call_method1("register_callback", (id, ev, py.None()));
             }
+            if py_minor() >= 13 {
+                if let Ok(ev) = event(py, "PY_START") {
+                    let _ = mon.call_method1("register_callback", (id, ev, py.None()));
+                }
+            }
             let _ = mon.call_method1("free_tool_id", (id,));
         }
     }
@@ -388,7 +481,10 @@ fn arm_code(
 ) -> Result<Option<crate::py311::Swap>, String> {
     if py_minor() >= 12 {
         let id = st.tool_id.ok_or("no tool id")?;
-        let ev = line_event(py).map_err(|e| e.to_string())?;
+        let mut ev = event(py, "LINE").map_err(|e| e.to_string())?;
+        if start_line(py, code, lines).is_some() {
+            ev |= event(py, "PY_START").map_err(|e| e.to_string())?;
+        }
         monitoring(py)
             .and_then(|m| m.call_method1("set_local_events", (id, code.bind(py), ev)))
             .map_err(|e| e.to_string())?;
@@ -595,8 +691,16 @@ fn rearm(py: Python<'_>, st: &mut State) {
     }
     let mut failed: HashMap<usize, String> = HashMap::new();
     for (k, (code, lines)) in want {
-        if let Some(a) = st.armed.get_mut(&k) {
-            a.lines = lines;
+        if let Some(a) = st.armed.get(&k) {
+            if a.lines != lines && py_minor() >= 13 {
+                // The event set may change (PY_START for a first-line breakpoint).
+                if let Err(e) = arm_code(py, st, &code, &lines) {
+                    failed.insert(k, e);
+                }
+            }
+            if let Some(a) = st.armed.get_mut(&k) {
+                a.lines = lines;
+            }
             continue;
         }
         match arm_code(py, st, &code, &lines) {
@@ -627,7 +731,15 @@ fn rearm(py: Python<'_>, st: &mut State) {
             table.retain(|(c, _), _| c != k);
         }
     }
-    HOT.lock().table = table.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+    let start_lines: HashMap<usize, u32> = st
+        .armed
+        .iter()
+        .filter_map(|(k, a)| start_line(py, &a.code, &a.lines).map(|l| (*k, l)))
+        .collect();
+    let mut hot = HOT.lock();
+    hot.table = table.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+    hot.start_lines = start_lines;
+    drop(hot);
     if py_minor() >= 12 {
         if st.armed.is_empty() {
             release_tool(py, st);
@@ -736,7 +848,9 @@ pub fn shutdown(py: Python<'_>) {
     if let Some(f) = st.finder.take() {
         crate::importhook::uninstall(py, f.bind(py));
     }
-    HOT.lock().table.clear();
+    let mut hot = HOT.lock();
+    hot.table.clear();
+    hot.start_lines.clear();
 }
 
 /// In a forked child: fresh budgets and counters; breakpoints stay armed.

@@ -91,12 +91,16 @@ pub struct Binding {
 /// code runs.
 pub struct Hot {
     pub table: HashMap<(usize, u32), Arc<[Binding]>>,
+    /// 3.13+: code objects whose breakpoint line shares the function's first line, where
+    /// sys.monitoring reports no LINE event (see `control::start_line`): PY_START stands in.
+    pub start_lines: HashMap<usize, u32>,
     pub redactor: Arc<Redactor>,
 }
 
 pub static HOT: LazyLock<Mutex<Hot>> = LazyLock::new(|| {
     Mutex::new(Hot {
         table: HashMap::new(),
+        start_lines: HashMap::new(),
         redactor: Arc::new(Redactor::default()),
     })
 });
@@ -156,7 +160,13 @@ pub struct Snapshot {
     pub capture_ns: u64,
 }
 
-/// The `METH_FASTCALL` entry point: `callback(code, line)`.
+thread_local! {
+    /// (frame, code) of the last PY_START reported on this thread (3.13 first-line breakpoints).
+    static LAST_START: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The `METH_FASTCALL` entry point: `callback(code, line)` (sys.monitoring LINE, and the
+/// call the 3.11 patcher inserts).
 ///
 /// # Safety
 /// Called by CPython with the GIL held and `nargs` valid argument pointers.
@@ -165,9 +175,33 @@ pub unsafe extern "C" fn line_callback(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython.
+    unsafe { entry(args, nargs, false) }
+}
+
+/// The `METH_FASTCALL` entry point for sys.monitoring PY_START: `callback(code, offset)`.
+///
+/// # Safety
+/// Called by CPython with the GIL held and `nargs` valid argument pointers.
+pub unsafe extern "C" fn start_callback(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython.
+    unsafe { entry(args, nargs, true) }
+}
+
+/// # Safety
+/// GIL held; `args` has `nargs` valid pointers.
+unsafe fn entry(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    start: bool,
+) -> *mut ffi::PyObject {
     let r = std::panic::catch_unwind(|| {
         // SAFETY: CPython passes `nargs` valid pointers with the GIL held.
-        unsafe { callback_body(args, nargs) }
+        unsafe { callback_body(args, nargs, start) }
     });
     let disable = matches!(r, Ok(true));
     if r.is_err() {
@@ -196,14 +230,39 @@ pub unsafe extern "C" fn line_callback(
 ///
 /// # Safety
 /// GIL held; `args` has `nargs` valid pointers.
-unsafe fn callback_body(args: *mut *mut ffi::PyObject, nargs: ffi::Py_ssize_t) -> bool {
+unsafe fn callback_body(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    start: bool,
+) -> bool {
     if nargs < 2 {
         return false;
     }
     // SAFETY: nargs >= 2 checked above.
     let (code, line) = unsafe { (*args, *args.add(1)) };
-    // SAFETY: `line` is an int object from CPython (or our patched bytecode).
-    let line = unsafe { ffi::PyLong_AsLong(line) };
+    // SAFETY: GIL held; the borrowed current frame is only compared by address.
+    let frame = unsafe { ffi::PyEval_GetFrame() } as usize;
+    let line = if start {
+        match HOT.lock().start_lines.get(&(code as usize)) {
+            Some(l) => {
+                LAST_START.with(|c| c.set((frame, code as usize)));
+                *l as std::ffi::c_long
+            }
+            None => return true,
+        }
+    } else {
+        // SAFETY: `line` is an int object from CPython (or our patched bytecode).
+        let line = unsafe { ffi::PyLong_AsLong(line) };
+        // 3.13 sometimes also reports LINE for the first line after PY_START in the same frame:
+        // that entry was already counted.
+        if LAST_START.with(|c| c.get()) == (frame, code as usize)
+            && HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+        {
+            LAST_START.with(|c| c.set((0, 0)));
+            return false;
+        }
+        line
+    };
     if line < 0 {
         // SAFETY: clear a possible conversion error.
         unsafe { ffi::PyErr_Clear() };

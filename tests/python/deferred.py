@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-from ldbg_testlib import FAST, SINK, arm, h, line_of, result
+from ldbg_testlib import FAST, SINK, arm, h, line_of, result, skip_if_unmerged
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,6 +27,7 @@ def main():
         import_error = type(e).__name__
     import deferred_mod
 
+    skip_if_unmerged(h.status()["breakpoints"])
     st2 = h.status()["breakpoints"][0]
     deferred_mod.compute(2)
     hits_after_import = len(SINK.hits("d"))

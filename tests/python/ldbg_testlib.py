@@ -47,13 +47,18 @@ def line_of(path, marker):
     raise LookupError(marker)
 
 
-def arm(bps, settings=None):
-    """set_breakpoints, skipping the whole script on 3.11 while the patcher is not merged."""
-    st = h.set_breakpoints(bps, settings)
-    for s in st:
+def skip_if_unmerged(statuses):
+    """Skips the whole script on 3.11 while the bytecode patcher is not merged."""
+    for s in statuses:
         if "3.11 support not merged yet" in s.get("reason", ""):
             print("SKIP Python 3.11 arming (bytecode patcher) is not merged into this branch yet")
             sys.exit(0)
+
+
+def arm(bps, settings=None):
+    """set_breakpoints (see skip_if_unmerged)."""
+    st = h.set_breakpoints(bps, settings)
+    skip_if_unmerged(st)
     return st
 
 
