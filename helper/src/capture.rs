@@ -118,7 +118,7 @@ impl<'a, 'py> Capturer<'a, 'py> {
 
     fn check_budget(&mut self) -> Option<Cut> {
         self.nodes += 1;
-        if !self.out_of_time && self.nodes % 32 == 0 && Instant::now() > self.deadline {
+        if !self.out_of_time && self.nodes.is_multiple_of(32) && Instant::now() > self.deadline {
             self.out_of_time = true;
         }
         if self.out_of_time {

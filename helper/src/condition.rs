@@ -351,10 +351,10 @@ impl Parser {
     }
 
     fn check_forbidden(&self) -> Result<(), ParseError> {
-        if let Tok::Name(n) = self.peek() {
-            if let Some((_, msg)) = FORBIDDEN_KEYWORDS.iter().find(|(k, _)| k == n) {
-                return err(self.col(), *msg);
-            }
+        if let Tok::Name(n) = self.peek()
+            && let Some((_, msg)) = FORBIDDEN_KEYWORDS.iter().find(|(k, _)| k == n)
+        {
+            return err(self.col(), *msg);
         }
         if self.is_op(":=") {
             return err(
@@ -555,10 +555,11 @@ impl Parser {
             );
         }
         // The callee was recorded as a name read; it is a builtin here, not a variable.
-        if let Expr::Name(i) = callee {
-            if i + 1 == self.names.len() && !self.names[..i].contains(&self.names[i]) {
-                self.names.pop();
-            }
+        if let Expr::Name(i) = callee
+            && i + 1 == self.names.len()
+            && !self.names[..i].contains(&self.names[i])
+        {
+            self.names.pop();
         }
         self.bump(); // (
         let mut args = Vec::new();

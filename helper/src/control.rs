@@ -293,10 +293,10 @@ fn is_local_mask(py: Python<'_>, code: &Py<PyAny>, bp: &Bp) -> Arc<[bool]> {
     let code = code.bind(py);
     let mut locals: Vec<String> = Vec::new();
     for attr in ["co_varnames", "co_cellvars", "co_freevars"] {
-        if let Ok(t) = code.getattr(attr) {
-            if let Ok(v) = t.extract::<Vec<String>>() {
-                locals.extend(v);
-            }
+        if let Ok(t) = code.getattr(attr)
+            && let Ok(v) = t.extract::<Vec<String>>()
+        {
+            locals.extend(v);
         }
     }
     c.names.iter().map(|n| locals.contains(n)).collect()
@@ -458,18 +458,18 @@ fn acquire_tool(py: Python<'_>, st: &mut State) -> Result<u8, String> {
 }
 
 fn release_tool(py: Python<'_>, st: &mut State) {
-    if let Some(id) = st.tool_id.take() {
-        if let Ok(mon) = monitoring(py) {
-            if let Ok(ev) = line_event(py) {
-                let _ = mon.call_method1("register_callback", (id, ev, py.None()));
-            }
-            if py_minor() >= 13 {
-                if let Ok(ev) = event(py, "PY_START") {
-                    let _ = mon.call_method1("register_callback", (id, ev, py.None()));
-                }
-            }
-            let _ = mon.call_method1("free_tool_id", (id,));
+    if let Some(id) = st.tool_id.take()
+        && let Ok(mon) = monitoring(py)
+    {
+        if let Ok(ev) = line_event(py) {
+            let _ = mon.call_method1("register_callback", (id, ev, py.None()));
         }
+        if py_minor() >= 13
+            && let Ok(ev) = event(py, "PY_START")
+        {
+            let _ = mon.call_method1("register_callback", (id, ev, py.None()));
+        }
+        let _ = mon.call_method1("free_tool_id", (id,));
     }
 }
 
@@ -527,17 +527,16 @@ fn apply_inner(
 ) -> Result<serde_json::Value, ControlError> {
     let mut st = STATE.lock();
     let mut changed = false;
-    if let Some(d) = &desired {
-        if let Some(s) = &d.settings {
-            if *s != st.settings {
-                st.settings = s.clone();
-                let mut b = BUDGETS.lock();
-                b.process = TokenBucket::new(s.process_rate, s.process_rate.max(1.0), now_ns());
-                b.cpu = CpuBudget::new(s.cpu_budget);
-                drop(b);
-                HOT.lock().redactor = Arc::new(Redactor::new(&s.redact_add, &s.redact_exclude));
-            }
-        }
+    if let Some(d) = &desired
+        && let Some(s) = &d.settings
+        && *s != st.settings
+    {
+        st.settings = s.clone();
+        let mut b = BUDGETS.lock();
+        b.process = TokenBucket::new(s.process_rate, s.process_rate.max(1.0), now_ns());
+        b.cpu = CpuBudget::new(s.cpu_budget);
+        drop(b);
+        HOT.lock().redactor = Arc::new(Redactor::new(&s.redact_add, &s.redact_exclude));
     }
     let mut to_resolve: Vec<usize> = Vec::new();
     if let Some(d) = desired {
@@ -660,19 +659,21 @@ fn rearm(py: Python<'_>, st: &mut State) {
         }
     }
     // Tool id (3.12+) when anything is wanted.
-    if py_minor() >= 12 && !want.is_empty() && st.tool_id.is_none() {
-        if let Err(reason) = acquire_tool(py, st) {
-            for m in &mut st.bps {
-                if !m.codes.is_empty() {
-                    m.codes.clear();
-                    m.status = Status::Error {
-                        reason: reason.clone(),
-                    };
-                }
+    if py_minor() >= 12
+        && !want.is_empty()
+        && st.tool_id.is_none()
+        && let Err(reason) = acquire_tool(py, st)
+    {
+        for m in &mut st.bps {
+            if !m.codes.is_empty() {
+                m.codes.clear();
+                m.status = Status::Error {
+                    reason: reason.clone(),
+                };
             }
-            HOT.lock().table.clear();
-            return;
         }
+        HOT.lock().table.clear();
+        return;
     }
     // Disarm code objects no longer wanted, or whose line set changed on 3.11.
     let current: Vec<usize> = st.armed.keys().copied().collect();
@@ -683,10 +684,8 @@ fn rearm(py: Python<'_>, st: &mut State) {
                 py_minor() < 12 && st.armed.get(&k).is_some_and(|a| a.lines != *lines)
             }
         };
-        if drop_it {
-            if let Some(a) = st.armed.remove(&k) {
-                disarm(py, st, a);
-            }
+        if drop_it && let Some(a) = st.armed.remove(&k) {
+            disarm(py, st, a);
         }
     }
     let mut failed: HashMap<usize, String> = HashMap::new();

@@ -109,14 +109,14 @@ impl<'a, 'py> Scope<'a, 'py> {
                             self.locals = Some(Bound::from_owned_ptr(py, l));
                         }
                     }
-                    if let Some(l) = &self.locals {
-                        if ffi::PyDict_Check(l.as_ptr()) != 0 {
-                            let r = ffi::PyDict_GetItemWithError(l.as_ptr(), name.as_ptr());
-                            if !r.is_null() {
-                                return Ok(to_cval(Bound::from_borrowed_ptr(py, r)));
-                            }
-                            ffi::PyErr_Clear();
+                    if let Some(l) = &self.locals
+                        && ffi::PyDict_Check(l.as_ptr()) != 0
+                    {
+                        let r = ffi::PyDict_GetItemWithError(l.as_ptr(), name.as_ptr());
+                        if !r.is_null() {
+                            return Ok(to_cval(Bound::from_borrowed_ptr(py, r)));
                         }
+                        ffi::PyErr_Clear();
                     }
                 }
             }
@@ -414,10 +414,10 @@ fn get_attr<'py>(
                 }
             }
             let info = types::info(py, tp);
-            if let Some((_, desc)) = info.slots.iter().find(|(n, _)| n == attr) {
-                if let Some(v) = types::read_slot(desc.as_ptr(), p) {
-                    return Ok(to_cval(Bound::from_owned_ptr(py, v)));
-                }
+            if let Some((_, desc)) = info.slots.iter().find(|(n, _)| n == attr)
+                && let Some(v) = types::read_slot(desc.as_ptr(), p)
+            {
+                return Ok(to_cval(Bound::from_owned_ptr(py, v)));
             }
         }
         Err(EvalError::NoAttribute {

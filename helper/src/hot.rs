@@ -213,12 +213,10 @@ unsafe fn entry(
             ffi::PyErr_Clear();
             PROCESS.callback_errors.fetch_add(1, Relaxed);
         }
-        if disable {
-            if let Some(&d) = DISABLE.get() {
-                let d = d as *mut ffi::PyObject;
-                ffi::Py_INCREF(d);
-                return d;
-            }
+        if disable && let Some(&d) = DISABLE.get() {
+            let d = d as *mut ffi::PyObject;
+            ffi::Py_INCREF(d);
+            return d;
         }
         let none = ffi::Py_None();
         ffi::Py_INCREF(none);

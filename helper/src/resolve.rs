@@ -40,28 +40,28 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
     };
     let mut stack: Vec<Bound<'_, PyAny>> = Vec::new();
     for o in objs.iter() {
-        if o.get_type().is(&func_type) {
-            if let Ok(c) = o.getattr("__code__") {
-                stack.push(c);
-            }
+        if o.get_type().is(&func_type)
+            && let Ok(c) = o.getattr("__code__")
+        {
+            stack.push(c);
         }
     }
     drop(objs);
     // Frames running right now (a loop whose function object is gone, module code...).
-    if let Ok(frames) = py.import("sys")?.call_method0("_current_frames") {
-        if let Ok(d) = frames.cast_into::<pyo3::types::PyDict>() {
-            for (_, mut f) in d.iter() {
-                for _ in 0..256 {
-                    if f.is_none() {
-                        break;
-                    }
-                    if let Ok(c) = f.getattr("f_code") {
-                        stack.push(c);
-                    }
-                    match f.getattr("f_back") {
-                        Ok(b) => f = b,
-                        Err(_) => break,
-                    }
+    if let Ok(frames) = py.import("sys")?.call_method0("_current_frames")
+        && let Ok(d) = frames.cast_into::<pyo3::types::PyDict>()
+    {
+        for (_, mut f) in d.iter() {
+            for _ in 0..256 {
+                if f.is_none() {
+                    break;
+                }
+                if let Ok(c) = f.getattr("f_code") {
+                    stack.push(c);
+                }
+                match f.getattr("f_back") {
+                    Ok(b) => f = b,
+                    Err(_) => break,
                 }
             }
         }
@@ -70,12 +70,12 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
         if !c.get_type().is(&code_type) || !seen.insert(c.as_ptr() as usize) {
             continue;
         }
-        if let Ok(consts) = c.getattr("co_consts") {
-            if let Ok(t) = consts.cast_into::<PyTuple>() {
-                for k in t.iter() {
-                    if k.get_type().is(&code_type) {
-                        stack.push(k);
-                    }
+        if let Ok(consts) = c.getattr("co_consts")
+            && let Ok(t) = consts.cast_into::<PyTuple>()
+        {
+            for k in t.iter() {
+                if k.get_type().is(&code_type) {
+                    stack.push(k);
                 }
             }
         }
@@ -104,12 +104,11 @@ pub fn code_lines(code: &Bound<'_, PyAny>) -> BTreeSet<u32> {
     let mut lines = BTreeSet::new();
     if let Ok(it) = code.call_method0("co_lines").and_then(|i| i.try_iter()) {
         for t in it.flatten() {
-            if let Ok((_, _, l)) = t.extract::<(i64, i64, Option<i64>)>() {
-                if let Some(l) = l.and_then(|l| u32::try_from(l).ok()) {
-                    if l > 0 {
-                        lines.insert(l);
-                    }
-                }
+            if let Ok((_, _, l)) = t.extract::<(i64, i64, Option<i64>)>()
+                && let Some(l) = l.and_then(|l| u32::try_from(l).ok())
+                && l > 0
+            {
+                lines.insert(l);
             }
         }
     }
@@ -131,10 +130,10 @@ pub fn path_matches(bp_file: &str, co_filename: &str, co_canonical: Option<&str>
     if suffix(co_filename) || co_canonical.is_some_and(suffix) {
         return true;
     }
-    if want.starts_with('/') {
-        if let (Ok(a), Some(b)) = (std::fs::canonicalize(want), co_canonical) {
-            return a.to_string_lossy() == b;
-        }
+    if want.starts_with('/')
+        && let (Ok(a), Some(b)) = (std::fs::canonicalize(want), co_canonical)
+    {
+        return a.to_string_lossy() == b;
     }
     false
 }
