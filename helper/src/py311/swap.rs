@@ -1,0 +1,217 @@
+//! Putting a rewritten code object in place of the original wherever it is used, and back.
+//!
+//! "Used" means: the `__code__` of a function object (found among the objects the garbage
+//! collector tracks, so decorators, `functools.wraps`, bound methods, `staticmethod` and
+//! `classmethod` wrappers, closures — anything that holds the function — are covered without
+//! knowing attribute names), and a `LOAD_CONST` feeding `MAKE_FUNCTION` in the code object that
+//! creates such functions (so closures created later get the new code). A parent code object is
+//! itself replaced by a copy with the new constant, swapped in the same way, recursively.
+//! Code objects are not tracked by the garbage collector, so parents are found by walking the
+//! nested code constants of every live function's code.
+
+use super::bytecode::{OpcodeTable, decode_instructions};
+use super::{opcode_table, require_311, require_code};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::collections::{HashMap, HashSet};
+
+/// A swap in effect: [`Swap::restore`] puts the exact original objects back.
+#[derive(Debug)]
+pub struct Swap {
+    old: Py<PyAny>,
+    new: Py<PyAny>,
+    /// Parent code objects swapped for copies that create functions with the new code.
+    parents: Vec<Swap>,
+}
+
+/// The live function objects and the nesting of their code objects, taken once per operation.
+struct Heap<'py> {
+    functions: Vec<Bound<'py, PyAny>>,
+    /// Code object (by address) -> the code objects whose `co_consts` hold it, with the index.
+    parents: HashMap<usize, Vec<(Bound<'py, PyAny>, usize)>>,
+}
+
+impl<'py> Heap<'py> {
+    fn scan(py: Python<'py>) -> PyResult<Self> {
+        let function_type = py.import("types")?.getattr("FunctionType")?;
+        let code_type = py.import("types")?.getattr("CodeType")?;
+        let all = py
+            .import("gc")?
+            .call_method0("get_objects")?
+            .cast_into::<PyList>()?;
+        let mut functions = Vec::new();
+        let mut parents: HashMap<usize, Vec<(Bound<'py, PyAny>, usize)>> = HashMap::new();
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut stack: Vec<Bound<'py, PyAny>> = Vec::new();
+        for obj in all.iter() {
+            // Exact type check: never runs user code (no __class__ lookups, no __getattr__).
+            if !obj.get_type().is(&function_type) {
+                continue;
+            }
+            let code = obj.getattr(intern!(py, "__code__"))?;
+            if seen.insert(code.as_ptr() as usize) {
+                stack.push(code);
+            }
+            functions.push(obj);
+        }
+        drop(all);
+        while let Some(code) = stack.pop() {
+            let consts = code
+                .getattr(intern!(py, "co_consts"))?
+                .cast_into::<PyTuple>()?;
+            for (i, c) in consts.iter().enumerate() {
+                if !c.get_type().is(&code_type) {
+                    continue;
+                }
+                parents
+                    .entry(c.as_ptr() as usize)
+                    .or_default()
+                    .push((code.clone(), i));
+                if seen.insert(c.as_ptr() as usize) {
+                    stack.push(c);
+                }
+            }
+        }
+        Ok(Heap { functions, parents })
+    }
+}
+
+/// Whether `code` has a `LOAD_CONST index` immediately followed by `MAKE_FUNCTION`, i.e. whether
+/// the constant is the code of functions it creates (and not, e.g., the `code` argument of an
+/// inserted hook call, which must keep pointing at the original).
+fn makes_function_from(
+    py: Python<'_>,
+    code: &Bound<'_, PyAny>,
+    index: usize,
+    ops: &OpcodeTable,
+) -> PyResult<bool> {
+    let co_code: Vec<u8> = code.getattr(intern!(py, "co_code"))?.extract()?;
+    let instrs = decode_instructions(&co_code, ops)?;
+    Ok(instrs.windows(2).any(|w| {
+        w[0].op == ops.load_const && w[0].arg as usize == index && w[1].op == ops.make_function
+    }))
+}
+
+/// Replaces `old_code` by `new_code` wherever it is used: every function object whose __code__ is
+/// old_code (found through gc.get_objects — not attribute names), and the co_consts of parent
+/// code objects that contain it (recursively: a new parent code object is built and swapped into
+/// the parent's functions), so that closures created later use the new code too. Returns a
+/// record that puts the exact original objects back.
+///
+/// On error, whatever was already swapped is put back before returning.
+pub fn swap_in<'py>(
+    py: Python<'py>,
+    old_code: &Bound<'py, PyAny>,
+    new_code: &Bound<'py, PyAny>,
+) -> PyResult<Swap> {
+    require_311(py)?;
+    require_code(py, old_code)?;
+    require_code(py, new_code)?;
+    let ops = opcode_table(py)?;
+    let heap = Heap::scan(py)?;
+    let mut swap = Swap {
+        old: old_code.clone().unbind(),
+        new: new_code.clone().unbind(),
+        parents: Vec::new(),
+    };
+    match swap_with(py, &heap, ops, old_code, new_code, &mut swap, 0) {
+        Ok(()) => Ok(swap),
+        Err(e) => {
+            if let Err(undo) = swap.restore_with(py, &heap) {
+                tracing::warn!(error = %undo, "could not undo a partial code swap");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Nesting deeper than this is not real code (the compiler's own limit is far lower in practice).
+const MAX_NESTING: usize = 100;
+
+fn swap_with<'py>(
+    py: Python<'py>,
+    heap: &Heap<'py>,
+    ops: &OpcodeTable,
+    old: &Bound<'py, PyAny>,
+    new: &Bound<'py, PyAny>,
+    record: &mut Swap,
+    depth: usize,
+) -> PyResult<()> {
+    if depth > MAX_NESTING {
+        return Err(pyo3::exceptions::PyRecursionError::new_err(
+            "code objects nested too deeply to swap",
+        ));
+    }
+    let code_attr = intern!(py, "__code__");
+    for f in &heap.functions {
+        if f.getattr(code_attr)?.is(old) {
+            f.setattr(code_attr, new)?;
+        }
+    }
+    let Some(parents) = heap.parents.get(&(old.as_ptr() as usize)) else {
+        return Ok(());
+    };
+    for (parent, index) in parents {
+        if !makes_function_from(py, parent, *index, ops)? {
+            continue;
+        }
+        let consts = parent
+            .getattr(intern!(py, "co_consts"))?
+            .cast_into::<PyTuple>()?;
+        let replaced: Vec<Bound<'py, PyAny>> = consts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == *index { new.clone() } else { c })
+            .collect();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("co_consts", PyTuple::new(py, replaced)?)?;
+        let new_parent = parent.call_method(intern!(py, "replace"), (), Some(&kwargs))?;
+        record.parents.push(Swap {
+            old: parent.clone().unbind(),
+            new: new_parent.clone().unbind(),
+            parents: Vec::new(),
+        });
+        let child = record
+            .parents
+            .last_mut()
+            .ok_or(super::RewriteError::Internal {
+                what: "parent swap vanished",
+            })?;
+        swap_with(py, heap, ops, parent, &new_parent, child, depth + 1)?;
+    }
+    Ok(())
+}
+
+impl Swap {
+    /// Puts the original code objects back: every function whose `__code__` is the new code
+    /// (including closures created while the swap was in effect) gets the original object again,
+    /// and likewise for the parents. Afterwards nothing this module created is referenced by a
+    /// function (frames still running the new code keep it until they finish).
+    pub fn restore(self, py: Python<'_>) -> PyResult<()> {
+        let heap = Heap::scan(py)?;
+        self.restore_with(py, &heap)
+    }
+
+    fn restore_with<'py>(self, py: Python<'py>, heap: &Heap<'py>) -> PyResult<()> {
+        // Parents first, so no new closure with the new code can appear after the scan below.
+        let mut first_error = None;
+        for p in self.parents.into_iter().rev() {
+            if let Err(e) = p.restore_with(py, heap) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let code_attr = intern!(py, "__code__");
+        let old = self.old.bind(py);
+        let new = self.new.bind(py);
+        for f in &heap.functions {
+            let restored = f
+                .getattr(code_attr)
+                .and_then(|c| if c.is(new) { f.setattr(code_attr, old) } else { Ok(()) });
+            if let Err(e) = restored {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
