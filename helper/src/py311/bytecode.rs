@@ -319,11 +319,26 @@ pub fn instrument(
             jumps_into[k].push(j);
         }
     }
-    let mut is_handler = vec![false; instrs.len()];
+    // Handler -> the lines of the instructions that unwind to it. The tracer compares the
+    // handler's line with the line of the instruction that raised.
+    let mut raised_from: Vec<Vec<Option<i32>>> = vec![Vec::new(); instrs.len()];
     for e in &exceptions {
         let k = instr_index(i64::from(e.target), "handler is not the start of an instruction")?;
+        let first = instr_index(
+            i64::from(e.start),
+            "exception range does not start at an instruction",
+        )?;
+        let last = instr_index(
+            i64::from(e.end),
+            "exception range does not end at an instruction",
+        )?;
         if k < instrs.len() {
-            is_handler[k] = true;
+            for r in first..last {
+                let l = line_of(r);
+                if !raised_from[k].contains(&l) {
+                    raised_from[k].push(l);
+                }
+            }
         }
     }
 
@@ -371,7 +386,7 @@ pub fn instrument(
             jump_enters[j] = e;
             enters |= e;
         }
-        enters |= is_handler[k];
+        enters |= raised_from[k].iter().any(|&l| l.is_some() && l != Some(line));
         if enters {
             blocks[k] = Some((line, c, fallthrough_skips));
         }

@@ -1,0 +1,388 @@
+"""CPython 3.11 bytecode patching, checked on a real interpreter.
+
+Usage: python3.11 py311_instrument.py <dir holding libdebugger_helper.abi3.so>
+
+For every code object of a structural program (every control-flow construct) and every line in
+it: instrument that line, swap the code in, run the program on several inputs, restore. The
+results, exceptions and traceback positions must be identical to the original's, the hook must
+fire exactly as often as sys.settrace reports that line for the original, from a frame whose
+f_lineno is that line. Then: codec round trips and whole-code rewrites over stdlib code objects.
+Prints "OK <counts>" on success; any failure raises.
+"""
+import collections
+import dis
+import glob
+import io
+import os
+import sys
+import sysconfig
+
+sys.path.insert(0, sys.argv[1])
+import libdebugger_helper as h  # noqa: E402
+
+assert sys.version_info[:2] == (3, 11), sys.version
+
+PROGRAM = '''
+import functools
+G = 0
+
+
+class Ctx:
+    def __init__(self, log):
+        self.log = log
+
+    def __enter__(self):
+        self.log.append("enter")
+        return 7
+
+    def __exit__(self, et, ev, tb):
+        self.log.append("exit")
+        return False
+
+
+def gen(m):
+    yield 0
+    for j in range(m):
+        if j % 2:
+            got = yield j
+            if got:
+                return got
+    yield from range(2)
+
+
+def structural(n, *args, **kwargs):
+    global G
+    total = 0
+    log = []
+    count = 0
+
+    def bump(k):
+        nonlocal count
+        count += k
+        return count
+
+    square = lambda v: (
+        v * v)
+    i = 0
+    while i < n:
+        i += 1
+        if i % 5 == 0:
+            continue
+        elif i > 8:
+            break
+        else:
+            total += square(i)
+    for a in args:
+        for b in range(a):
+            if b == 2:
+                break
+            total += b
+        else:
+            log.append(a)
+    try:
+        try:
+            if n == 3:
+                raise ValueError(n)
+            total += 100 // (n - 4)
+        except ZeroDivisionError:
+            log.append("zero")
+        else:
+            log.append("else")
+        finally:
+            log.append("finally")
+    except ValueError as e:
+        log.append(str(e))
+    with Ctx(log) as c:
+        total += c
+    gen_total = sum(gen(n))
+    for k, v in sorted(kwargs.items()):
+        bump(v)
+    G += 1
+    if n > 0 and n % 3 == 0:
+        total += structural(n - 1)[0]
+    if n == 7:
+        raise KeyError(
+            "seven")
+    doubled = [x * 2
+               for x in range(n)]
+    return (total, gen_total, count,
+            tuple(log), doubled)
+
+
+class Yielder:
+    def __await__(self):
+        yield
+
+
+class ACtx:
+    async def __aenter__(self):
+        await Yielder()
+        return 1
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+async def agen(n):
+    for q in range(n):
+        await Yielder()
+        yield q
+
+
+async def acoro(n):
+    out = []
+    async for q in agen(n):
+        out.append(q)
+    async with ACtx() as z:
+        out.append(z)
+    try:
+        await failing(n)
+    except RuntimeError as e:
+        out.append(str(e))
+    return out
+
+
+async def failing(n):
+    if n % 2:
+        raise RuntimeError("odd")
+    return n
+
+
+def drive(coro):
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as e:
+        return e.value
+
+
+def run(n, *args, **kwargs):
+    return structural(n, *args, **kwargs), drive(acoro(n))
+'''
+
+INPUTS = [(0,), (3, 4, 1), (4,), (5, 2, 3), (7,), (9, 5)]
+KWARGS = [{}, {"x": 1}, {}, {"y": 2, "x": 1}, {}, {"z": 3}]
+
+ns = {"__name__": "structural_program"}
+exec(compile(PROGRAM, "<structural>", "exec"), ns)
+
+
+def all_codes():
+    """Every code object of the program (module code excluded: it already ran)."""
+    out, stack = [], [v.__code__ for v in ns.values() if hasattr(v, "__code__")]
+    for cls in (ns["Ctx"], ns["Yielder"], ns["ACtx"]):
+        stack += [v.__code__ for v in vars(cls).values() if hasattr(v, "__code__")]
+    seen = set()
+    while stack:
+        c = stack.pop()
+        if id(c) in seen or c.co_filename != "<structural>":
+            continue
+        seen.add(id(c))
+        out.append(c)
+        stack += [k for k in c.co_consts if isinstance(k, type(c))]
+    return out
+
+
+def tb_positions(e):
+    out, tb = [], e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == "<structural>":
+            pos = list(code.co_positions())[tb.tb_lasti // 2]
+            out.append((code.co_name, tb.tb_lineno, pos))
+        tb = tb.tb_next
+    return out
+
+
+def run_all():
+    results = []
+    for args, kwargs in zip(INPUTS, KWARGS):
+        try:
+            results.append(("ok", ns["run"](*args, **kwargs)))
+        except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+            results.append(("exc", type(e).__name__, e.args, tb_positions(e)))
+    return results
+
+
+def first_resume(code):
+    for ins in dis.get_instructions(code):
+        if ins.opname == "RESUME":
+            return ins.offset
+    return None
+
+
+def reference(codes):
+    """The original's results, and per code: line event counts and first starts."""
+    wanted = {id(c) for c in codes}
+    lines = collections.Counter()
+    starts = collections.Counter()
+
+    def tracer(frame, event, arg):
+        code = frame.f_code
+        if id(code) not in wanted:
+            return tracer
+        if event == "call" and frame.f_lasti == first_resume(code):
+            starts[id(code)] += 1
+        if event == "line":
+            lines[(id(code), frame.f_lineno)] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        res = run_all()
+    finally:
+        sys.settrace(None)
+    return res, lines, starts
+
+
+def prologue_lines(code):
+    out = set()
+    for ins in dis.get_instructions(code):
+        if ins.positions.lineno is not None:
+            out.add(ins.positions.lineno)
+        if ins.opname == "RESUME":
+            break
+    return out
+
+
+def body_start_line(code):
+    seen_resume = False
+    for ins in dis.get_instructions(code):
+        if seen_resume:
+            return ins.positions.lineno
+        seen_resume = ins.opname == "RESUME"
+    return None
+
+
+def check_rewrite(code, new, inserted):
+    """dis works, and original instructions keep op, argval and positions."""
+    dis.dis(new, file=io.StringIO())
+    def logical(c):
+        return [i for i in dis.get_instructions(c) if i.opname != "EXTENDED_ARG"]
+
+    new_all = logical(new)
+    index = {ins.offset: i for i, ins in enumerate(new_all)}
+    synthetic = set()
+    for _line, off, skip_jump in inserted:
+        i = index[off]
+        assert [x.opname for x in new_all[i:i + 7]] == [
+            "PUSH_NULL", "LOAD_CONST", "LOAD_CONST", "LOAD_CONST", "PRECALL", "CALL", "POP_TOP"]
+        synthetic.update(range(i - 1 if skip_jump else i, i + 7))
+        if skip_jump:
+            assert new_all[i - 1].opname == "JUMP_FORWARD"
+    new_ins = [ins for i, ins in enumerate(new_all) if i not in synthetic]
+    old_ins = logical(code)
+    assert len(old_ins) == len(new_ins), (code, len(old_ins), len(new_ins))
+    kept_index = {id(ins): k for k, ins in enumerate(new_ins)}
+
+    def landing(instrs, offset, is_new):
+        # The original instruction a jump to `offset` reaches: EXTENDED_ARG prefixes and an
+        # inserted call (not its skip jump) lead to the instruction after them.
+        for i, ins in enumerate(instrs):
+            if ins.offset >= offset:
+                if not is_new:
+                    return i
+                if i in synthetic and ins.opname == "JUMP_FORWARD":
+                    raise AssertionError(f"a jump lands on a skip jump in {code}")
+                while i in synthetic:
+                    i += 1
+                return kept_index[id(instrs[i])]
+        return len(instrs)
+
+    for a, b in zip(old_ins, new_ins):
+        if a.opcode in dis.hasjrel:
+            assert landing(old_ins, a.argval, False) == landing(new_all, b.argval, True), (code, a, b)
+    for a, b in zip(old_ins, new_ins):
+        assert a.opname == b.opname, (code, a, b)
+        assert a.positions == b.positions, (code, a, b)
+        if a.opcode not in dis.hasjrel:
+            assert a.argval == b.argval, (code, a, b)
+    assert new.co_stacksize == code.co_stacksize + 4 or not inserted
+    assert new.co_consts[: len(code.co_consts)] == code.co_consts
+
+
+def main():
+    codes = all_codes()
+    assert len(codes) >= 15, [c.co_name for c in codes]
+    base, ref_lines, ref_starts = reference(codes)
+    # The program must itself behave: both exception paths and normal returns happen.
+    assert {r[0] for r in base} == {"ok", "exc"}, base
+    # Functions by code, to swap in.
+    n_cases = n_hits = 0
+    mismatches = []
+    for code in codes:
+        lines = sorted({ln for _, _, ln in code.co_lines() if ln is not None})
+        for line in lines:
+            hits = []
+
+            def hook(c, ln, _code=code):
+                assert c is _code, (c, _code)
+                hits.append(ln)
+                assert sys._getframe(1).f_lineno == ln, (sys._getframe(1).f_lineno, ln)
+                assert sys._getframe(1).f_code is not _code  # the instrumented copy runs
+
+            new, inserted = h._py311_instrument(code, [line], hook)
+            check_rewrite(code, new, inserted)
+            swap = h._py311_swap(code, new)
+            try:
+                got = run_all()
+            finally:
+                swap.restore()
+            assert got == base, (code.co_name, line, got, base)
+            expected = ref_lines[(id(code), line)]
+            if line in prologue_lines(code) and body_start_line(code) != line:
+                expected += ref_starts[id(code)]
+            if len(hits) != expected:
+                mismatches.append((code.co_name, line, len(hits), expected, inserted))
+            assert all(x == line for x in hits)
+            n_cases += 1
+            n_hits += len(hits)
+    for m in mismatches:
+        print("hook count differs from settrace:", m)
+    assert not mismatches
+    # After all the restores, nothing points at an instrumented copy: a plain run matches and
+    # settrace still sees exactly the same.
+    again, lines2, starts2 = reference(codes)
+    assert again == base and lines2 == ref_lines and starts2 == ref_starts
+
+    # Every line at once, on every code object.
+    hits = collections.Counter()
+    swaps = []
+    for code in codes:
+        lines = sorted({ln for _, _, ln in code.co_lines() if ln is not None})
+        new, inserted = h._py311_instrument(code, lines, lambda c, ln: hits.update([(id(c), ln)]))
+        check_rewrite(code, new, inserted)
+        swaps.append(h._py311_swap(code, new))
+    try:
+        got = run_all()
+    finally:
+        for s in reversed(swaps):
+            s.restore()
+    assert got == base
+
+    # Stdlib: codecs round-trip exactly and instrumenting every line keeps positions.
+    n_std = n_std_rewrites = 0
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")))[:400]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                top = compile(f.read(), path, "exec")
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        stack = [top]
+        while stack:
+            c = stack.pop()
+            stack += [k for k in c.co_consts if isinstance(k, type(c))]
+            assert h._py311_round_trips(c), (path, c)
+            n_std += 1
+            if n_std % 7 == 0:
+                lines = sorted({ln for _, _, ln in c.co_lines() if ln is not None})
+                new, inserted = h._py311_instrument(c, lines, print)
+                check_rewrite(c, new, inserted)
+                n_std_rewrites += 1
+    assert n_std > 5000, n_std
+    print(f"OK cases={n_cases} hits={n_hits} stdlib_code_objects={n_std} stdlib_rewrites={n_std_rewrites}")
+
+
+main()
