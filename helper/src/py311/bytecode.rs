@@ -138,7 +138,7 @@ impl Instr {
 
 /// Splits `co_code` into logical instructions.
 pub fn decode_instructions(code: &[u8], ops: &OpcodeTable) -> Result<Vec<Instr>, RewriteError> {
-    if code.len() % 2 != 0 {
+    if !code.len().is_multiple_of(2) {
         return Err(RewriteError::Code {
             offset: code.len() as u32 / 2,
             reason: "odd number of bytes",
@@ -323,7 +323,10 @@ pub fn instrument(
     // handler's line with the line of the instruction that raised.
     let mut raised_from: Vec<Vec<Option<i32>>> = vec![Vec::new(); instrs.len()];
     for e in &exceptions {
-        let k = instr_index(i64::from(e.target), "handler is not the start of an instruction")?;
+        let k = instr_index(
+            i64::from(e.target),
+            "handler is not the start of an instruction",
+        )?;
         let first = instr_index(
             i64::from(e.start),
             "exception range does not start at an instruction",
@@ -386,7 +389,9 @@ pub fn instrument(
             jump_enters[j] = e;
             enters |= e;
         }
-        enters |= raised_from[k].iter().any(|&l| l.is_some() && l != Some(line));
+        enters |= raised_from[k]
+            .iter()
+            .any(|&l| l.is_some() && l != Some(line));
         if enters {
             blocks[k] = Some((line, c, fallthrough_skips));
         }
@@ -574,7 +579,11 @@ pub fn instrument(
         code,
         linetable,
         exceptiontable,
-        extra_stack: if inserted.is_empty() { 0 } else { HOOK_CALL_STACK },
+        extra_stack: if inserted.is_empty() {
+            0
+        } else {
+            HOOK_CALL_STACK
+        },
         inserted,
     })
 }
@@ -617,10 +626,15 @@ mod tests {
             assert_eq!(units as usize * 2, s.code.len(), "{}", s.name);
             assert_eq!(instrs[0].offset, 0);
         }
-        let big = SAMPLES.iter().find(|s| s.name == "big").expect("big sample");
+        let big = SAMPLES
+            .iter()
+            .find(|s| s.name == "big")
+            .expect("big sample");
         let instrs = decode_instructions(big.code, &ops).expect("decodes");
         assert!(
-            instrs.iter().any(|i| i.n_ext > 0 && ops.jump[usize::from(i.op)] != JumpKind::None),
+            instrs
+                .iter()
+                .any(|i| i.n_ext > 0 && ops.jump[usize::from(i.op)] != JumpKind::None),
             "the big sample must exercise jumps with EXTENDED_ARG"
         );
     }
@@ -649,7 +663,12 @@ mod tests {
         let new = decode_instructions(&out.code, &ops).expect("new");
         let old_pos = linetable::decode(s.linetable, s.firstlineno).expect("old positions");
         let new_pos = linetable::decode(&out.linetable, s.firstlineno).expect("new positions");
-        assert_eq!(new_pos.len() * 2, out.code.len(), "{}: table length", s.name);
+        assert_eq!(
+            new_pos.len() * 2,
+            out.code.len(),
+            "{}: table length",
+            s.name
+        );
 
         // Classify new instructions: inserted (skip jump + 7-instruction call) or original.
         let mut synthetic = vec![false; new.len()];
@@ -657,17 +676,15 @@ mod tests {
         for (n, ins) in new.iter().enumerate() {
             if let Some(at) = out.inserted.iter().find(|i| i.offset == ins.offset) {
                 let first = if at.skip_jump { n - 1 } else { n };
-                for m in first..n + 7 {
-                    synthetic[m] = true;
-                }
+                synthetic[first..n + 7].fill(true);
                 assert_eq!(new[n].op, ops.push_null);
                 assert_eq!(new[n + 1].arg, HOOK);
                 assert_eq!(new[n + 2].arg, HOOK + 1);
                 assert_eq!(new[n + 4].op, ops.precall);
                 assert_eq!(new[n + 5].op, ops.call);
                 assert_eq!(new[n + 6].op, ops.pop_top);
-                for m in first..n + 7 {
-                    let p = new_pos[new[m].offset as usize].expect("inserted code has a line");
+                for ins in &new[first..n + 7] {
+                    let p = new_pos[ins.offset as usize].expect("inserted code has a line");
                     assert_eq!(p.line as u32, at.line);
                 }
                 if at.skip_jump {
@@ -677,7 +694,12 @@ mod tests {
             }
         }
         let kept: Vec<usize> = (0..new.len()).filter(|&n| !synthetic[n]).collect();
-        assert_eq!(kept.len(), old.len(), "{}: original instructions kept", s.name);
+        assert_eq!(
+            kept.len(),
+            old.len(),
+            "{}: original instructions kept",
+            s.name
+        );
         // new offset -> old instruction index, and "landing spots" for each old instruction.
         let mut old_of_new_offset = HashMap::new();
         for (k, &n) in kept.iter().enumerate() {
@@ -690,7 +712,8 @@ mod tests {
             }
             // Or the PUSH_NULL of a call inserted right before it.
             starts.iter().any(|&st| {
-                i64::from(st) == new_target && new.iter().position(|i| i.offset == st) == Some(n - 7)
+                i64::from(st) == new_target
+                    && new.iter().position(|i| i.offset == st) == Some(n - 7)
             })
         };
         for (k, &n) in kept.iter().enumerate() {
@@ -711,7 +734,10 @@ mod tests {
             match o.target(&ops) {
                 None => assert_eq!(o.arg, m.arg, "{}: arg of instruction {k}", s.name),
                 Some(t) => {
-                    let tk = old.iter().position(|i| i64::from(i.offset) == t).expect("old target");
+                    let tk = old
+                        .iter()
+                        .position(|i| i64::from(i.offset) == t)
+                        .expect("old target");
                     let nt = m.target(&ops).expect("still a jump");
                     assert!(lands_on(nt, tk), "{}: jump {k} lands on {nt}", s.name);
                 }
@@ -722,28 +748,44 @@ mod tests {
         assert_eq!(old_exc.len(), new_exc.len());
         for (a, b) in old_exc.iter().zip(&new_exc) {
             assert_eq!((a.depth, a.lasti), (b.depth, b.lasti));
-            let covered_old: Vec<usize> =
-                (0..old.len()).filter(|&k| old[k].offset >= a.start && old[k].offset < a.end).collect();
+            let covered_old: Vec<usize> = (0..old.len())
+                .filter(|&k| old[k].offset >= a.start && old[k].offset < a.end)
+                .collect();
             let covered_new: Vec<usize> = (0..old.len())
                 .filter(|&k| new[kept[k]].offset >= b.start && new[kept[k]].offset < b.end)
                 .collect();
             assert_eq!(covered_old, covered_new, "{}: exception range", s.name);
-            let tk = old.iter().position(|i| i.offset == a.target).expect("handler");
+            let tk = old
+                .iter()
+                .position(|i| i.offset == a.target)
+                .expect("handler");
             assert!(lands_on(i64::from(b.target), tk));
             // An inserted call sits in the range of the instruction it precedes.
             for at in &out.inserted {
-                let n = new.iter().position(|i| i.offset == at.offset).expect("inserted");
+                let n = new
+                    .iter()
+                    .position(|i| i.offset == at.offset)
+                    .expect("inserted");
                 let inside = new[kept.iter().copied().find(|&m| m > n).expect("followed")].offset;
                 let call_in = at.offset >= b.start && at.offset < b.end;
                 let instr_in = inside >= b.start && inside < b.end;
-                assert_eq!(call_in, instr_in, "{}: call at {} vs handler range", s.name, at.offset);
+                assert_eq!(
+                    call_in, instr_in,
+                    "{}: call at {} vs handler range",
+                    s.name, at.offset
+                );
             }
         }
         out
     }
 
     fn lines_of(s: &crate::py311::testdata::Sample) -> Vec<u32> {
-        let mut v: Vec<u32> = s.positions.iter().filter_map(|p| p.0).map(|l| l as u32).collect();
+        let mut v: Vec<u32> = s
+            .positions
+            .iter()
+            .filter_map(|p| p.0)
+            .map(|l| l as u32)
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -778,7 +820,10 @@ mod tests {
     #[test]
     fn loops_reenter_and_same_line_fallthrough_skips() {
         // `for` header: reached from GET_ITER (same line) and by the backward jump.
-        let s = SAMPLES.iter().find(|s| s.name == "structural").expect("structural");
+        let s = SAMPLES
+            .iter()
+            .find(|s| s.name == "structural")
+            .expect("structural");
         let for_line = s.firstlineno as u32 + 3;
         let out = check(s, &[for_line]);
         assert_eq!(out.inserted.len(), 2, "{:?}", out.inserted);
@@ -801,7 +846,12 @@ mod tests {
         }
         // Backward jump to the first NOP: after = 2 + 2*n + 2 units; target = 2.
         let back = 2 * n_nops + 2;
-        code.extend_from_slice(&[ops.extended_arg, (back >> 8) as u8, 140, (back & 0xff) as u8]);
+        code.extend_from_slice(&[
+            ops.extended_arg,
+            (back >> 8) as u8,
+            140,
+            (back & 0xff) as u8,
+        ]);
         pos.push(Some(Pos::line_only(1000)));
         pos.push(Some(Pos::line_only(1000)));
         code.extend_from_slice(&[83, 0]);

@@ -37,10 +37,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<ExceptionEntry>, RewriteError> {
         let length = read_varint(bytes, &mut pos)?;
         let target = read_varint(bytes, &mut pos)?;
         let depth_lasti = read_varint(bytes, &mut pos)?;
-        let end = start.checked_add(length).ok_or(RewriteError::ExceptionTable {
-            offset: pos,
-            reason: "entry end overflows",
-        })?;
+        let end = start
+            .checked_add(length)
+            .ok_or(RewriteError::ExceptionTable {
+                offset: pos,
+                reason: "entry end overflows",
+            })?;
         out.push(ExceptionEntry {
             start,
             end,
@@ -123,16 +125,33 @@ mod tests {
             let expected: Vec<ExceptionEntry> = s
                 .exceptions
                 .iter()
-                .map(|&(start, end, target, depth, lasti)| ExceptionEntry { start, end, target, depth, lasti })
+                .map(|&(start, end, target, depth, lasti)| ExceptionEntry {
+                    start,
+                    end,
+                    target,
+                    depth,
+                    lasti,
+                })
                 .collect();
             assert_eq!(entries, expected, "{}", s.name);
-            assert_eq!(encode(&entries).expect("encodes"), s.exceptiontable, "{}", s.name);
+            assert_eq!(
+                encode(&entries).expect("encodes"),
+                s.exceptiontable,
+                "{}",
+                s.name
+            );
         }
     }
 
     #[test]
     fn large_values_use_several_chunks() {
-        let e = [ExceptionEntry { start: 70_000, end: 70_100, target: 5_000, depth: 3, lasti: true }];
+        let e = [ExceptionEntry {
+            start: 70_000,
+            end: 70_100,
+            target: 5_000,
+            depth: 3,
+            lasti: true,
+        }];
         let bytes = encode(&e).expect("encodes");
         assert_eq!(bytes[0] & 0xc0, 0xc0);
         assert_eq!(decode(&bytes).expect("decodes"), e);

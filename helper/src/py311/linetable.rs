@@ -125,7 +125,12 @@ fn first_byte(kind: u8, len: u8) -> u8 {
     0x80 | (kind << 3) | (len - 1)
 }
 
-fn write_entry(out: &mut Vec<u8>, unit: UnitPos, len: u8, line: &mut i32) -> Result<(), RewriteError> {
+fn write_entry(
+    out: &mut Vec<u8>,
+    unit: UnitPos,
+    len: u8,
+    line: &mut i32,
+) -> Result<(), RewriteError> {
     let Some(p) = unit else {
         out.push(first_byte(KIND_NONE, len));
         return Ok(());
@@ -251,12 +256,32 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         let units = vec![
-            Some(Pos { line: 10, end_line: 10, col: 4, end_col: 9 }),
-            Some(Pos { line: 11, end_line: 11, col: 100, end_col: 120 }),
+            Some(Pos {
+                line: 10,
+                end_line: 10,
+                col: 4,
+                end_col: 9,
+            }),
+            Some(Pos {
+                line: 11,
+                end_line: 11,
+                col: 100,
+                end_col: 120,
+            }),
             Some(Pos::line_only(5)),
-            Some(Pos { line: 500, end_line: 503, col: 200, end_col: 3 }),
+            Some(Pos {
+                line: 500,
+                end_line: 503,
+                col: 200,
+                end_col: 3,
+            }),
             None,
-            Some(Pos { line: 1, end_line: 2, col: -1, end_col: -1 }),
+            Some(Pos {
+                line: 1,
+                end_line: 2,
+                col: -1,
+                end_col: -1,
+            }),
         ];
         let bytes = encode(&units, |_| true, 10).expect("encodes");
         assert_eq!(decode(&bytes, 10).expect("decodes"), units);

@@ -232,7 +232,9 @@ fn instrument_detailed<'py>(
     require_311(py)?;
     require_code(py, code)?;
     let ops = opcode_table(py)?;
-    let co_code = code.getattr(intern!(py, "co_code"))?.cast_into::<PyBytes>()?;
+    let co_code = code
+        .getattr(intern!(py, "co_code"))?
+        .cast_into::<PyBytes>()?;
     let linetable = code
         .getattr(intern!(py, "co_linetable"))?
         .cast_into::<PyBytes>()?;
@@ -241,7 +243,9 @@ fn instrument_detailed<'py>(
         .cast_into::<PyBytes>()?;
     let firstlineno: i32 = code.getattr(intern!(py, "co_firstlineno"))?.extract()?;
     let stacksize: u32 = code.getattr(intern!(py, "co_stacksize"))?.extract()?;
-    let consts = code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?;
+    let consts = code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?;
 
     let mut wanted: Vec<u32> = lines.to_vec();
     wanted.sort_unstable();

@@ -205,9 +205,13 @@ impl Swap {
         let old = self.old.bind(py);
         let new = self.new.bind(py);
         for f in &heap.functions {
-            let restored = f
-                .getattr(code_attr)
-                .and_then(|c| if c.is(new) { f.setattr(code_attr, old) } else { Ok(()) });
+            let restored = f.getattr(code_attr).and_then(|c| {
+                if c.is(new) {
+                    f.setattr(code_attr, old)
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(e) = restored {
                 first_error.get_or_insert(e);
             }
