@@ -346,6 +346,7 @@ def main():
     assert again == base and lines2 == ref_lines and starts2 == ref_starts
 
     # Every line at once, on every code object.
+    codes_by_name = {c.co_name: c for c in codes}
     hits = collections.Counter()
     swaps = []
     for code in codes:
@@ -354,11 +355,67 @@ def main():
         check_rewrite(code, new, inserted)
         swaps.append(h._py311_swap(code, new))
     try:
-        got = run_all()
+        # Long enough for 3.11's adaptive interpreter to quicken and specialise the new code
+        # (the inserted PRECALL/CALL included).
+        for _ in range(60):
+            got = run_all()
+            assert got == base
+        live = ns["structural"].__code__
+        assert live is not codes_by_name["structural"]
+        specialised = {i.opname for i in dis.get_instructions(live, adaptive=True)} - set(dis.opname)
+        assert specialised, "the instrumented code was never specialised"
     finally:
         for s in reversed(swaps):
             s.restore()
-    assert got == base
+    per_run = sum(hits.values()) // 60
+    assert per_run == sum(ref_lines.values()) + sum(
+        ref_starts[id(c)] for c in codes if body_start_line(c) not in prologue_lines(c)
+    ), (per_run, sum(ref_lines.values()))
+
+    # Long jumps and many constants: EXTENDED_ARG on original jumps grows and the inserted
+    # LOAD_CONSTs need it too; run every line against settrace again.
+    big_src = "def big(x, y):\n    acc = []\n    for k in range(y):\n"
+    for i in range(70):
+        big_src += f"        if x == {i}:\n            acc.append({i}.5 + k)\n        else:\n            acc.append(-{i}.25)\n"
+    big_src += "    while x > 0:\n        x -= 1\n        acc.append(x * 1.125)\n    return acc\n"
+    big_ns = {}
+    exec(compile(big_src, "<structural>", "exec"), big_ns)
+    big = big_ns["big"]
+    bcode = big.__code__
+    assert len(bcode.co_consts) > 200 and "EXTENDED_ARG" in {i.opname for i in dis.get_instructions(bcode)}
+    wanted = {id(bcode)}
+    counts = collections.Counter()
+
+    def btracer(frame, event, arg):
+        if id(frame.f_code) in wanted and event == "line":
+            counts[frame.f_lineno] += 1
+        return btracer
+
+    sys.settrace(btracer)
+    expected_result = [big(5, 2), big(69, 1)]
+    sys.settrace(None)
+    blines = sorted({ln for _, _, ln in bcode.co_lines() if ln is not None})
+    filler = tuple(float(i) + 0.0625 for i in range(300))
+    for line in blines + [None]:
+        hits = []
+        request = blines if line is None else [line]
+        # Push the hook's constants past index 255 so the inserted LOAD_CONSTs need EXTENDED_ARG.
+        padded = bcode.replace(co_consts=bcode.co_consts + filler)
+        new, inserted = h._py311_instrument(padded, request, lambda c, ln: hits.append(ln))
+        check_rewrite(padded, new, inserted)
+        big.__code__ = new
+        try:
+            got = [big(5, 2), big(69, 1)]
+        finally:
+            big.__code__ = bcode
+        assert got == expected_result, line
+        calls = 2  # the def line fires once per call
+        if line is not None:
+            expected = counts[line] + (calls if line == bcode.co_firstlineno else 0)
+            assert len(hits) == expected, (line, len(hits), expected)
+        else:
+            assert len(hits) == sum(counts.values()) + calls
+    assert len(padded.co_consts) > 256  # so the hook's LOAD_CONSTs needed EXTENDED_ARG
 
     # Stdlib: codecs round-trip exactly and instrumenting every line keeps positions.
     n_std = n_std_rewrites = 0

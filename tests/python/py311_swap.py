@@ -45,6 +45,7 @@ def arm(code, text):
     new, inserted = h._py311_instrument(code, [line], hook)
     check(inserted, f"a call was inserted for {text!r}")
     swap = h._py311_swap(code, new)
+    check(swap.effective, f"the swap for {text!r} reached a function")
     return swap, weakref.ref(new), line
 
 
@@ -251,6 +252,19 @@ def test_errors():
         check(True, "instrument rejects non-code")
     else:
         raise AssertionError("instrument accepted a string")
+    # A code object no function uses: the swap reaches nothing and says so.
+    orphan = compile("x = 1", "<orphan>", "exec")
+    new, _ = h._py311_instrument(orphan, [1], hook)
+    s = h._py311_swap(orphan, new)
+    check(not s.effective, "a swap that reaches no function says so")
+    s.restore()
+    # Nested code of an instrumented copy: the real nested functions, not the hook's argument.
+    code = make_counter.__code__
+    new, _ = h._py311_instrument(code, [line_of(code, "count = start")], hook)
+    check(code in new.co_consts, "the original is a constant of the copy")
+    nested = h._py311_nested_code_objects(new)
+    check([c.co_name for c in nested] == ["incr"], f"nested code objects: {nested}")
+    check(h._py311_nested_code_objects(code) == nested, "same nesting as the original")
     # Lines with no code are ignored: the copy runs like the original.
     new, inserted = h._py311_instrument(plain.__code__, [1], hook)
     check(inserted == [], "no call for a line without code")

@@ -366,6 +366,10 @@ pub fn instrument(
     for k in body_start..instrs.len() {
         let Some(line) = line_of(k) else { continue };
         let Some(c) = line_const(line) else { continue };
+        if instrs[k].op == ops.resume {
+            // Generators resume at the instruction after YIELD_VALUE, which must be RESUME.
+            continue;
+        }
         if k > 0 && instrs[k - 1].op == ops.kw_names {
             // KW_NAMES hands its tuple to the next PRECALL/CALL through interpreter state:
             // nothing may run in between.

@@ -212,7 +212,12 @@ fn require_code(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// ORIGINAL code object (a constant in the new one) and `line` an int.
 ///
 /// "The first instruction of a line" is every place where 3.11's line tracer would report that
-/// line (see the module documentation). Lines with no code are ignored.
+/// line (see the module documentation). Lines with no code are ignored. Instrument the ORIGINAL
+/// code object with the full set of lines each time (not an already instrumented copy).
+///
+/// The hook must not raise: an exception from it propagates into the application at that line
+/// (through the application's own `except` blocks). It becomes a constant of the new code object,
+/// so it must be hashable if anything hashes code objects (`hash(code)` hashes `co_consts`).
 pub fn instrument<'py>(
     py: Python<'py>,
     code: &Bound<'py, PyAny>,
@@ -220,6 +225,28 @@ pub fn instrument<'py>(
     hook: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     instrument_detailed(py, code, lines, hook).map(|(c, _)| c)
+}
+
+/// The code objects of the functions `code` creates (nested functions, lambdas, comprehensions,
+/// class bodies): its constants loaded by `LOAD_CONST` right before `MAKE_FUNCTION`.
+///
+/// Use this rather than "every code object in `co_consts`" when walking nested code on 3.11: an
+/// instrumented copy also holds the ORIGINAL code object as a constant (the hook's first
+/// argument), which is not nested code and must not be instrumented again.
+pub fn nested_code_objects<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    require_311(py)?;
+    require_code(py, code)?;
+    let ops = opcode_table(py)?;
+    let consts = code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?;
+    swap::function_const_indices(py, code, ops)?
+        .into_iter()
+        .map(|i| consts.get_item(i))
+        .collect()
 }
 
 /// [`instrument`], also returning where the calls went.
@@ -333,6 +360,12 @@ struct PySwap {
 #[pymethods]
 impl PySwap {
     /// Puts the original code objects back; a second call does nothing.
+    /// Whether some live function got the new code (see `Swap::is_effective`).
+    #[getter]
+    fn effective(&self) -> bool {
+        self.inner.as_ref().is_some_and(Swap::is_effective)
+    }
+
     fn restore(&mut self, py: Python<'_>) -> PyResult<()> {
         match self.inner.take() {
             Some(s) => s.restore(py),
@@ -369,18 +402,28 @@ fn _py311_swap(
     })
 }
 
+/// `_py311_nested_code_objects(code) -> [code]`.
+#[pyfunction]
+fn _py311_nested_code_objects<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    nested_code_objects(py, code)
+}
+
 /// `_py311_round_trips(code) -> bool`.
 #[pyfunction]
 fn _py311_round_trips(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool> {
     round_trips(py, code)
 }
 
-/// Adds the private test-only functions `_py311_instrument`, `_py311_swap` and
-/// `_py311_round_trips` to the helper module.
+/// Adds the private test-only functions `_py311_instrument`, `_py311_swap`,
+/// `_py311_round_trips` and `_py311_nested_code_objects` to the helper module.
 pub fn register_test_functions(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySwap>()?;
     m.add_function(wrap_pyfunction!(_py311_instrument, m)?)?;
     m.add_function(wrap_pyfunction!(_py311_swap, m)?)?;
     m.add_function(wrap_pyfunction!(_py311_round_trips, m)?)?;
+    m.add_function(wrap_pyfunction!(_py311_nested_code_objects, m)?)?;
     Ok(())
 }

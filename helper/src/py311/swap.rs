@@ -23,6 +23,8 @@ pub struct Swap {
     new: Py<PyAny>,
     /// Parent code objects swapped for copies that create functions with the new code.
     parents: Vec<Swap>,
+    /// Whether some live function got the new code, directly or through a parent.
+    used: bool,
 }
 
 /// The live function objects and the nesting of their code objects, taken once per operation.
@@ -77,20 +79,25 @@ impl<'py> Heap<'py> {
     }
 }
 
-/// Whether `code` has a `LOAD_CONST index` immediately followed by `MAKE_FUNCTION`, i.e. whether
-/// the constant is the code of functions it creates (and not, e.g., the `code` argument of an
-/// inserted hook call, which must keep pointing at the original).
-fn makes_function_from(
+/// Indices of the constants of `code` that a `LOAD_CONST` immediately followed by
+/// `MAKE_FUNCTION` loads, i.e. the code of the functions, lambdas, comprehensions and class
+/// bodies it creates (and not, e.g., the `code` argument of an inserted hook call, which must
+/// keep pointing at the original).
+pub(super) fn function_const_indices(
     py: Python<'_>,
     code: &Bound<'_, PyAny>,
-    index: usize,
     ops: &OpcodeTable,
-) -> PyResult<bool> {
+) -> PyResult<Vec<usize>> {
     let co_code: Vec<u8> = code.getattr(intern!(py, "co_code"))?.extract()?;
     let instrs = decode_instructions(&co_code, ops)?;
-    Ok(instrs.windows(2).any(|w| {
-        w[0].op == ops.load_const && w[0].arg as usize == index && w[1].op == ops.make_function
-    }))
+    let mut out: Vec<usize> = instrs
+        .windows(2)
+        .filter(|w| w[0].op == ops.load_const && w[1].op == ops.make_function)
+        .map(|w| w[0].arg as usize)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Replaces `old_code` by `new_code` wherever it is used: every function object whose __code__ is
@@ -114,9 +121,13 @@ pub fn swap_in<'py>(
         old: old_code.clone().unbind(),
         new: new_code.clone().unbind(),
         parents: Vec::new(),
+        used: false,
     };
     match swap_with(py, &heap, ops, old_code, new_code, &mut swap, 0) {
-        Ok(()) => Ok(swap),
+        Ok(used) => {
+            swap.used = used;
+            Ok(swap)
+        }
         Err(e) => {
             if let Err(undo) = swap.restore_with(py, &heap) {
                 tracing::warn!(error = %undo, "could not undo a partial code swap");
@@ -137,23 +148,25 @@ fn swap_with<'py>(
     new: &Bound<'py, PyAny>,
     record: &mut Swap,
     depth: usize,
-) -> PyResult<()> {
+) -> PyResult<bool> {
     if depth > MAX_NESTING {
         return Err(pyo3::exceptions::PyRecursionError::new_err(
             "code objects nested too deeply to swap",
         ));
     }
     let code_attr = intern!(py, "__code__");
+    let mut used = false;
     for f in &heap.functions {
         if f.getattr(code_attr)?.is(old) {
             f.setattr(code_attr, new)?;
+            used = true;
         }
     }
     let Some(parents) = heap.parents.get(&(old.as_ptr() as usize)) else {
-        return Ok(());
+        return Ok(used);
     };
     for (parent, index) in parents {
-        if !makes_function_from(py, parent, *index, ops)? {
+        if !function_const_indices(py, parent, ops)?.contains(index) {
             continue;
         }
         let consts = parent
@@ -171,6 +184,7 @@ fn swap_with<'py>(
             old: parent.clone().unbind(),
             new: new_parent.clone().unbind(),
             parents: Vec::new(),
+            used: true,
         });
         let child = record
             .parents
@@ -178,12 +192,25 @@ fn swap_with<'py>(
             .ok_or(super::RewriteError::Internal {
                 what: "parent swap vanished",
             })?;
-        swap_with(py, heap, ops, parent, &new_parent, child, depth + 1)?;
+        if swap_with(py, heap, ops, parent, &new_parent, child, depth + 1)? {
+            used = true;
+        } else {
+            // A parent no live function uses (e.g. an original kept only as the `code` argument
+            // of an instrumented copy): nothing to swap, keep no copy.
+            record.parents.pop();
+        }
     }
-    Ok(())
+    Ok(used)
 }
 
 impl Swap {
+    /// Whether the swap reached anything: some live function now runs the new code, or will
+    /// once a parent creates it. `false` means no function object uses the original code (a
+    /// module or class body that already ran, or a function that no longer exists).
+    pub fn is_effective(&self) -> bool {
+        self.used
+    }
+
     /// Puts the original code objects back: every function whose `__code__` is the new code
     /// (including closures created while the swap was in effect) gets the original object again,
     /// and likewise for the parents. Afterwards nothing this module created is referenced by a
