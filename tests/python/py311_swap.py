@@ -185,6 +185,39 @@ def test_closures():
     check(outer(1).__code__ is middle_code and outer(1)(2).__code__ is inner_code, "nested restored")
 
 
+# --- a method of a class defined inside a function; a comprehension -----------------------------
+def make_class():
+    class Local:
+        def m(self):
+            return 5  # local-method-body
+
+    return Local
+
+
+def squares(n):
+    return [i * i for i in range(n)]  # comprehension-body
+
+
+def test_local_class_and_comprehension():
+    made_before = make_class()
+    m_code = made_before.m.__code__
+    factory_code = make_class.__code__
+    swap, new_ref, line = arm(m_code, "local-method-body")
+    expect_hits(m_code, line, lambda: check(made_before().m() == 5, "old class"), 1, "class before")
+    expect_hits(m_code, line, lambda: check(make_class()().m() == 5, "new class"), 1, "class after")
+    disarm(swap, new_ref, [(made_before.m, m_code), (make_class, factory_code)])
+    check(make_class().m.__code__ is m_code, "classes made after restore use the original")
+
+    squares_code = squares.__code__
+    listcomp = next(c for c in squares_code.co_consts if hasattr(c, "co_code"))
+    swap, new_ref, line = arm(listcomp, "comprehension-body")
+    HITS.clear()
+    check(squares(4) == [0, 1, 4, 9], "comprehension result")
+    check(hits_for(listcomp, line) == 5, f"comprehension hits {hits_for(listcomp, line)}: start + 4 loops")
+    disarm(swap, new_ref, [(squares, squares_code)])
+    expect_hits(listcomp, line, lambda: squares(3), 0, "comprehension restored")
+
+
 # --- parent and child both armed, restored in reverse order -------------------------------------
 def test_parent_and_child():
     make_code = make_counter.__code__
@@ -272,6 +305,7 @@ def test_errors():
 
 test_simple_kinds()
 test_closures()
+test_local_class_and_comprehension()
 test_parent_and_child()
 test_generators_and_coroutines()
 test_errors()

@@ -16,8 +16,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::collections::{HashMap, HashSet};
 
-/// A swap in effect: [`Swap::restore`] puts the exact original objects back.
+/// A swap in effect: [`Swap::restore`] puts the exact original objects back. Dropping it without
+/// calling `restore` leaves the new code in place for good.
 #[derive(Debug)]
+#[must_use = "dropping a Swap leaves the instrumented code in place; call restore()"]
 pub struct Swap {
     old: Py<PyAny>,
     new: Py<PyAny>,
