@@ -272,6 +272,24 @@ def test_generators_and_coroutines():
     disarm(swap, new_ref, [(acompute, code)])
 
 
+# --- functions in gc.freeze()'s permanent generation (pre-fork servers) --------------------------
+def frozen_target(x):
+    return x + 100  # frozen-body
+
+
+def test_frozen_generation():
+    gc.freeze()
+    try:
+        check(gc.get_freeze_count() > 0, "something is frozen")
+        check(not any(o is frozen_target for o in gc.get_objects()), "gc.get_objects misses it")
+        code = frozen_target.__code__
+        swap, new_ref, line = arm(code, "frozen-body")
+        expect_hits(code, line, lambda: check(frozen_target(1) == 101, "f"), 1, "frozen function")
+        disarm(swap, new_ref, [(frozen_target, code)])
+    finally:
+        gc.unfreeze()
+
+
 def test_errors():
     try:
         h._py311_swap(plain, plain.__code__)
@@ -308,5 +326,6 @@ test_closures()
 test_local_class_and_comprehension()
 test_parent_and_child()
 test_generators_and_coroutines()
+test_frozen_generation()
 test_errors()
 print(f"OK {CHECKS} checks")

@@ -40,15 +40,11 @@ impl<'py> Heap<'py> {
     fn scan(py: Python<'py>) -> PyResult<Self> {
         let function_type = py.import("types")?.getattr("FunctionType")?;
         let code_type = py.import("types")?.getattr("CodeType")?;
-        let all = py
-            .import("gc")?
-            .call_method0("get_objects")?
-            .cast_into::<PyList>()?;
         let mut functions = Vec::new();
         let mut parents: HashMap<usize, Vec<(Bound<'py, PyAny>, usize)>> = HashMap::new();
         let mut seen: HashSet<usize> = HashSet::new();
         let mut stack: Vec<Bound<'py, PyAny>> = Vec::new();
-        for obj in all.iter() {
+        for obj in live_objects(py)? {
             // Exact type check: never runs user code (no __class__ lookups, no __getattr__).
             if !obj.get_type().is(&function_type) {
                 continue;
@@ -59,7 +55,6 @@ impl<'py> Heap<'py> {
             }
             functions.push(obj);
         }
-        drop(all);
         while let Some(code) = stack.pop() {
             let consts = code
                 .getattr(intern!(py, "co_consts"))?
@@ -79,6 +74,55 @@ impl<'py> Heap<'py> {
         }
         Ok(Heap { functions, parents })
     }
+}
+
+/// Every object the garbage collector tracks. `gc.get_objects()` leaves out the permanent
+/// generation that `gc.freeze()` fills (pre-fork servers freeze the whole preloaded application),
+/// so when something is frozen, the frozen objects are found by following references
+/// (`gc.get_referents`, which runs no user code) from the unfrozen ones and `sys.modules`.
+fn live_objects(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyAny>>> {
+    let gc = py.import("gc")?;
+    let tracked: Vec<Bound<'_, PyAny>> = gc
+        .call_method0("get_objects")?
+        .cast_into::<PyList>()?
+        .iter()
+        .collect();
+    let frozen: usize = gc.call_method0("get_freeze_count")?.extract()?;
+    if frozen == 0 {
+        return Ok(tracked);
+    }
+    let mut seen: HashSet<usize> = HashSet::with_capacity(tracked.len() + frozen);
+    let mut out: Vec<Bound<'_, PyAny>> = Vec::with_capacity(tracked.len() + frozen);
+    let mut frontier: Vec<Bound<'_, PyAny>> = Vec::new();
+    let roots = tracked
+        .into_iter()
+        .chain(std::iter::once(py.import("sys")?.getattr("modules")?));
+    for obj in roots {
+        if seen.insert(obj.as_ptr() as usize) {
+            frontier.push(obj.clone());
+            out.push(obj);
+        }
+    }
+    // Batches keep each get_referents call (and the list it returns) bounded.
+    const BATCH: usize = 4096;
+    let get_referents = gc.getattr("get_referents")?;
+    while !frontier.is_empty() {
+        let take = frontier.len().min(BATCH);
+        let batch = PyTuple::new(py, frontier.drain(frontier.len() - take..))?;
+        let referents = get_referents.call1(batch)?.cast_into::<PyList>()?;
+        for r in referents.iter() {
+            if seen.insert(r.as_ptr() as usize) {
+                frontier.push(r.clone());
+                out.push(r);
+            }
+        }
+    }
+    tracing::debug!(
+        frozen,
+        objects = out.len(),
+        "gc.freeze() is in effect: found frozen objects by traversal"
+    );
+    Ok(out)
 }
 
 /// Indices of the constants of `code` that a `LOAD_CONST` immediately followed by
