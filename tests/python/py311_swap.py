@@ -290,6 +290,49 @@ def test_frozen_generation():
         gc.unfreeze()
 
 
+# --- arming and disarming while other threads call the function ---------------------------------
+def busy(x):
+    total = 0
+    for i in range(x):
+        total += i  # busy-body
+    return total
+
+
+def test_threads():
+    import threading
+
+    stop = threading.Event()
+    errors = []
+    calls = [0] * 4
+
+    def worker(slot):
+        try:
+            while not stop.is_set():
+                if busy(20) != 190:
+                    errors.append("wrong result")
+                calls[slot] += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    code = busy.__code__
+    try:
+        for _ in range(30):
+            swap, new_ref, line = arm(code, "busy-body")
+            swap.restore()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    check(not any(t.is_alive() for t in threads), "workers finished")
+    check(errors == [], f"no errors in threads: {errors[:3]}")
+    check(all(c > 0 for c in calls), "every worker ran")
+    check(busy.__code__ is code, "original code back")
+    check(hits_for(code, line) > 0, "worker threads hit the armed line")
+
+
 def test_errors():
     try:
         h._py311_swap(plain, plain.__code__)
@@ -327,5 +370,6 @@ test_local_class_and_comprehension()
 test_parent_and_child()
 test_generators_and_coroutines()
 test_frozen_generation()
+test_threads()
 test_errors()
 print(f"OK {CHECKS} checks")
