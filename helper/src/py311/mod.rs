@@ -12,7 +12,9 @@
 //! Exactly where 3.11's own line tracer would report the line: before an instruction of that
 //! line reached by falling through from another line, by a jump from another line, by a backward
 //! jump (each loop iteration), at the first instruction after `RESUME`, or at an exception
-//! handler. If the same instruction is also reached by falling through from its own line (the
+//! handler whose first instruction is on that line (statically: when the protected range holds
+//! instructions of another line, since the tracer compares with the line that raised). If the
+//! same instruction is also reached by falling through from its own line (the
 //! `for` header reached from `GET_ITER`), a `JUMP_FORWARD` lets that path skip the call, and jumps
 //! from the same line land after it. So the hook fires as many times as `sys.settrace` reports
 //! the line (checked by `tests/python/py311_instrument.py`), including duplicated code (the
@@ -21,7 +23,11 @@
 //! call — for generators and coroutines, at the first resume.
 //!
 //! Never inserted: before or inside the prologue (`RETURN_GENERATOR`, `MAKE_CELL`,
-//! `COPY_FREE_VARS`, `RESUME`), between `KW_NAMES` and the call that consumes it.
+//! `COPY_FREE_VARS`, `RESUME`), before any later `RESUME` (generators resume right after
+//! `YIELD_VALUE`), between `KW_NAMES` and the call that consumes it.
+//!
+//! For a decorated function, `co_firstlineno` and `RESUME` are on the first decorator's line and
+//! the `def` line itself has no instruction in the function's code object.
 //!
 //! # What is kept exact
 //!
