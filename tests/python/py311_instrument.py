@@ -417,6 +417,71 @@ def main():
             assert len(hits) == sum(counts.values()) + calls
     assert len(padded.co_consts) > 256  # so the hook's LOAD_CONSTs needed EXTENDED_ARG
 
+    # Real library code: every line of every function of a few pure-Python stdlib modules armed
+    # at once, then a workload (normal and error paths) must give the same results.
+    import difflib
+    import fractions
+    import ipaddress
+    import json
+    import shlex
+    import statistics
+    import textwrap
+
+    def workload():
+        out = []
+        doc = {"a": [1, 2.5, None, True, "x\u00e9"], "b": {"c": [{"d": i} for i in range(5)]}}
+        out.append(json.loads(json.dumps(doc, indent=2, sort_keys=True)))
+        out.append(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+        out.append(list(difflib.unified_diff(["a\n", "b\n", "c\n"], ["a\n", "c\n", "d\n"])))
+        out.append(difflib.SequenceMatcher(None, "abcdefgh", "abxdefyh").get_opcodes())
+        out.append(textwrap.fill("lorem ipsum dolor sit amet " * 8, width=30))
+        out.append(textwrap.dedent("    a\n      b\n    c"))
+        out.append(str(fractions.Fraction("3/7") + fractions.Fraction(2, 21)))
+        out.append([str(n) for n in ipaddress.ip_network("10.1.0.0/29").hosts()])
+        out.append(shlex.split("a 'b c' \"d e\" f\\ g"))
+        out.append(statistics.median([5, 1, 4, 2, 3]))
+        out.append(round(statistics.stdev([1.5, 2.5, 2.5, 2.75, 3.25, 4.75]), 12))
+        for bad in (lambda: json.loads("{bad"), lambda: ipaddress.ip_address("300.1.1.1"),
+                    lambda: fractions.Fraction("x/2"), lambda: shlex.split("'open")):
+            try:
+                bad()
+            except ValueError as e:
+                out.append((type(e).__name__, str(e)))
+        return out
+
+    expected_work = workload()
+    modules = [json.decoder, json.encoder, json, difflib, textwrap, fractions, ipaddress, shlex,
+               statistics]
+    files = {m.__file__ for m in modules}
+    targets = {}
+    for m in modules:
+        for v in list(vars(m).values()) + [x for c in vars(m).values() if isinstance(c, type)
+                                          for x in vars(c).values()]:
+            fn = getattr(v, "__func__", v)
+            if isinstance(fn, property):
+                fn = fn.fget
+            code = getattr(fn, "__code__", None)
+            if code is not None and code.co_filename in files:
+                targets[id(code)] = code
+    lib_hits = collections.Counter()
+    swaps = []
+    for code in targets.values():
+        lines = sorted({ln for _, _, ln in code.co_lines() if ln is not None})
+        new, inserted = h._py311_instrument(code, lines, lambda c, ln: lib_hits.update([c.co_name]))
+        check_rewrite(code, new, inserted)
+        swaps.append(h._py311_swap(code, new))
+    try:
+        got_work = [workload() for _ in range(3)]
+    finally:
+        for s in reversed(swaps):
+            s.restore()
+    assert all(g == expected_work for g in got_work)
+    for fn in (json.dumps, difflib.SequenceMatcher.get_opcodes, textwrap.TextWrapper._wrap_chunks):
+        assert targets.get(id(fn.__code__)) is fn.__code__, fn  # the original is back
+    assert len(lib_hits) > 50, lib_hits
+    assert workload() == expected_work
+    n_lib = len(targets)
+
     # Stdlib: codecs round-trip exactly and instrumenting every line keeps positions.
     n_std = n_std_rewrites = 0
     stdlib = sysconfig.get_paths()["stdlib"]
@@ -439,7 +504,8 @@ def main():
                 check_rewrite(c, new, inserted)
                 n_std_rewrites += 1
     assert n_std > 5000, n_std
-    print(f"OK cases={n_cases} hits={n_hits} stdlib_code_objects={n_std} stdlib_rewrites={n_std_rewrites}")
+    print(f"OK cases={n_cases} hits={n_hits} library_functions_armed={n_lib} "
+          f"stdlib_code_objects={n_std} stdlib_rewrites={n_std_rewrites}")
 
 
 main()
