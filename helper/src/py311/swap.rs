@@ -29,31 +29,56 @@ pub struct Swap {
     used: bool,
 }
 
-/// The live function objects and the nesting of their code objects, taken once per operation.
+/// The function objects an operation works on, and the nesting of their code objects.
 struct Heap<'py> {
     functions: Vec<Bound<'py, PyAny>>,
     /// Code object (by address) -> the code objects whose `co_consts` hold it, with the index.
+    /// Empty for [`Heap::referrers_of`].
     parents: HashMap<usize, Vec<(Bound<'py, PyAny>, usize)>>,
 }
 
 impl<'py> Heap<'py> {
-    fn scan(py: Python<'py>) -> PyResult<Self> {
-        let function_type = py.import("types")?.getattr("FunctionType")?;
+    /// The cheapest heap that still finds every user of `code`: the functions that refer to it
+    /// (`gc.get_referrers`) when it cannot be nested in a live function's code, else everything.
+    fn for_code(py: Python<'py>, code: &Bound<'py, PyAny>, need_parents: bool) -> PyResult<Self> {
+        let gc = py.import("gc")?;
+        let frozen: usize = gc.call_method0("get_freeze_count")?.extract()?;
+        if need_parents || frozen > 0 {
+            Self::full(py, frozen)
+        } else {
+            Self::referrers_of(py, code)
+        }
+    }
+
+    /// Only the functions that refer to `code` (one C-level pass over the tracked objects).
+    fn referrers_of(py: Python<'py>, code: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let function_type = function_type(py)?;
+        let referrers = py
+            .import("gc")?
+            .call_method1("get_referrers", (code,))?
+            .cast_into::<PyList>()?;
+        let functions = referrers
+            .iter()
+            .filter(|o| o.get_type().is(&function_type))
+            .collect();
+        Ok(Heap {
+            functions,
+            parents: HashMap::new(),
+        })
+    }
+
+    /// Every live function, and which code objects nest which.
+    fn full(py: Python<'py>, frozen: usize) -> PyResult<Self> {
         let code_type = py.import("types")?.getattr("CodeType")?;
-        let mut functions = Vec::new();
+        let functions = live_functions(py, frozen)?;
         let mut parents: HashMap<usize, Vec<(Bound<'py, PyAny>, usize)>> = HashMap::new();
         let mut seen: HashSet<usize> = HashSet::new();
         let mut stack: Vec<Bound<'py, PyAny>> = Vec::new();
-        for obj in live_objects(py)? {
-            // Exact type check: never runs user code (no __class__ lookups, no __getattr__).
-            if !obj.get_type().is(&function_type) {
-                continue;
-            }
-            let code = obj.getattr(intern!(py, "__code__"))?;
+        for f in &functions {
+            let code = f.getattr(intern!(py, "__code__"))?;
             if seen.insert(code.as_ptr() as usize) {
                 stack.push(code);
             }
-            functions.push(obj);
         }
         while let Some(code) = stack.pop() {
             let consts = code
@@ -76,51 +101,71 @@ impl<'py> Heap<'py> {
     }
 }
 
-/// Every object the garbage collector tracks. `gc.get_objects()` leaves out the permanent
-/// generation that `gc.freeze()` fills (pre-fork servers freeze the whole preloaded application),
-/// so when something is frozen, the frozen objects are found by following references
-/// (`gc.get_referents`, which runs no user code) from the unfrozen ones and `sys.modules`.
-fn live_objects(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyAny>>> {
+fn function_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("types")?.getattr("FunctionType")
+}
+
+/// Whether live functions' code can hold `code` as nested code: the compiler gives everything
+/// defined inside a function (closures, lambdas, comprehensions, methods of local classes) a
+/// qualified name with `<locals>`. Module-level functions and methods of module-level classes
+/// are nested only in module and class bodies, which have already run.
+fn may_be_nested_in_a_function(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let qualname: String = code.getattr(intern!(py, "co_qualname"))?.extract()?;
+    Ok(qualname.contains("<locals>"))
+}
+
+/// Every live function object, by exact type (no user code runs). `gc.get_objects()` leaves out
+/// the permanent generation that `gc.freeze()` fills (pre-fork servers freeze the whole
+/// preloaded application), so when something is frozen, the frozen objects are found by
+/// following references (`gc.get_referents`, which runs no user code either) from the unfrozen
+/// ones and `sys.modules`.
+fn live_functions(py: Python<'_>, frozen: usize) -> PyResult<Vec<Bound<'_, PyAny>>> {
+    let function_type = function_type(py)?;
     let gc = py.import("gc")?;
-    let tracked: Vec<Bound<'_, PyAny>> = gc
-        .call_method0("get_objects")?
-        .cast_into::<PyList>()?
-        .iter()
-        .collect();
-    let frozen: usize = gc.call_method0("get_freeze_count")?.extract()?;
+    let tracked = gc.call_method0("get_objects")?.cast_into::<PyList>()?;
     if frozen == 0 {
-        return Ok(tracked);
+        return Ok(tracked
+            .iter()
+            .filter(|o| o.get_type().is(&function_type))
+            .collect());
     }
     let mut seen: HashSet<usize> = HashSet::with_capacity(tracked.len() + frozen);
-    let mut out: Vec<Bound<'_, PyAny>> = Vec::with_capacity(tracked.len() + frozen);
+    let mut out = Vec::new();
     let mut frontier: Vec<Bound<'_, PyAny>> = Vec::new();
     let roots = tracked
-        .into_iter()
+        .iter()
         .chain(std::iter::once(py.import("sys")?.getattr("modules")?));
     for obj in roots {
         if seen.insert(obj.as_ptr() as usize) {
-            frontier.push(obj.clone());
-            out.push(obj);
+            frontier.push(obj);
         }
     }
+    drop(tracked);
     // Batches keep each get_referents call (and the list it returns) bounded.
     const BATCH: usize = 4096;
     let get_referents = gc.getattr("get_referents")?;
     while !frontier.is_empty() {
         let take = frontier.len().min(BATCH);
-        let batch = PyTuple::new(py, frontier.drain(frontier.len() - take..))?;
-        let referents = get_referents.call1(batch)?.cast_into::<PyList>()?;
+        let batch: Vec<Bound<'_, PyAny>> = frontier.drain(frontier.len() - take..).collect();
+        for obj in &batch {
+            if obj.get_type().is(&function_type) {
+                out.push(obj.clone());
+            }
+        }
+        let referents = get_referents
+            .call1(PyTuple::new(py, batch)?)?
+            .cast_into::<PyList>()?;
         for r in referents.iter() {
             if seen.insert(r.as_ptr() as usize) {
-                frontier.push(r.clone());
-                out.push(r);
+                frontier.push(r);
             }
         }
     }
     tracing::debug!(
         frozen,
-        objects = out.len(),
-        "gc.freeze() is in effect: found frozen objects by traversal"
+        objects = seen.len(),
+        functions = out.len(),
+        "gc.freeze() is in effect: found frozen functions by traversal"
     );
     Ok(out)
 }
@@ -162,7 +207,7 @@ pub fn swap_in<'py>(
     require_code(py, old_code)?;
     require_code(py, new_code)?;
     let ops = opcode_table(py)?;
-    let heap = Heap::scan(py)?;
+    let heap = Heap::for_code(py, old_code, may_be_nested_in_a_function(py, old_code)?)?;
     let mut swap = Swap {
         old: old_code.clone().unbind(),
         new: new_code.clone().unbind(),
@@ -262,7 +307,8 @@ impl Swap {
     /// and likewise for the parents. Afterwards nothing this module created is referenced by a
     /// function (frames still running the new code keep it until they finish).
     pub fn restore(self, py: Python<'_>) -> PyResult<()> {
-        let heap = Heap::scan(py)?;
+        let new = self.new.bind(py).clone();
+        let heap = Heap::for_code(py, &new, !self.parents.is_empty())?;
         self.restore_with(py, &heap)
     }
 
