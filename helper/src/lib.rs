@@ -129,6 +129,7 @@ fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
     m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
+    py311::register_test_functions(m)?;
     init_process(py, m)?;
     Ok(())
 }
