@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use libdebugger_agent::inject::{
-    self, InjectError, InjectOptions, Outcome, control::ControlWriter, safepoint::SafePoint,
+    self, InjectError, InjectOptions, LoadVia, Outcome, control::ControlWriter,
+    safepoint::SafePoint,
 };
 use libdebugger_tests::python::{self, Interpreter};
 
@@ -453,25 +454,52 @@ fn inject_into_other_mount_namespace() -> Result<()> {
         .to_string();
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
     for interp in python::supported() {
-        let prefix = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script.as_str(),
-        ];
-        let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
-        let inside = PathBuf::from(format!("/proc/{}/root{}", t.pid(), so.display()));
-        ensure!(
-            !inside.exists() && so.exists(),
-            "{}: the test setup failed: the helper is visible inside the namespace",
-            interp.label
-        );
-        inject_and_check(&t, &so)?;
-        let (st, _) = t.stop(Duration::from_secs(10))?;
-        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        // Both loaders: the memfd (default) and the file staged in the target's /tmp.
+        for via in [LoadVia::Memfd, LoadVia::StagedFile] {
+            let prefix = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script.as_str(),
+            ];
+            let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
+            let inside = PathBuf::from(format!("/proc/{}/root{}", t.pid(), so.display()));
+            ensure!(
+                !inside.exists() && so.exists(),
+                "{}: the test setup failed: the helper is visible inside the namespace",
+                interp.label
+            );
+            let options = InjectOptions {
+                load_via: via,
+                ..InjectOptions::default()
+            };
+            let t0 = Instant::now();
+            let inj = inject::inject(t.pid(), &so, &options)?;
+            t.wait_marker(Duration::from_secs(1))?;
+            eprintln!(
+                "{}: {via:?}: loaded as {} in {:?}",
+                interp.label,
+                inj.mapping,
+                t0.elapsed()
+            );
+            let expected = match via {
+                LoadVia::Memfd => "/memfd:libdebugger-helper",
+                LoadVia::StagedFile => "/libdebugger-helper.so (deleted)",
+            };
+            ensure!(
+                inj.mapping.contains(expected),
+                "{}: mapping {}",
+                interp.label,
+                inj.mapping
+            );
+            let again = inject::inject(t.pid(), &so, &options)?;
+            ensure!(again.outcome == Outcome::AlreadyLoaded);
+            let (st, _) = t.stop(Duration::from_secs(10))?;
+            ensure!(st.success(), "{}: exit status {st}", interp.label);
+        }
     }
     Ok(())
 }
