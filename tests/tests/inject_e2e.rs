@@ -437,6 +437,60 @@ fn inject_pep768_probe_declines_before_314() -> Result<()> {
     Ok(())
 }
 
+/// A child forked after injection carries the helper's mapping but not its thread: injecting it
+/// calls only `ldbg_attach` (no second load).
+#[test]
+fn inject_forked_child_reattaches() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "fork_child.py", &[], &[])?;
+        inject_and_check(&t, &so)?;
+        let line = t.wait_line(|l| l.starts_with("child "), Duration::from_secs(5))?;
+        let child: i32 = line["child ".len()..].trim().parse()?;
+        ensure!(
+            helper_mappings(child)? == 1,
+            "{}: child has no helper mapping",
+            interp.label
+        );
+        let inj = inject::inject(child, &so, &InjectOptions::default())?;
+        ensure!(
+            inj.outcome == Outcome::Reattached && inj.attach_result == Some(0),
+            "{}: child injection {:?}",
+            interp.label,
+            inj.outcome
+        );
+        ensure!(
+            helper_mappings(child)? == 1,
+            "{}: helper loaded twice in the child",
+            interp.label
+        );
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let want = format!("attached pid={child}");
+        while !std::fs::read_to_string(t.marker())?
+            .lines()
+            .any(|l| l == want)
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "{}: child helper thread never ran",
+                interp.label
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Injecting the child again is a no-op now.
+        let again = inject::inject(child, &so, &InjectOptions::default())?;
+        ensure!(again.outcome == Outcome::AlreadyLoaded);
+        let (st, last) = t.stop(Duration::from_secs(10))?;
+        ensure!(
+            st.success() && last == "done 0",
+            "{}: {st} {last:?}",
+            interp.label
+        );
+    }
+    Ok(())
+}
+
 /// Case (e): the target's mount namespace hides the helper's directory behind a tmpfs.
 #[test]
 fn inject_into_other_mount_namespace() -> Result<()> {

@@ -635,12 +635,11 @@ impl Injector {
             let syms = TargetSymbols::resolve(pid, &maps)?;
             let mut hj = self.find_safe_thread(&maps, &syms.ranges)?;
             let hijacked = hj.info;
-            let result: Result<i32, InjectError> = (|| {
-                let errno = hj.save_errno(&syms)?;
-                let rc = hj.call(loaded.attach_addr, &[], "ldbg_attach")? as i32;
+            let result = hj.save_errno(&syms).and_then(|errno| {
+                let rc = hj.call(loaded.attach_addr, &[], "ldbg_attach");
                 hj.restore_errno(errno);
-                Ok(rc)
-            })();
+                rc.map(|rc| rc as i32)
+            });
             let restored = hj.finish();
             let rc = result?;
             restored?;
@@ -805,6 +804,25 @@ impl Injector {
         let mut refusals: HashMap<String, usize> = HashMap::new();
         let mut threads_seen = 0;
         loop {
+            // Threads that were slow to stop (a loaded machine can delay a stop past
+            // `stop_timeout`) are examined as soon as they have stopped.
+            for mut t in std::mem::take(&mut self.unstopped) {
+                match t.wait(Instant::now()) {
+                    Ok(stop) => match self.examine(t, stop, maps, ranges)? {
+                        Ok(h) => return Ok(h),
+                        Err(why) => *refusals.entry(why).or_default() += 1,
+                    },
+                    Err(WaitError::Timeout) => self.unstopped.push(t),
+                    Err(WaitError::Errno(source)) => {
+                        return Err(InjectError::Ptrace {
+                            pid,
+                            tid: t.tid.as_raw(),
+                            op: "waitpid",
+                            source,
+                        });
+                    }
+                }
+            }
             let tids = list_threads(pid)?;
             threads_seen = threads_seen.max(tids.len());
             // Blocked threads whose wait qualifies first, then running ones; never interrupt a
@@ -880,29 +898,43 @@ impl Injector {
             }
         };
         match t.interrupt(Instant::now() + self.options.stop_timeout) {
-            Ok(Stop::Event(_)) => {}
-            Ok(Stop::Signal(sig)) => {
+            Ok(stop) => self.examine(t, stop, maps, ranges),
+            Err(WaitError::Timeout) => {
+                self.unstopped.push(t);
+                Ok(Err("slow to stop".into()))
+            }
+            Err(WaitError::Errno(source)) => Err(InjectError::Ptrace {
+                pid,
+                tid,
+                op: "waitpid",
+                source,
+            }),
+        }
+    }
+
+    /// Classifies a thread that just reported `stop`; hijacks it if it is at a safe point,
+    /// otherwise detaches it (the kernel restarts its syscall).
+    fn examine(
+        &mut self,
+        t: Tracee,
+        stop: Stop,
+        maps: &[Mapping],
+        ranges: &Ranges,
+    ) -> Result<Result<Hijack, String>, InjectError> {
+        let pid = self.pid;
+        let tid = t.tid.as_raw();
+        match stop {
+            Stop::Event(_) => {}
+            Stop::Signal(sig) => {
                 // A signal raced with our interrupt: let it through untouched.
                 let _ = t.detach(Some(sig));
                 return Ok(Err("receiving a signal".into()));
             }
-            Ok(Stop::Exited) => {
+            Stop::Exited => {
                 if !alive(pid) {
                     return Err(InjectError::ProcessExited { pid });
                 }
                 return Ok(Err("exited".into()));
-            }
-            Err(WaitError::Timeout) => {
-                self.unstopped.push(t);
-                return Ok(Err("did not stop in time".into()));
-            }
-            Err(WaitError::Errno(source)) => {
-                return Err(InjectError::Ptrace {
-                    pid,
-                    tid,
-                    op: "waitpid",
-                    source,
-                });
             }
         }
         let regs = match t.getregs() {
