@@ -491,6 +491,82 @@ fn inject_forked_child_reattaches() -> Result<()> {
     Ok(())
 }
 
+/// A process with no safe point at all: the injector gives up after its deadline with a clear
+/// error, leaves no thread traced and the process running.
+#[test]
+fn inject_gives_up_cleanly_without_a_safe_point() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "stuck_in_c.py", &[], &[])?;
+        let options = InjectOptions {
+            safe_point_timeout: Duration::from_millis(300),
+            ..InjectOptions::default()
+        };
+        let t0 = Instant::now();
+        let r = inject::inject(t.pid(), &so, &options);
+        let took = t0.elapsed();
+        match r {
+            Err(InjectError::NoSafePoint { summary, .. }) => {
+                eprintln!("{}: gave up after {took:?}: {summary}", interp.label)
+            }
+            other => bail!("{}: expected NoSafePoint, got {other:?}", interp.label),
+        }
+        ensure!(
+            took < Duration::from_millis(800),
+            "{}: took {took:?}",
+            interp.label
+        );
+        // Nothing stays traced or stopped, and the process is still computing.
+        for task in std::fs::read_dir(format!("/proc/{}/task", t.pid()))? {
+            let status = std::fs::read_to_string(task?.path().join("status"))?;
+            ensure!(
+                status
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"]),
+                "{}: a thread is still traced",
+                interp.label
+            );
+            ensure!(
+                status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('R')),
+                "{}: not running: {status}",
+                interp.label
+            );
+        }
+        ensure!(helper_mappings(t.pid())? == 0);
+    }
+    Ok(())
+}
+
+/// Signals arriving while a thread is hijacked (a 1 ms SIGALRM timer with a Python handler)
+/// are delivered after the injection, and the process carries on normally.
+#[test]
+fn inject_with_signals_arriving() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "signals.py", &[], &[])?;
+        inject_and_check(&t, &so)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let (st, last) = t.stop(Duration::from_secs(10))?;
+        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let f: Vec<u64> = last
+            .strip_prefix("done ")
+            .context("no done line")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            f.len() == 2 && f[0] > 10 && f[1] > 2,
+            "{}: {last:?}",
+            interp.label
+        );
+    }
+    Ok(())
+}
+
 /// Case (e): the target's mount namespace hides the helper's directory behind a tmpfs.
 #[test]
 fn inject_into_other_mount_namespace() -> Result<()> {
