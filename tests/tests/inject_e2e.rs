@@ -567,6 +567,68 @@ fn inject_with_signals_arriving() -> Result<()> {
     Ok(())
 }
 
+/// The agent's real targets are not its children (the tests' usually are, and a parent's
+/// `waitpid` sees a child's exits as well as its ptrace stops): a daemonised target.
+#[test]
+fn inject_process_that_is_not_our_child() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    let interp = python::supported()
+        .into_iter()
+        .next()
+        .context("no interpreter")?;
+    let dir = tempfile::Builder::new().prefix("ldbg-orphan-").tempdir()?;
+    let (out, stop, marker) = (
+        dir.path().join("out"),
+        dir.path().join("stop"),
+        dir.path().join("marker"),
+    );
+    // sh starts python in the background and exits: python is reparented away from us.
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" \"$1\" \"$2\" > \"$3\" 2>&1 & echo $!")
+        .arg(&interp.path)
+        .arg(Path::new(FIXTURES).join("idle.py"))
+        .arg(&stop)
+        .arg(&out)
+        .env("LDBG_TEST_MARKER", &marker)
+        .output()?;
+    let pid: i32 = String::from_utf8(sh.stdout)?.trim().parse()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        ensure!(Instant::now() < deadline, "orphan never printed ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))?
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1).map(String::from))
+        .context("no ppid")?;
+    ensure!(
+        ppid != std::process::id().to_string(),
+        "the target is still our child"
+    );
+    let result = inject::inject(pid, &so, &InjectOptions::default());
+    std::fs::write(&stop, b"")?;
+    let inj = result?;
+    ensure!(inj.outcome == Outcome::Loaded);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        ensure!(Instant::now() < deadline, "orphan did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = std::fs::read_to_string(&marker)?;
+    ensure!(
+        text.lines().filter(|l| l.starts_with("attached")).count() == 1,
+        "marker {text:?}"
+    );
+    let last = std::fs::read_to_string(&out)?;
+    ensure!(last.contains("\"errors\": []"), "output {last}");
+    Ok(())
+}
+
 /// Case (e): the target's mount namespace hides the helper's directory behind a tmpfs.
 #[test]
 fn inject_into_other_mount_namespace() -> Result<()> {
