@@ -83,6 +83,17 @@ impl Target {
     /// Starts `script` (a file in the fixtures directory) with `args`, optionally behind a
     /// command prefix (e.g. `unshare`), and waits for its "ready" line.
     fn spawn(interp: &Interpreter, script: &str, args: &[&str], prefix: &[&str]) -> Result<Self> {
+        Self::spawn_env(interp, script, args, prefix, &[])
+    }
+
+    /// [`Target::spawn`] with extra environment variables.
+    fn spawn_env(
+        interp: &Interpreter,
+        script: &str,
+        args: &[&str],
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("ldbg-target-").tempdir()?;
         let mut cmd = if let Some((first, rest)) = prefix.split_first() {
             let mut c = Command::new(first);
@@ -96,6 +107,7 @@ impl Target {
             .args(args)
             .env("LDBG_TEST_MARKER", dir.path().join("marker"))
             .env("PYTHONUNBUFFERED", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd
@@ -729,6 +741,28 @@ fn inject_process_that_exits() -> Result<()> {
                 interp.label
             ),
         }
+    }
+    // The process dies inside the injected call (the stand-in's ldbg_attach calls _exit).
+    for interp in &interps {
+        let mut t = Target::spawn_env(
+            interp,
+            "idle.py",
+            &[],
+            &[],
+            &[("LDBG_TEST_EXIT_IN_ATTACH", "1")],
+        )?;
+        let t0 = Instant::now();
+        match inject::inject(t.pid(), &so, &InjectOptions::default()) {
+            Err(InjectError::ProcessExited { .. }) => {}
+            other => bail!("{}: died in ldbg_attach: {other:?}", interp.label),
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(3));
+        // Here the target is also our child, so the injector's waitpid may have reaped it
+        // (ECHILD); either way it must be gone, with status 3 if we still see it.
+        if let Ok(st) = t.child.wait() {
+            ensure!(st.code() == Some(3), "{}: exit status {st}", interp.label);
+        }
+        ensure!(!Path::new(&format!("/proc/{}", t.pid())).exists());
     }
     // An already-dead pid.
     let mut c = Command::new("true").spawn()?;
