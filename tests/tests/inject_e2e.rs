@@ -77,6 +77,8 @@ struct Target {
     lines: Receiver<String>,
     dir: tempfile::TempDir,
     label: String,
+    /// The Python process when it is not `child` itself (started under `unshare --fork`).
+    python_pid: Option<i32>,
 }
 
 impl Target {
@@ -122,19 +124,32 @@ impl Target {
                 }
             }
         });
-        let t = Self {
+        let mut t = Self {
             child,
             lines,
             dir,
             label: interp.label.clone(),
+            python_pid: None,
         };
         t.wait_line(|l| l == "ready", Duration::from_secs(20))
             .with_context(|| format!("{}: {script} never printed ready", interp.label))?;
+        if prefix.contains(&"--fork") {
+            // unshare forked: Python is its child.
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.child.id()))?;
+            t.python_pid = Some(
+                children
+                    .split_whitespace()
+                    .next()
+                    .context("unshare has no child")?
+                    .parse()?,
+            );
+        }
         Ok(t)
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.python_pid.unwrap_or(self.child.id() as i32)
     }
 
     fn marker(&self) -> PathBuf {
@@ -704,6 +719,55 @@ fn inject_into_other_mount_namespace() -> Result<()> {
             let (st, _) = t.stop(Duration::from_secs(10))?;
             ensure!(st.success(), "{}: exit status {st}", interp.label);
         }
+    }
+    Ok(())
+}
+
+/// A container-like target: its own pid namespace and a /proc mounted for it, plus the tmpfs
+/// hiding the helper's directory. The helper's `getpid()` (1 here) is what the
+/// already-loaded check compares with `NSpid`.
+#[test]
+fn inject_into_pid_and_mount_namespace() -> Result<()> {
+    require_root!();
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipping: `unshare` (util-linux) is not installed");
+        return Ok(());
+    }
+    let hidden = tempfile::Builder::new().prefix("ldbg-hidden-").tempdir()?;
+    let so = build_standin(hidden.path())?;
+    let dir = hidden.path().to_str().context("non-UTF-8 temp dir")?;
+    let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
+    for interp in python::supported() {
+        let prefix = [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script.as_str(),
+        ];
+        let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
+        ensure!(t.pid() != t.child.id() as i32, "python pid not found");
+        inject_and_check(&t, &so)?;
+        let marker = std::fs::read_to_string(t.marker())?;
+        ensure!(
+            marker.trim() == "attached pid=1",
+            "{}: marker {marker:?}",
+            interp.label
+        );
+        let again = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        ensure!(
+            again.outcome == Outcome::AlreadyLoaded,
+            "{}: {:?}",
+            interp.label,
+            again.outcome
+        );
+        let (st, _) = t.stop(Duration::from_secs(10))?;
+        ensure!(st.success(), "{}: exit status {st}", interp.label);
     }
     Ok(())
 }

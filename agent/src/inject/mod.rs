@@ -209,7 +209,7 @@ pub enum InjectError {
     /// ptrace is not allowed: another tracer (a debugger, py-spy) holds the thread, or the agent
     /// lacks CAP_SYS_PTRACE.
     #[error(
-        "cannot ptrace process {pid}{}: run the agent as root, and detach any debugger from the process",
+        "cannot ptrace process {pid}{}: run the agent as root (CAP_SYS_PTRACE), detach any debugger from the process, and check that kernel.yama.ptrace_scope is below 3",
         tracer.map(|t| format!(" (already traced by pid {t})")).unwrap_or_default()
     )]
     NotPermitted { pid: i32, tracer: Option<i32> },
