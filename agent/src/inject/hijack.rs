@@ -13,18 +13,18 @@ use super::{Hijacked, InjectError, InjectOptions, alive, remote};
 /// A hijacked thread: saved state, and the area below its stack pointer we use.
 pub(super) struct Hijack {
     pub(super) pid: i32,
-    pub(super) tracee: Tracee,
-    pub(super) saved: libc::user_regs_struct,
-    pub(super) fpu: Option<FpuState>,
+    tracee: Tracee,
+    saved: libc::user_regs_struct,
+    fpu: Option<FpuState>,
     pub(super) info: Hijacked,
     /// Next free byte of the scratch area (grows down).
-    pub(super) scratch_top: u64,
-    pub(super) scratch_floor: u64,
+    scratch_top: u64,
+    scratch_floor: u64,
     /// 16-byte aligned stack pointer for the injected calls (below the scratch area).
-    pub(super) call_sp: u64,
-    pub(super) call_timeout: Duration,
+    call_sp: u64,
+    call_timeout: Duration,
     /// A signal that arrived while we held the thread, delivered on detach.
-    pub(super) pending_signal: Option<Signal>,
+    pending_signal: Option<Signal>,
 }
 
 /// Bytes the x86_64 SysV ABI lets a function use below `rsp` without moving it.

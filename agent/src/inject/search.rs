@@ -178,11 +178,15 @@ impl Injector {
             orig_rax: regs.orig_rax,
             args: [regs.rdi, regs.rsi, regs.rdx, regs.r10],
         };
-        // Stack room: from rsp down to the start of the mapping that holds it.
-        let room = maps
-            .iter()
-            .find(|m| m.contains(regs.rsp))
-            .map(|m| regs.rsp - m.start)
+        // Stack room: from rsp down to the start of the mapping that holds it. A thread started
+        // after `maps` was read has its stack in a newer mapping: read the maps again then.
+        let room_in = |maps: &[Mapping]| {
+            maps.iter()
+                .find(|m| m.contains(regs.rsp))
+                .map(|m| regs.rsp - m.start)
+        };
+        let room = room_in(maps)
+            .or_else(|| super::maps::read(pid).ok().and_then(|m| room_in(&m)))
             .unwrap_or(0);
         match safepoint::classify(&sregs, ranges, room) {
             Ok(point) => {
