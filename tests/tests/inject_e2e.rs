@@ -109,6 +109,9 @@ impl Target {
             .args(args)
             .env("LDBG_TEST_MARKER", dir.path().join("marker"))
             .env("PYTHONUNBUFFERED", "1")
+            // Keeps any libdebugger agent running on this host (a demo, another test run)
+            // from injecting the targets first; `inject()` itself does not look at it.
+            .env("LIBDEBUGGER_DISABLE", "1")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -242,9 +245,15 @@ fn inject_and_check(t: &Target, so: &Path) -> Result<(Duration, Duration)> {
     let injected = t0.elapsed();
     ensure!(
         inj.outcome == Outcome::Loaded,
-        "{}: outcome {:?}",
+        "{}: outcome {:?} ({inj:?}); maps: {}",
         t.label,
-        inj.outcome
+        inj.outcome,
+        std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("helper"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     ensure!(
         inj.attach_result == Some(0),
@@ -619,6 +628,7 @@ fn inject_process_that_is_not_our_child() -> Result<()> {
         .arg(&stop)
         .arg(&out)
         .env("LDBG_TEST_MARKER", &marker)
+        .env("LIBDEBUGGER_DISABLE", "1")
         .output()?;
     let pid: i32 = String::from_utf8(sh.stdout)?.trim().parse()?;
     let deadline = Instant::now() + Duration::from_secs(20);
