@@ -53,17 +53,19 @@
 //! helper is copied to a private directory under the target's own `/tmp` through
 //! `/proc/<pid>/root`, dlopened from there and deleted ([`LoadVia`]).
 //!
-//! Measured (release build, 20 runs per case and interpreter, 2-core VM shared with other
-//! builds; "attach" = `inject()` called → `ldbg_attach` returned in the target):
+//! Measured (release build, 20 fresh processes per case and interpreter — pyenv 3.11.7, 3.12.1,
+//! 3.13.0, Debian 3.11 — on a 2-core VM shared with other builds; "attach" = `inject()` called
+//! → `ldbg_attach` returned in the target; "GIL" = the stand-in helper's thread then ran
+//! Python code):
 //!
-//! | case | attach p50 | attach p99 |
-//! |---|---|---|
-//! | (a) 8 threads churning json/bytes | 4.7–10 ms | 21–91 ms |
-//! | (b) main thread in `Event().wait()` | 4.7–13 ms | 15–60 ms |
-//! | (c) every thread sleeping | 2.2–7.4 ms | 6.5–100 ms |
+//! | case | attach p50 | attach p99 | GIL p50 | GIL p99 |
+//! |---|---|---|---|---|
+//! | (a) 8 threads churning json/bytes | 3.3–6.0 ms | 6.5–16 ms | 66–91 ms | 235–266 ms |
+//! | (b) main thread in `Event().wait()` | 2.6–8.7 ms | 6–29 ms | 15–22 ms | 31–73 ms |
+//! | (c) every thread sleeping | 2.8–5.1 ms | 5.7–24 ms | 2.8–6 ms | 7–24 ms |
 //!
-//! The helper thread then needs the GIL: in case (a) that took a further ~100 ms at p50 (CPython
-//! hands the GIL round the 8 busy threads in 5 ms switch intervals).
+//! In case (a) the helper's thread waits its turn for the GIL among 8 busy threads (CPython
+//! hands it round in 5 ms switch intervals); that is the helper's time, not the injector's.
 //!
 //! Hard-won facts:
 //! * Debian's `libc.so.6` is stripped: `__lll_lock_wait` cannot be found by name. Lock waits are
