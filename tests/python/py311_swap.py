@@ -318,9 +318,18 @@ def test_threads():
     for t in threads:
         t.start()
     code = busy.__code__
+    import time
+
     try:
         for _ in range(30):
+            before = len(HITS)
             swap, new_ref, line = arm(code, "busy-body")
+            # Let the workers run into the armed code before disarming (deadline, not a fixed
+            # sleep: sleeping releases the GIL to them).
+            deadline = time.monotonic() + 30
+            while len(HITS) == before and time.monotonic() < deadline and not errors:
+                time.sleep(0.001)
+            check(len(HITS) > before, "a worker thread hit the armed line")
             swap.restore()
     finally:
         stop.set()
@@ -330,7 +339,7 @@ def test_threads():
     check(errors == [], f"no errors in threads: {errors[:3]}")
     check(all(c > 0 for c in calls), "every worker ran")
     check(busy.__code__ is code, "original code back")
-    check(hits_for(code, line) > 0, "worker threads hit the armed line")
+    check(hits_for(code, line) >= 30, "worker threads hit the armed line in every window")
 
 
 def test_errors():
