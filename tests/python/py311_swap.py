@@ -243,6 +243,73 @@ def test_parent_and_child():
     check(make_counter(0).__code__ is incr_code, "all original")
 
 
+# --- restores in any order ------------------------------------------------------------------------
+def two_closures(a):
+    def first():
+        return a + 1  # first-body
+
+    def second():
+        return a + 2  # second-body
+
+    return first, second
+
+
+def test_any_restore_order():
+    parent = two_closures.__code__
+    first_code, second_code = (f.__code__ for f in two_closures(0))
+    s1, r1, l1 = arm(first_code, "first-body")
+    s2, r2, l2 = arm(second_code, "second-body")
+    check(h._py311_original_code(two_closures.__code__) is parent, "original of the derived parent")
+    check(h._py311_original_code(two_closures(0)[0].__code__) is first_code, "original of a copy")
+
+    def call_both():
+        f, g = two_closures(1)
+        check((f(), g()) == (2, 3), "results")
+
+    HITS.clear()
+    call_both()
+    check(hits_for(first_code, l1) == 1 and hits_for(second_code, l2) == 1, "both closures armed")
+    s1.restore()  # not the last one swapped
+    del s1
+    HITS.clear()
+    call_both()
+    check(hits_for(first_code, l1) == 0, "first disarmed")
+    check(hits_for(second_code, l2) == 1, "second still armed after restoring the first")
+    gc.collect()
+    check(r1() is None, "first's instrumented copy is gone")
+    s2.restore()
+    del s2
+    gc.collect()
+    check(r2() is None, "second's instrumented copy is gone")
+    check(two_closures.__code__ is parent, "identical parent back")
+    f, g = two_closures(1)
+    check(f.__code__ is first_code and g.__code__ is second_code, "identical closures back")
+
+    # A function armed together with its closure; the function is disarmed first.
+    make_code = make_counter.__code__
+    incr_code = make_counter(0).__code__
+    p_swap, p_ref, p_line = arm(make_code, "count = start")
+    c_swap, c_ref, c_line = arm(incr_code, "incr-body")
+
+    def both():
+        check(make_counter(3)(1) == 4, "result")
+
+    HITS.clear()
+    both()
+    check(hits_for(make_code, p_line) == 1 and hits_for(incr_code, c_line) == 1, "both armed")
+    check(h._py311_original_code(make_counter.__code__) is make_code, "original of armed+derived")
+    p_swap.restore()
+    del p_swap
+    HITS.clear()
+    both()
+    check(hits_for(make_code, p_line) == 0, "parent disarmed")
+    check(hits_for(incr_code, c_line) == 1, "closure still armed after restoring its parent first")
+    gc.collect()
+    check(p_ref() is None, "parent's instrumented copy is gone")
+    disarm(c_swap, c_ref, [(make_counter, make_code)])
+    check(make_counter(0).__code__ is incr_code, "identical closure code back")
+
+
 # --- generators, coroutines; frames already running keep the old code ---------------------------
 def numbers(n):
     for i in range(n):
@@ -377,6 +444,7 @@ test_simple_kinds()
 test_closures()
 test_local_class_and_comprehension()
 test_parent_and_child()
+test_any_restore_order()
 test_generators_and_coroutines()
 test_frozen_generation()
 test_threads()
