@@ -52,15 +52,17 @@
 //! * [`instrument`]: about 5 µs for a small function, 65 µs for a 1,300-code-unit one with all
 //!   87 lines armed.
 //! * [`swap_in`] and [`Swap::restore`] hold the GIL for one pass over the objects the garbage
-//!   collector tracks. For module-level functions and methods of module-level classes (nothing
-//!   live can nest them) that pass is `gc.get_referrers(code)`; for code nested in a function
-//!   (`<locals>` in `co_qualname`: closures, lambdas, comprehensions, local classes) it is
-//!   `gc.get_objects()` plus a walk of every live function's nested code, to find the parents.
-//!   Measured with 760,000 tracked objects and 50,000 functions (best of 7, 3.11.7 / 3.11.2):
-//!   13 / 16 ms each way for a module-level function, 25 / 34 ms for a closure whose 50,000
-//!   instances are all swapped. When `gc.freeze()` is in effect (its permanent generation is
-//!   invisible to both `gc` calls) the frozen objects are found by following references
-//!   instead, which is slower (about 18 ms each way for 22,000 frozen objects).
+//!   collector tracks. For code that nothing live can nest and that creates no functions
+//!   (module-level functions and methods without closures) that pass is
+//!   `gc.get_referrers(code)`; otherwise (`<locals>` in `co_qualname`, or nested code inside) it
+//!   is `gc.get_objects()` plus a walk of every live function's nested code, to find parents and
+//!   derived copies. Measured with 760,000 tracked objects and 50,000 functions on the 2-core
+//!   test VM (best of 7, 3.11.7 and 3.11.2): 13–35 ms each way for a module-level function —
+//!   the cost of `gc.get_referrers` alone, which varied from 12 to 27 ms with the machine's load
+//!   — and 25–67 ms for a closure whose 50,000 instances are all swapped. When `gc.freeze()` is
+//!   in effect (its permanent generation is invisible to both `gc` calls) the frozen objects are
+//!   found by following references instead, which is slower (about 18 ms each way for 22,000
+//!   frozen objects).
 //! * Swaps can be restored in any order (parents are recomputed from their roots, see
 //!   `swap.rs`); once all are restored every function has its identical original code back. To
 //!   change the lines of an armed code object, instrument the original again and either restore
