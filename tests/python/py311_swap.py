@@ -409,6 +409,46 @@ def test_threads():
     check(hits_for(code, line) >= 30, "worker threads hit the armed line in every window")
 
 
+# --- the inserted call is covered by the handler of the line it precedes --------------------------
+def guarded(x):
+    try:
+        y = x + 1  # guarded-body
+    except LookupError:
+        return "caught"
+    z = y * 2  # unguarded-body
+    return z
+
+
+def test_exception_table_coverage():
+    def raising_hook(code, line):
+        raise KeyError(line)
+
+    code = guarded.__code__
+    inside = line_of(code, "guarded-body")
+    outside = line_of(code, "unguarded-body")
+    new, _ = h._py311_instrument(code, [inside], raising_hook)
+    swap = h._py311_swap(code, new)
+    try:
+        check(guarded(1) == "caught", "a raise from the call inside try reaches that try's handler")
+    finally:
+        swap.restore()
+    new, _ = h._py311_instrument(code, [outside], raising_hook)
+    swap = h._py311_swap(code, new)
+    try:
+        guarded(1)
+    except KeyError as e:
+        tb = e.__traceback__
+        while tb.tb_next is not None and tb.tb_frame.f_code.co_name != "guarded":
+            tb = tb.tb_next
+        check(tb.tb_frame.f_code.co_name == "guarded" and tb.tb_lineno == outside,
+              f"traceback points at the armed line ({tb.tb_lineno} vs {outside})")
+    else:
+        raise AssertionError("the hook's exception outside try was swallowed")
+    finally:
+        swap.restore()
+    check(guarded(1) == 4, "original behaviour back")
+
+
 def test_errors():
     try:
         h._py311_swap(plain, plain.__code__)
@@ -448,5 +488,6 @@ test_any_restore_order()
 test_generators_and_coroutines()
 test_frozen_generation()
 test_threads()
+test_exception_table_coverage()
 test_errors()
 print(f"OK {CHECKS} checks")
