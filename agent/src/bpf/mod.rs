@@ -563,3 +563,6 @@ fn ignore_missing(result: Result<(), MapError>, name: &'static str) -> Result<()
         Err(source) => Err(BpfError::Map { name, source }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! Privileged tests of the eBPF layer with real programs: `ldbg_emit` transport and lifecycle
+//! tracepoints. Each skips with one line when not root (or without a C compiler for the emit
+//! test's stand-in helper).
+use super::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A stand-in for the helper: exports `ldbg_emit` like the real one, and calls it once per
+/// line read on stdin with `len` bytes of a counting pattern (`len` from the line).
+const EMITTER_C: &str = r#"
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+__attribute__((noinline, visibility("default")))
+void ldbg_emit(const uint8_t *ptr, size_t len) { __asm__ volatile("" :: "r"(ptr), "r"(len) : "memory"); }
+int main(void) {
+    static uint8_t buf[65536];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 7 + 3);
+    printf("ready\n"); fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t len = strtoul(line, NULL, 10);
+        ldbg_emit(buf, len);
+        printf("emitted\n"); fflush(stdout);
+    }
+    return 0;
+}
+"#;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+#[test]
+fn ldbg_emit_copies_bounded_chunks_into_the_ring() {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("emitter.c");
+    let exe = dir.path().join("emitter");
+    std::fs::write(&src, EMITTER_C).expect("write C");
+    match Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("skipping: no working C compiler to build the stand-in helper ({other:?})");
+            return;
+        }
+    }
+    let mut child = Command::new(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start emitter");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+
+    let mut bpf = Bpf::load().expect("load");
+    let link = bpf.attach_emit(&exe, Some(pid)).expect("attach ldbg_emit");
+    let mut ring = bpf.emit_events().expect("ring");
+    let max = libdebugger_common::helper_abi::MAX_CHUNK;
+    let sizes = [0usize, 10, 4096, max, max + 1, 40_000];
+    for len in sizes {
+        writeln!(stdin, "{len}").expect("send");
+        line.clear();
+        stdout.read_line(&mut line).expect("emitted");
+        assert_eq!(line.trim(), "emitted");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut chunks = Vec::new();
+    while chunks.len() < sizes.len() && Instant::now() < deadline {
+        chunks.extend(ring.drain());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(chunks.len(), sizes.len(), "{chunks:?}");
+    for (chunk, len) in chunks.iter().zip(sizes) {
+        assert_eq!(chunk.tgid, pid as u32);
+        assert_eq!(chunk.requested_len as usize, len);
+        assert_eq!(chunk.payload, pattern(len.min(max)), "len {len}");
+    }
+    assert_eq!(ring.malformed, 0);
+    let drops = bpf.drops().expect("drops");
+    assert_eq!((drops.emit_ring_full, drops.emit_read_failed), (0, 0));
+    bpf.detach_emit(link).expect("detach");
+    drop(stdin);
+    let _ = child.wait();
+}
+
+#[test]
+fn lifecycle_tracepoints_report_exec_fork_exit() {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return;
+    }
+    let mut bpf = Bpf::load().expect("load");
+    bpf.attach_lifecycle().expect("attach lifecycle");
+    let mut ring = bpf.proc_events().expect("ring");
+    ring.drain();
+    // sh forks a child that execs /bin/true; then sh exits.
+    let mut sh = Command::new("sh")
+        .args(["-c", "/bin/true & wait"])
+        .spawn()
+        .expect("sh");
+    let sh_pid = sh.id();
+    sh.wait().expect("wait sh");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    let have = |events: &[ProcEvent]| {
+        let exit_sh = events.contains(&ProcEvent::Exit { pid: sh_pid });
+        let fork = events.iter().find_map(|e| match e {
+            ProcEvent::Fork { child, parent } if *parent == sh_pid => Some(*child),
+            _ => None,
+        });
+        let exec_child = fork.is_some_and(|c| events.contains(&ProcEvent::Exec { pid: c }));
+        exit_sh && exec_child
+    };
+    while !have(&events) && Instant::now() < deadline {
+        events.extend(ring.drain());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        events.contains(&ProcEvent::Exec { pid: sh_pid }),
+        "exec of sh itself"
+    );
+    assert!(
+        have(&events),
+        "fork+exec of the child and exit of sh: {events:?}"
+    );
+    assert_eq!(bpf.drops().expect("drops").proc_ring_full, 0);
+}
