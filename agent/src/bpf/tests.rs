@@ -144,3 +144,126 @@ fn lifecycle_tracepoints_report_exec_fork_exit() {
     );
     assert_eq!(bpf.drops().expect("drops").proc_ring_full, 0);
 }
+
+/// A Python child that prints `id(f.__code__)`, then for each stdin line calls `f` through `map`
+/// as many times as the line says and prints "done".
+const MAP_SCRIPT: &str = r#"
+import sys
+def f(x):
+    return x
+print(id(f.__code__), flush=True)
+for line in sys.stdin:
+    list(map(f, range(int(line))))
+    print("done", flush=True)
+"#;
+
+fn pyenv312() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from)?;
+    let p = home.join(".pyenv/versions/3.12.1/bin/python3");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn watched_code_objects_are_reported_and_counted() {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return;
+    }
+    let Some(python) = pyenv312() else {
+        eprintln!("skipping: pyenv 3.12.1 is not installed");
+        return;
+    };
+    let mut child = Command::new(python)
+        .args(["-c", MAP_SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("code id");
+    let code: u64 = line.trim().parse().expect("id(f.__code__)");
+    let pid = child.id() as i32;
+    let process = crate::python::inspect(pid).expect("inspect");
+
+    let mut bpf = Bpf::load().expect("load");
+    let mut events = bpf.frame_events().expect("ring");
+    bpf.trace_process(&process, 0).expect("trace");
+    bpf.watch(pid, code).expect("watch");
+    let mut call = |n: usize| {
+        writeln!(stdin, "{n}").expect("send");
+        line.clear();
+        stdout.read_line(&mut line).expect("done");
+        assert_eq!(line.trim(), "done");
+    };
+    call(25);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 25 && Instant::now() < deadline {
+        got.extend(events.drain());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(got.len(), 25, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|e| e.code == code && e.tgid == pid as u32 && e.tid == pid as u32)
+    );
+    bpf.unwatch(pid, code).expect("unwatch");
+    call(5);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(events.drain().is_empty(), "no records once unwatched");
+    let counts = bpf.code_counts(pid).expect("counts");
+    assert!(counts.contains(&(code, 30)), "{counts:?}");
+    let gov = bpf.governor(pid).expect("governor").expect("state");
+    assert!(!gov.tripped && gov.total_entries >= 30, "{gov:?}");
+    bpf.untrace_process(pid).expect("untrace");
+    call(5);
+    assert!(
+        bpf.code_counts(pid).expect("counts").contains(&(code, 30)),
+        "no counting once detached"
+    );
+    bpf.clear_code_counts(pid).expect("clear");
+    assert!(bpf.code_counts(pid).expect("counts").is_empty());
+    drop(stdin);
+    let _ = child.wait();
+}
+
+#[test]
+fn the_governor_trips_in_the_kernel_and_stops_counting() {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return;
+    }
+    let Some(python) = pyenv312() else {
+        eprintln!("skipping: pyenv 3.12.1 is not installed");
+        return;
+    };
+    let mut child = Command::new(python)
+        .args(["-c", MAP_SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("code id");
+    let code: u64 = line.trim().parse().expect("id(f.__code__)");
+    let pid = child.id() as i32;
+    let process = crate::python::inspect(pid).expect("inspect");
+    let mut bpf = Bpf::load().expect("load");
+    bpf.trace_process(&process, 50).expect("trace");
+    writeln!(stdin, "500").expect("send");
+    line.clear();
+    stdout.read_line(&mut line).expect("done");
+    let gov = bpf.governor(pid).expect("governor").expect("state");
+    assert!(gov.tripped, "{gov:?}");
+    assert_eq!(gov.window_entries, 51, "counting stops at budget + 1");
+    let counts = bpf.code_counts(pid).expect("counts");
+    let f = counts.iter().find(|(c, _)| *c == code).map(|(_, n)| *n);
+    assert!(f.is_some_and(|n| n <= 51), "{counts:?}");
+    bpf.untrace_process(pid).expect("untrace");
+    drop(stdin);
+    let _ = child.wait();
+}
