@@ -267,3 +267,64 @@ fn the_governor_trips_in_the_kernel_and_stops_counting() {
     drop(stdin);
     let _ = child.wait();
 }
+
+/// Not a check: splits the frame-entry probe's cost into the uprobe trap plus the smallest
+/// program path (governor tripped: two map lookups, early return) and the full path (counter
+/// update). Run with `cargo test -p libdebugger-agent --lib -- --ignored --nocapture
+/// probe_cost_breakdown`.
+#[test]
+#[ignore = "a measurement, not a check; needs root"]
+fn probe_cost_breakdown() {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return;
+    }
+    let Some(python) = pyenv312() else {
+        eprintln!("skipping: pyenv 3.12.1 is not installed");
+        return;
+    };
+    const BENCH: &str = "import sys, time\ndef f(x):\n    return x\nprint('ready', flush=True)\nfor line in sys.stdin:\n    t = time.perf_counter_ns()\n    list(map(f, range(10**6)))\n    print(time.perf_counter_ns() - t, flush=True)\n";
+    let mut child = Command::new(python)
+        .args(["-c", BENCH])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready");
+    let pid = child.id() as i32;
+    let process = crate::python::inspect(pid).expect("inspect");
+    let mut time = || -> f64 {
+        writeln!(stdin, "run").expect("send");
+        line.clear();
+        stdout.read_line(&mut line).expect("timing");
+        line.trim().parse::<f64>().expect("ns") / 1e6
+    };
+    time();
+    let mut bpf = Bpf::load().expect("load");
+    let (mut none, mut full, mut tripped) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..7 {
+        none.push(time());
+        bpf.trace_process(&process, 0).expect("trace");
+        full.push(time());
+        bpf.untrace_process(pid).expect("untrace");
+        bpf.trace_process(&process, 1).expect("trace");
+        tripped.push(time());
+        bpf.untrace_process(pid).expect("untrace");
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (n, f, t) = (median(&mut none), median(&mut full), median(&mut tripped));
+    eprintln!(
+        "per entry, median of 7 x 10^6: no probe {n:.1} ns; probe, governor tripped (trap + 2 \
+         lookups) {t:.1} ns (+{:.1}); probe, full path {f:.1} ns (+{:.1})",
+        t - n,
+        f - n
+    );
+    drop(stdin);
+    let _ = child.wait();
+}
