@@ -371,3 +371,60 @@ fn calls_routed_through_a_vectorcall_trampoline_enter_the_evaluator() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A process whose interpreter file exists only in its own mount namespace (a container's view):
+/// `inspect` and `trace` must reach it through `/proc/<pid>/root`.
+#[test]
+fn trace_reaches_an_interpreter_only_visible_in_another_mount_namespace() {
+    if skip_unless_root() {
+        return;
+    }
+    let debian = std::path::Path::new("/usr/bin/python3.11");
+    if !debian.exists() {
+        eprintln!("skipping: /usr/bin/python3.11 (static build) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = script(dir.path()).expect("script");
+    let hidden = tempfile::tempdir().expect("mount point");
+    let exe = hidden.path().join("python3.11");
+    // In a private mount namespace: a tmpfs over `hidden` (empty in the host's view), the
+    // interpreter copied into it, and exec'd from there (same pid as `unshare`).
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none {h} && cp {src} {exe} && exec {exe} {script}",
+            h = hidden.path().display(),
+            src = debian.display(),
+            exe = exe.display(),
+            script = script.display()
+        ));
+    let mut py = match PyProcess::start_command(cmd) {
+        Ok(py) => py,
+        Err(e) => {
+            eprintln!("skipping: cannot run unshare ({e:#})");
+            return;
+        }
+    };
+    py.stdout
+        .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
+        .expect("ready");
+    assert!(
+        !exe.exists(),
+        "the interpreter must not be visible from the host"
+    );
+    let trace = RunningTrace::start(py.pid(), &["--duration", "2"]).expect("trace");
+    py.send_line("go").expect("go");
+    py.stdout
+        .wait_for("done", Duration::from_secs(20), |l| l == "done")
+        .expect("done");
+    let (status, stdout) = trace.finish(Duration::from_secs(30)).expect("finish");
+    assert!(status.success());
+    let entries: Vec<Value> = serde_json::from_str(&stdout).expect("json");
+    let n: u64 = entries
+        .iter()
+        .filter(|e| e["qualname"] == "target")
+        .filter_map(|e| e["entries"].as_u64())
+        .sum();
+    assert_eq!(n, N as u64, "{stdout}");
+}
