@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, LazyLock};
 
 /// Errors of the control path (reported to the caller; never raised into the application).
@@ -25,6 +26,9 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
+    /// The control path was entered again from inside itself (e.g. by an import it caused).
+    #[error("breakpoint update skipped: the helper is already applying an update on this thread")]
+    Reentrant,
     /// A Python call of the control path failed.
     #[error("python error while applying breakpoints: {message}")]
     Python { message: String },
@@ -520,12 +524,63 @@ pub fn on_module_exec(py: Python<'_>, filename: &str) {
     let _ = apply_inner(py, None, Some(filename));
 }
 
+/// Thread currently holding STATE (0 when free), to refuse re-entrant use from the same thread
+/// (e.g. an import triggered while the control path runs).
+static STATE_OWNER: AtomicU64 = AtomicU64::new(0);
+
+fn thread_key() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// Holds STATE and records the owner thread.
+struct StateGuard(parking_lot::MutexGuard<'static, State>);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        STATE_OWNER.store(0, SeqCst);
+    }
+}
+
+impl std::ops::Deref for StateGuard {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StateGuard {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+/// Locks STATE without ever blocking while holding the GIL: the control path calls Python
+/// (which may switch threads), so another thread can hold STATE while waiting for the GIL.
+/// Returns None on re-entrant use from the thread that holds it.
+fn lock_state(py: Python<'_>) -> Option<StateGuard> {
+    let me = thread_key();
+    loop {
+        if let Some(g) = STATE.try_lock() {
+            STATE_OWNER.store(me, SeqCst);
+            return Some(StateGuard(g));
+        }
+        if STATE_OWNER.load(SeqCst) == me {
+            return None;
+        }
+        // Wait for the holder without the GIL, then retry with it.
+        py.detach(|| drop(STATE.lock()));
+    }
+}
+
 fn apply_inner(
     py: Python<'_>,
     desired: Option<Desired>,
     module_file: Option<&str>,
 ) -> Result<serde_json::Value, ControlError> {
-    let mut st = STATE.lock();
+    let Some(mut st) = lock_state(py) else {
+        return Err(ControlError::Reentrant);
+    };
     let mut changed = false;
     if let Some(d) = &desired
         && let Some(s) = &d.settings
@@ -730,7 +785,7 @@ fn rearm(py: Python<'_>, st: &mut State) {
             table.retain(|(c, _), _| c != k);
         }
     }
-    let start_lines: HashMap<usize, u32> = st
+    let start_lines: crate::fasthash::FastMap<usize, u32> = st
         .armed
         .iter()
         .filter_map(|(k, a)| start_line(py, &a.code, &a.lines).map(|l| (*k, l)))
@@ -785,7 +840,9 @@ static WATCHED: LazyLock<Mutex<Vec<String>>> = LazyLock::new(|| Mutex::new(Vec::
 
 /// Status of every breakpoint plus process counters.
 pub fn status(py: Python<'_>) -> serde_json::Value {
-    let st = STATE.lock();
+    let Some(st) = lock_state(py) else {
+        return json!({"error": "busy"});
+    };
     let hook_errors = st.import_hook_errors
         + st.finder
             .as_ref()
@@ -815,12 +872,11 @@ pub fn stats_json() -> Option<String> {
     if output::EXITING.load(Relaxed) {
         return None;
     }
-    // STATE is only ever locked with the GIL held (so a fork never finds it locked).
-    Python::attach(|_py| stats_json_locked())
+    Python::attach(stats_json_locked)
 }
 
-fn stats_json_locked() -> Option<String> {
-    let st = STATE.lock();
+fn stats_json_locked(py: Python<'_>) -> Option<String> {
+    let st = lock_state(py)?;
     if st.bps.is_empty() {
         return None;
     }
@@ -842,7 +898,9 @@ pub fn shutdown(py: Python<'_>) {
         }),
         None,
     );
-    let mut st = STATE.lock();
+    let Some(mut st) = lock_state(py) else {
+        return;
+    };
     release_tool(py, &mut st);
     if let Some(f) = st.finder.take() {
         crate::importhook::uninstall(py, f.bind(py));
@@ -854,7 +912,17 @@ pub fn shutdown(py: Python<'_>) {
 
 /// In a forked child: fresh budgets and counters; breakpoints stay armed.
 pub fn after_fork() {
-    let st = STATE.lock();
+    let st = match STATE.try_lock() {
+        Some(g) => g,
+        None => {
+            // Held by a thread that does not exist in this child (it was waiting for the GIL
+            // inside the control path when the parent forked): release it on its behalf.
+            // SAFETY: no thread of this process holds the guard; the child has one thread.
+            unsafe { STATE.force_unlock() };
+            STATE.lock()
+        }
+    };
+    STATE_OWNER.store(0, SeqCst);
     let settings = st.settings.clone();
     for m in &st.bps {
         m.bp.counters.reset();
@@ -882,8 +950,10 @@ pub fn after_fork() {
 }
 
 /// Queue capacity from the settings.
-pub fn queue_capacity() -> usize {
-    STATE.lock().settings.queue_capacity
+pub fn queue_capacity(py: Python<'_>) -> usize {
+    lock_state(py)
+        .map(|s| s.settings.queue_capacity)
+        .unwrap_or(1024)
 }
 
 static LAST_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -21,6 +21,8 @@ unsafe extern "C" {
     pub fn PyFrame_GetGlobals(frame: *mut PyFrameObject) -> *mut PyObject;
     /// 3.11+: the frame's builtins dict (new reference).
     pub fn PyFrame_GetBuiltins(frame: *mut PyFrameObject) -> *mut PyObject;
+    /// 3.11+: the frame's last instruction offset (bytes), or -1.
+    pub fn PyFrame_GetLasti(frame: *mut PyFrameObject) -> std::ffi::c_int;
 }
 
 /// `PyObject *PyFrame_GetVar(PyFrameObject *frame, PyObject *name)` (3.12+).

@@ -5,6 +5,7 @@ use crate::budget::{CpuBudget, TokenBucket};
 use crate::capture::{Capturer, Limits, Truncations};
 use crate::condition::Condition;
 use crate::eval::{Scope, eval_condition};
+use crate::fasthash::FastMap;
 use crate::output::{self, Msg};
 use crate::redact::Redactor;
 use crate::spec::BreakpointSpec;
@@ -12,7 +13,6 @@ use crate::value::Value;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
@@ -90,17 +90,17 @@ pub struct Binding {
 /// What the callback reads; replaced wholesale by the control path. Never locked while Python
 /// code runs.
 pub struct Hot {
-    pub table: HashMap<(usize, u32), Arc<[Binding]>>,
+    pub table: FastMap<(usize, u32), Arc<[Binding]>>,
     /// 3.13+: code objects whose breakpoint line shares the function's first line, where
     /// sys.monitoring reports no LINE event (see `control::start_line`): PY_START stands in.
-    pub start_lines: HashMap<usize, u32>,
+    pub start_lines: FastMap<usize, u32>,
     pub redactor: Arc<Redactor>,
 }
 
 pub static HOT: LazyLock<Mutex<Hot>> = LazyLock::new(|| {
     Mutex::new(Hot {
-        table: HashMap::new(),
-        start_lines: HashMap::new(),
+        table: FastMap::default(),
+        start_lines: FastMap::default(),
         redactor: Arc::new(Redactor::default()),
     })
 });
@@ -415,39 +415,40 @@ fn capture(
     }
 }
 
-type CodeInfo = (Py<PyAny>, Arc<str>, Arc<str>);
+/// Facts about one code object seen on a stack: a strong reference (so its address is not
+/// reused while cached), its filename and qualname, and a cache of instruction offset → line
+/// (PyFrame_GetLineNumber decodes the line table linearly on every call).
+struct CodeInfo {
+    _code: Py<PyAny>,
+    file: Arc<str>,
+    qual: Arc<str>,
+    lines: FastMap<i32, i32>,
+}
 
-static CODE_INFO: LazyLock<Mutex<HashMap<usize, CodeInfo>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static CODE_INFO: LazyLock<Mutex<FastMap<usize, CodeInfo>>> =
+    LazyLock::new(|| Mutex::new(FastMap::default()));
 
 /// Drops cached code-object facts (shutdown, fork).
 pub fn clear_code_info() {
     CODE_INFO.lock().clear();
 }
 
-fn code_info(py: Python<'_>, code: *mut ffi::PyObject) -> (Arc<str>, Arc<str>) {
-    if let Some((_, f, q)) = CODE_INFO.lock().get(&(code as usize)) {
-        return (f.clone(), q.clone());
-    }
+fn new_code_info(py: Python<'_>, code: *mut ffi::PyObject) -> CodeInfo {
     // SAFETY: code is a live code object (returned by PyFrame_GetCode).
     let c = unsafe { Bound::from_borrowed_ptr(py, code) };
     // Code object attributes are C members; no user code.
-    let f: Arc<str> = c
-        .getattr("co_filename")
-        .and_then(|v| v.extract::<String>())
-        .unwrap_or_default()
-        .into();
-    let q: Arc<str> = c
-        .getattr("co_qualname")
-        .and_then(|v| v.extract::<String>())
-        .unwrap_or_default()
-        .into();
-    let mut m = CODE_INFO.lock();
-    if m.len() > 8192 {
-        m.clear();
+    let get = |name: &str| -> Arc<str> {
+        c.getattr(name)
+            .and_then(|v| v.extract::<String>())
+            .unwrap_or_default()
+            .into()
+    };
+    CodeInfo {
+        file: get("co_filename"),
+        qual: get("co_qualname"),
+        lines: FastMap::default(),
+        _code: c.unbind(),
     }
-    m.insert(code as usize, (c.unbind(), f.clone(), q.clone()));
-    (f, q)
 }
 
 /// The stack, innermost first, at most 64 frames.
@@ -455,18 +456,36 @@ fn code_info(py: Python<'_>, code: *mut ffi::PyObject) -> (Arc<str>, Arc<str>) {
 /// # Safety
 /// GIL held; `frame` live.
 unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>, Arc<str>, i32)> {
-    let mut out = Vec::with_capacity(24);
-    // SAFETY: each frame is held by a new reference while used; codes likewise.
+    let mut out = Vec::with_capacity(32);
+    let mut cache = CODE_INFO.lock();
+    if cache.len() > 8192 {
+        cache.clear();
+    }
+    // SAFETY: each frame is held by a new reference while used; codes likewise. Nothing here
+    // runs Python code, so holding the cache lock is safe.
     unsafe {
         ffi::Py_INCREF(frame.cast());
         let mut f = frame;
         while !f.is_null() && out.len() < 64 {
             let code = ffi::PyFrame_GetCode(f);
-            let line = ffi::PyFrame_GetLineNumber(f);
             if !code.is_null() {
-                let (file, qual) = code_info(py, code.cast());
+                let key = code as usize;
+                let info = cache
+                    .entry(key)
+                    .or_insert_with(|| new_code_info(py, code.cast()));
+                let lasti = crate::ffi::PyFrame_GetLasti(f);
+                let line = match info.lines.get(&lasti) {
+                    Some(l) => *l,
+                    None => {
+                        let l = ffi::PyFrame_GetLineNumber(f);
+                        if info.lines.len() < 4096 {
+                            info.lines.insert(lasti, l);
+                        }
+                        l
+                    }
+                };
+                out.push((info.file.clone(), info.qual.clone(), line));
                 ffi::Py_DECREF(code.cast());
-                out.push((file, qual, line));
             }
             let back = crate::ffi::PyFrame_GetBack(f);
             ffi::Py_DECREF(f.cast());

@@ -23,6 +23,7 @@ pub mod capture;
 pub mod condition;
 pub mod control;
 pub mod eval;
+pub mod fasthash;
 pub mod ffi;
 pub mod hot;
 pub mod importhook;
@@ -60,7 +61,7 @@ fn set_breakpoints<'py>(
     let desired: spec::Desired = serde_json::from_str(&text).map_err(|e| {
         pyo3::exceptions::PyValueError::new_err(format!("invalid breakpoints: {e}"))
     })?;
-    output::ensure_thread(control::queue_capacity());
+    output::ensure_thread(control::queue_capacity(py));
     let out = control::apply(py, desired)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     json_to_py(py, &out["breakpoints"])
@@ -158,7 +159,7 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     py.import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
     output::write_control_ack(None);
-    output::ensure_thread(control::queue_capacity());
+    output::ensure_thread(control::queue_capacity(py));
     output::send_json(
         libdebugger_common::helper_abi::message_kind::HELLO,
         serde_json::json!({

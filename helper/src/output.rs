@@ -1,7 +1,7 @@
 //! The helper's own thread: encodes snapshots to JSON without the GIL, hands every message to
 //! `ldbg_emit` in chunks (and to the test sink, if one is set), and polls the control block.
 use crate::hot::{PROCESS, Snapshot};
-use crate::value::{encode, encode_str};
+use crate::value::encode_str;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use libdebugger_common::helper_abi::{
     ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
@@ -341,13 +341,7 @@ pub fn encode_hit(s: &Snapshot) -> String {
     o.push_str(",\"$line_number\":");
     o.push_str(&bp.spec.line.to_string());
     o.push_str(",\"$locals_variables\":");
-    encode(
-        &mut o,
-        &crate::value::Value::Dict {
-            entries: s.locals.clone(),
-            more: s.locals_more,
-        },
-    );
+    crate::value::encode_entries(&mut o, &s.locals, s.locals_more);
     o.push_str(",\"$stack_trace\":[");
     for (i, (f, q, l)) in s.stack.iter().enumerate() {
         if i > 0 {

@@ -2,10 +2,10 @@
 //! per type without running user code and cached by type pointer.
 //!
 //! Everything here runs with the GIL held.
+use crate::fasthash::FastMap;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 /// What the capture knows about one type.
@@ -20,9 +20,9 @@ pub struct TypeInfo {
 
 const MAX_TYPES: usize = 4096;
 
-fn cache() -> &'static Mutex<HashMap<usize, Arc<TypeInfo>>> {
-    static C: OnceLock<Mutex<HashMap<usize, Arc<TypeInfo>>>> = OnceLock::new();
-    C.get_or_init(|| Mutex::new(HashMap::new()))
+fn cache() -> &'static Mutex<FastMap<usize, Arc<TypeInfo>>> {
+    static C: OnceLock<Mutex<FastMap<usize, Arc<TypeInfo>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(FastMap::default()))
 }
 
 /// Drops every cached type (shutdown, fork).
