@@ -53,6 +53,8 @@ pub enum Status {
 /// A breakpoint the control path manages.
 struct Managed {
     bp: Arc<Bp>,
+    /// An error no re-resolution can fix (condition syntax, invalid line).
+    permanent_error: bool,
     /// Code objects it is armed on (strong references keep their addresses unique).
     codes: Vec<Py<PyAny>>,
     status: Status,
@@ -606,7 +608,8 @@ fn apply_inner(
         }
         for spec in d.breakpoints {
             if let Some(m) = keep.remove(&spec.id) {
-                if matches!(m.status, Status::Pending { .. }) {
+                // Retry anything not armed (pending, no tool id, file not loaded...).
+                if !m.permanent_error && !matches!(m.status, Status::Armed { .. }) {
                     to_resolve.push(st.bps.len());
                 }
                 st.bps.push(m);
@@ -622,6 +625,7 @@ fn apply_inner(
             }
             st.bps.push(Managed {
                 bp,
+                permanent_error: err.is_some(),
                 codes: Vec::new(),
                 status,
             });
@@ -629,8 +633,7 @@ fn apply_inner(
     }
     if let Some(f) = module_file {
         for (i, m) in st.bps.iter().enumerate() {
-            let ok = !matches!(&m.status, Status::Error { reason } if reason.starts_with("condition") || reason.starts_with("line"));
-            if ok
+            if !m.permanent_error
                 && resolve::path_matches(
                     &m.bp.spec.file,
                     f,

@@ -346,6 +346,25 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
     }
 }
 
+/// Disables the cyclic GC for its lifetime (re-enables it on drop, also on unwind).
+struct GcPause(bool);
+
+impl GcPause {
+    fn new() -> Self {
+        // SAFETY: GIL held by the caller (the hit path).
+        Self(unsafe { ffi::PyGC_Disable() } != 0)
+    }
+}
+
+impl Drop for GcPause {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: GIL still held; re-enabling what we disabled.
+            unsafe { ffi::PyGC_Enable() };
+        }
+    }
+}
+
 /// Copies locals, stack and thread identity of `frame`.
 fn capture(
     py: Python<'_>,
@@ -361,7 +380,7 @@ fn capture(
         .unwrap_or(0);
     // SAFETY: GIL held. With the GC disabled no finalizer can run during the capture, so the
     // borrowed references read out of containers stay valid (see capture.rs).
-    let gc_was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
+    let _gc = GcPause::new();
     let mut cap = Capturer::new(py, &bp.limits, redactor, start);
     let (locals, locals_more) = {
         // SAFETY: `frame` is the live current frame; new references are released.
@@ -396,10 +415,6 @@ fn capture(
     // SAFETY: GIL held.
     let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
     let thread_name = thread_name(py, thread_id);
-    if gc_was_enabled {
-        // SAFETY: re-enabling what we disabled.
-        unsafe { ffi::PyGC_Enable() };
-    }
     Snapshot {
         bp: bp.clone(),
         locals,

@@ -284,3 +284,46 @@ fn helper_attach_and_control_block() {
         assert_eq!(r["after_removal"], json!([]));
     });
 }
+
+#[test]
+fn helper_statuses_are_actionable() {
+    on_each_interpreter("statuses.py", 11, |i, r| {
+        let s = &r["statuses"];
+        let reason = |k: &str| s[k]["reason"].as_str().unwrap_or("").to_string();
+        assert_eq!(s["armed"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(s["armed"]["code_objects"], 1);
+        assert_eq!(s["pending"]["status"], "pending");
+        assert!(reason("pending").contains("imported"));
+        assert_eq!(s["not_found"]["status"], "error");
+        assert!(reason("not_found").contains("file not found"));
+        assert_eq!(s["no_code"]["status"], "error");
+        assert!(
+            reason("no_code").contains("nearest lines with code: 5, 7"),
+            "{}: {}",
+            i.label,
+            reason("no_code")
+        );
+        assert!(reason("module_level").contains("module-level"), "{r}");
+        assert!(reason("ambiguous").contains("a/amb_mod.py"), "{r}");
+        assert!(reason("ambiguous").contains("b/amb_mod.py"), "{r}");
+        assert_eq!(s["disambiguated"]["status"], "armed");
+        assert!(reason("syntax").contains("column 4"), "{r}");
+        assert!(reason("bad_line").contains("seven"), "{r}");
+        assert_eq!(s["symlink"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(
+            r["hits"],
+            json!({"armed": 1, "symlink": 1, "disambiguated": 1})
+        );
+        assert_eq!(r["results"], json!([2, 2, 1]));
+        if i.version.1 >= 12 {
+            assert_eq!(r["no_tool"]["status"], "error");
+            assert!(
+                r["no_tool"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no free sys.monitoring tool id")
+            );
+            assert_eq!(r["after_tools_freed"], "armed");
+        }
+    });
+}
