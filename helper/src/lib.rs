@@ -91,8 +91,9 @@ fn flush(py: Python<'_>, timeout: f64) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.detach(move || {
         // The queue may be full: wait for room, then for the acknowledgement.
-        tx.send_deadline(output::Msg::Flush(s), deadline).is_ok()
-            && r.recv_deadline(deadline).is_ok()
+        let sent = tx.send_deadline(output::Msg::Flush(s), deadline).is_ok();
+        output::wake();
+        sent && r.recv_deadline(deadline).is_ok()
     })
 }
 

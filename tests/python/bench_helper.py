@@ -53,8 +53,15 @@ def per_call_ns(fn, reps, *a):
     return (time.perf_counter_ns() - t0) / reps
 
 
-def median_of(samples_fn, rounds=15):
-    return statistics.median(samples_fn() for _ in range(rounds))
+def paired(setup_a, setup_b, measure, rounds=21):
+    """Alternates configurations a and b (the machine is shared and noisy); median of each."""
+    a, b = [], []
+    for _ in range(rounds):
+        setup_a()
+        a.append(measure())
+        setup_b()
+        b.append(measure())
+    return statistics.median(a), statistics.median(b)
 
 
 def main():
@@ -63,49 +70,46 @@ def main():
     unlimited = {"rate": 1e12, "burst": 1e12}
     fast = {"process_rate": 1e12, "cpu_budget": 1.0, "queue_capacity": 1 << 20}
     out = {"python": sys.version.split()[0]}
+    ref_call = lambda: per_call_ns(at_depth, 500, 20, reference, 1)  # noqa: E731
+    none = lambda: h.set_breakpoints([])  # noqa: E731
 
-    # Baseline: the reference call at depth 20 without breakpoints.
-    base = median_of(lambda: per_call_ns(at_depth, 2000, 20, reference, 1))
+    def bp(bp_id, line, limits, condition=None):
+        spec = {"id": bp_id, "file": "bench_helper.py", "line": line, "limits": limits}
+        if condition:
+            spec["condition"] = condition
+        return lambda: arm([spec], fast)
 
-    # 1. Snapshot.
-    arm([{"id": "snap", "file": "bench_helper.py", "line": ref_line, "limits": unlimited}], fast)
+    # 1. Snapshot: time inside the helper, from the hits themselves.
+    bp("snap", ref_line, unlimited)()
     SINK.clear()
-    with_snap = median_of(lambda: per_call_ns(at_depth, 200, 20, reference, 1))
+    for _ in range(2000):
+        at_depth(20, reference, 1)
     hits = SINK.hits("snap")
-    cap = [x["$capture_us"] for x in hits]
+    cap = sorted(x["$capture_us"] for x in hits)
     out["snapshot_capture_us_median"] = statistics.median(cap)
-    out["snapshot_capture_us_p90"] = sorted(cap)[int(len(cap) * 0.9)]
-    out["snapshot_hit_wall_us_median"] = (with_snap - base) / 1000
+    out["snapshot_capture_us_p10"] = cap[len(cap) // 10]
+    out["snapshot_capture_us_p90"] = cap[len(cap) * 9 // 10]
     out["snapshot_stack_depth"] = len(hits[0]["$stack_trace"])
     out["snapshot_locals"] = len(hits[0]["$locals_variables"])
     out["snapshot_bytes"] = len(next(t for k, t in SINK.msgs if k == "hit"))
-
-    # 2. Rate-limited hit (bucket empty: rate ~0).
-    arm([{"id": "rl", "file": "bench_helper.py", "line": ref_line,
-          "limits": {"rate": 1e-9, "burst": 1}}], fast)
-    rl = median_of(lambda: per_call_ns(at_depth, 2000, 20, reference, 1))
+    # Wall time of a captured hit on the application thread (no sink: production path).
+    h.set_sink(None)
+    base, snap = paired(none, bp("snap", ref_line, unlimited), ref_call)
+    out["snapshot_hit_wall_us"] = (snap - base) / 1000
+    # 2. Rate-limited hit (bucket empty).
+    base, rl = paired(none, bp("rl", ref_line, {"rate": 1e-9, "burst": 1}), ref_call)
     out["rate_limited_hit_us"] = (rl - base) / 1000
-
     # 3. Condition false.
-    arm([{"id": "cf", "file": "bench_helper.py", "line": ref_line, "condition": "n > 5",
-          "limits": unlimited}], fast)
-    cf = median_of(lambda: per_call_ns(at_depth, 2000, 20, reference, 1))
+    base, cf = paired(none, bp("cf", ref_line, unlimited, "n > 5"), ref_call)
     out["condition_false_hit_us"] = (cf - base) / 1000
     out["baseline_call_us"] = base / 1000
+    # 4. Slowdown of the rest of a function (its breakpoint line rate-limited).
+    loop_call = lambda: per_call_ns(loop_fn, 100, 1000)  # noqa: E731
+    base, armed = paired(none, bp("lp", loop_line, {"rate": 1e-9, "burst": 1}), loop_call)
+    out["loop_fn_us"] = base / 1000
+    out["loop_fn_armed_us"] = armed / 1000
+    out["armed_slowdown_pct"] = (armed - base) / base * 100
     h.set_breakpoints([])
-
-    # 4. Slowdown of the rest of a function (breakpoint rate-limited, 1000-iteration loop).
-    loop_base = median_of(lambda: per_call_ns(loop_fn, 200, 1000))
-    arm([{"id": "lp", "file": "bench_helper.py", "line": loop_line,
-          "limits": {"rate": 1e-9, "burst": 1}}], fast)
-    loop_fn(10)
-    loop_armed = median_of(lambda: per_call_ns(loop_fn, 200, 1000))
-    h.set_breakpoints([])
-    loop_after = median_of(lambda: per_call_ns(loop_fn, 200, 1000))
-    out["loop_fn_us"] = loop_base / 1000
-    out["loop_fn_armed_us"] = loop_armed / 1000
-    out["armed_slowdown_pct"] = (loop_armed - loop_base) / loop_base * 100
-    out["loop_fn_after_removal_us"] = loop_after / 1000
     result(out)
 
 
