@@ -594,6 +594,7 @@ fn apply_inner(
         b.cpu = CpuBudget::new(s.cpu_budget);
         drop(b);
         HOT.lock().redactor = Arc::new(Redactor::new(&s.redact_add, &s.redact_exclude));
+        crate::capture::clear_redact_cache();
     }
     let mut to_resolve: Vec<usize> = Vec::new();
     if let Some(d) = desired {

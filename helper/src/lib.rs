@@ -103,6 +103,7 @@ fn shutdown(py: Python<'_>) {
     control::shutdown(py);
     types::clear();
     hot::clear_code_info();
+    capture::clear_redact_cache();
 }
 
 /// `os.register_at_fork(after_in_child=...)`: the helper thread does not survive a fork.
