@@ -64,8 +64,8 @@ struct Managed {
 struct Armed {
     code: Py<PyAny>,
     lines: BTreeSet<u32>,
-    /// 3.11: the swapped-in instrumented copy.
-    swap: Option<crate::py311::Swap>,
+    /// 3.11: the swap that put the instrumented copy in place, and that copy.
+    swap: Option<(crate::py311::Swap, Py<PyAny>)>,
 }
 
 struct State {
@@ -484,7 +484,7 @@ fn arm_code(
     st: &mut State,
     code: &Py<PyAny>,
     lines: &BTreeSet<u32>,
-) -> Result<Option<crate::py311::Swap>, String> {
+) -> Result<Option<(crate::py311::Swap, Py<PyAny>)>, String> {
     if py_minor() >= 12 {
         let id = st.tool_id.ok_or("no tool id")?;
         let mut ev = event(py, "LINE").map_err(|e| e.to_string())?;
@@ -501,12 +501,12 @@ fn arm_code(
         let new = crate::py311::instrument(py, code.bind(py), &lines, cb.bind(py))
             .map_err(|e| e.to_string())?;
         let swap = crate::py311::swap_in(py, code.bind(py), &new).map_err(|e| e.to_string())?;
-        Ok(Some(swap))
+        Ok(Some((swap, new.unbind())))
     }
 }
 
 fn disarm(py: Python<'_>, st: &State, a: Armed) {
-    if let Some(swap) = a.swap {
+    if let Some((swap, _instrumented)) = a.swap {
         if let Err(e) = swap.restore(py) {
             e.print(py);
         }
@@ -652,8 +652,26 @@ fn apply_inner(
         let idx = resolve::scan(py)?;
         st.last_scan_us = idx.scan_us;
         st.last_scan_objects = idx.objects_scanned;
+        // 3.11: functions now run our instrumented copies; a scan finds those, so map them back
+        // to the originals the table and the swaps are keyed by.
+        let originals: crate::fasthash::FastMap<usize, Py<PyAny>> = st
+            .armed
+            .values()
+            .filter_map(|a| {
+                a.swap
+                    .as_ref()
+                    .map(|(_, new)| (new.as_ptr() as usize, a.code.clone_ref(py)))
+            })
+            .collect();
         for i in to_resolve {
             let (codes, status) = resolve_bp(py, &idx, &st.bps[i].bp);
+            let codes: Vec<Py<PyAny>> = codes
+                .into_iter()
+                .map(|c| match originals.get(&(c.as_ptr() as usize)) {
+                    Some(orig) => orig.clone_ref(py),
+                    None => c,
+                })
+                .collect();
             let m = &mut st.bps[i];
             // On reload the old code objects may still run (old references): keep them armed.
             for c in codes {
@@ -884,11 +902,7 @@ fn stats_json_locked(py: Python<'_>) -> Option<String> {
     if st.bps.is_empty() {
         return None;
     }
-    let v: Vec<serde_json::Value> = st
-        .bps
-        .iter()
-        .map(|m| json!({"id": m.bp.spec.id, "counters": m.bp.counters.to_json()}))
-        .collect();
+    let v: Vec<serde_json::Value> = st.bps.iter().map(status_json).collect();
     Some(json!({"breakpoints": v, "pid": std::process::id()}).to_string())
 }
 
