@@ -109,9 +109,7 @@ fn shutdown(py: Python<'_>) {
 /// `os.register_at_fork(after_in_child=...)`: the helper thread does not survive a fork.
 #[pyfunction]
 fn _after_fork_child() {
-    if let Some(f) = output::FACTS.get() {
-        f.lock().pid = std::process::id();
-    }
+    output::PID.store(std::process::id(), SeqCst);
     control::after_fork();
     output::write_control_ack(None);
 }
@@ -149,10 +147,8 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
         vi.getattr("micro")?.extract()?,
     );
     let _ = hot::PY_MINOR.set(minor);
-    let _ = output::FACTS.set(parking_lot::Mutex::new(output::ProcessFacts {
-        pid: std::process::id(),
-        python_version: format!("{major}.{minor}.{micro}"),
-    }));
+    output::PID.store(std::process::id(), SeqCst);
+    let _ = output::PYTHON_VERSION.set(format!("{major}.{minor}.{micro}"));
     hot::now_ns();
     let os = py.import("os")?;
     let kwargs = pyo3::types::PyDict::new(py);

@@ -91,7 +91,6 @@ fn spawn(r: Receiver<Msg>) {
         .name("ldbg-helper".into())
         .spawn(move || {
             THREAD_ALIVE.store(true, SeqCst);
-            *HELPER.lock() = Some(std::thread::current());
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
             if let Err(p) = res {
                 let msg = p
@@ -105,8 +104,13 @@ fn spawn(r: Receiver<Msg>) {
                 THREAD_ALIVE.store(false, SeqCst);
             }
         });
-    if res.is_err() {
-        PROCESS.dropped.fetch_add(1, Relaxed);
+    match res {
+        // Recorded by the spawning thread (which holds the GIL): the helper thread itself never
+        // takes this lock, so a fork cannot find it held.
+        Ok(handle) => *HELPER.lock() = Some(handle.thread().clone()),
+        Err(_) => {
+            PROCESS.dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -331,13 +335,11 @@ pub fn sender() -> Option<Sender<Msg>> {
     TX.lock().clone()
 }
 
-/// Process facts added to every hit.
-pub struct ProcessFacts {
-    pub pid: u32,
-    pub python_version: String,
-}
-
-pub static FACTS: OnceLock<Mutex<ProcessFacts>> = OnceLock::new();
+/// The process id hits report (updated in a forked child); lock-free because the helper thread
+/// reads it without the GIL and a fork may happen at any moment.
+pub static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// `major.minor.micro` of the interpreter.
+pub static PYTHON_VERSION: OnceLock<String> = OnceLock::new();
 
 fn rfc3339(unix_ns: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
@@ -409,11 +411,11 @@ pub fn encode_hit(s: &Snapshot) -> String {
         o.push_str(",\"$condition\":");
         encode_str(&mut o, &c.source);
     }
-    if let Some(f) = FACTS.get() {
-        let f = f.lock();
-        let _ = write!(o, ",\"$pid\":{},\"$python_version\":", f.pid);
-        encode_str(&mut o, &f.python_version);
-    }
+    let _ = write!(o, ",\"$pid\":{},\"$python_version\":", PID.load(Relaxed));
+    encode_str(
+        &mut o,
+        PYTHON_VERSION.get().map(String::as_str).unwrap_or_default(),
+    );
     o.push('}');
     o
 }
