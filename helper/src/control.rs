@@ -508,7 +508,12 @@ fn arm_code(
 fn disarm(py: Python<'_>, st: &State, a: Armed) {
     if let Some((swap, _instrumented)) = a.swap {
         if let Err(e) = swap.restore(py) {
-            e.print(py);
+            // Reported to the agent; never printed into the application's stderr.
+            send_json(
+                message_kind::STATUS,
+                json!({"error": format!("could not restore the original code object: {e}")})
+                    .to_string(),
+            );
         }
     } else if let Some(id) = st.tool_id {
         let _ = monitoring(py)

@@ -191,7 +191,12 @@ pub extern "C" fn ldbg_attach() -> std::ffi::c_int {
             }
             Python::attach(|py| {
                 if let Err(e) = import_self(py) {
-                    e.print(py);
+                    // No queue exists yet: emit directly for the agent.
+                    let msg = serde_json::json!({"error": format!("ldbg_attach: importing the helper failed: {e}")});
+                    output::emit_chunks(
+                        libdebugger_common::helper_abi::message_kind::STATUS,
+                        msg.to_string().as_bytes(),
+                    );
                 }
             });
         });

@@ -98,7 +98,8 @@ fn spawn(r: Receiver<Msg>) {
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                eprintln!("libdebugger: helper thread stopped: {msg}");
+                let msg = serde_json::json!({"error": format!("helper thread stopped: {msg}")});
+                emit_chunks(message_kind::STATUS, msg.to_string().as_bytes());
             }
             if THREAD_GEN.load(SeqCst) == generation {
                 THREAD_ALIVE.store(false, SeqCst);
