@@ -633,15 +633,24 @@ unsafe fn int_value(py: Python<'_>, o: *mut ffi::PyObject) -> Value {
 }
 
 /// `int.bit_length(o)` through `int`'s own method (never a subclass override).
+static BIT_LENGTH: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
+
+/// Resolves `int.bit_length` at module load.
+pub fn init(py: Python<'_>) {
+    let _ = int_bit_length(py, std::ptr::null_mut());
+}
+
 fn int_bit_length(py: Python<'_>, o: *mut ffi::PyObject) -> Option<u64> {
-    static M: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
-    let m = M.get_or_init(|| {
+    let m = BIT_LENGTH.get_or_init(|| {
         py.get_type::<pyo3::types::PyInt>()
             .getattr("bit_length")
             .ok()
             .map(Bound::unbind)
     });
     let m = m.as_ref()?.bind(py);
+    if o.is_null() {
+        return None;
+    }
     // SAFETY: o is a live int; borrowed into a Bound for the call.
     let arg = unsafe { Bound::from_borrowed_ptr(py, o) };
     match m.call1((arg,)) {

@@ -147,6 +147,8 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
         vi.getattr("micro")?.extract()?,
     );
     let _ = hot::PY_MINOR.set(minor);
+    types::init(py);
+    capture::init(py);
     output::PID.store(std::process::id(), SeqCst);
     let _ = output::PYTHON_VERSION.set(format!("{major}.{minor}.{micro}"));
     hot::now_ns();

@@ -31,9 +31,17 @@ pub fn clear() {
 }
 
 /// `types.MemberDescriptorType` (the C type of `__slots__` entries).
+/// `types.MemberDescriptorType`, resolved by [`init`] at module load (never on the hit path:
+/// an import there could run user code through an overridden `__import__`).
+static MEMBER_DESCRIPTOR: OnceLock<usize> = OnceLock::new();
+
+/// Resolves what the hit path needs from the `types` module. Called at module load.
+pub fn init(py: Python<'_>) {
+    member_descriptor_type(py);
+}
+
 fn member_descriptor_type(py: Python<'_>) -> *mut ffi::PyTypeObject {
-    static T: OnceLock<usize> = OnceLock::new();
-    let t = *T.get_or_init(|| {
+    let t = *MEMBER_DESCRIPTOR.get_or_init(|| {
         py.import("types")
             .and_then(|m| m.getattr("MemberDescriptorType"))
             .map(|t| {
