@@ -976,7 +976,7 @@ pub fn after_fork() {
 pub fn queue_capacity(py: Python<'_>) -> usize {
     lock_state(py)
         .map(|s| s.settings.queue_capacity)
-        .unwrap_or(1024)
+        .unwrap_or(256)
 }
 
 static LAST_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -473,7 +473,7 @@ fn new_code_info(py: Python<'_>, code: *mut ffi::PyObject) -> CodeInfo {
 unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>, Arc<str>, i32)> {
     let mut out = Vec::with_capacity(32);
     let mut cache = CODE_INFO.lock();
-    if cache.len() > 8192 {
+    if cache.len() > 4096 {
         cache.clear();
     }
     // SAFETY: each frame is held by a new reference while used; codes likewise. Nothing here
@@ -493,7 +493,7 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
                     Some(l) => *l,
                     None => {
                         let l = ffi::PyFrame_GetLineNumber(f);
-                        if info.lines.len() < 4096 {
+                        if info.lines.len() < 128 {
                             info.lines.insert(lasti, l);
                         }
                         l
