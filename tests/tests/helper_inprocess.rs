@@ -86,6 +86,20 @@ fn helper_removal_leaves_no_residue() {
         assert_eq!(r["hits_after"], 0, "{}: {r}", i.label);
         assert_eq!(r["result_after"], 42, "{}: {r}", i.label);
         assert_eq!(r["finders"], 0, "{}: {r}", i.label);
+        // The agent learns the armed code objects (to watch them in the kernel) and statuses.
+        assert_eq!(
+            r["code_objects_msg"],
+            json!([{"id": "r", "code_objects": [r["f_code_addr"]]}]),
+            "{}: {r}",
+            i.label
+        );
+        assert!(
+            r["status_msg_ids"]
+                .as_array()
+                .is_some_and(|v| v.contains(&json!("r"))),
+            "{}: {r}",
+            i.label
+        );
         assert_eq!(r["status_after"]["breakpoints"], json!([]));
         assert_eq!(r["status_after"]["process"]["armed_code_objects"], 0);
         if i.version.1 >= 12 {
