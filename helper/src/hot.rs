@@ -476,6 +476,52 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
     if cache.len() > 4096 {
         cache.clear();
     }
+    let mut entry = |code: *mut ffi::PyObject, lasti: i32, line: &mut dyn FnMut() -> i32| {
+        let info = cache
+            .entry(code as usize)
+            .or_insert_with(|| new_code_info(py, code));
+        let l = match info.lines.get(&lasti) {
+            Some(l) => *l,
+            None => {
+                let l = line();
+                if info.lines.len() < 128 {
+                    info.lines.insert(lasti, l);
+                }
+                l
+            }
+        };
+        (info.file.clone(), info.qual.clone(), l)
+    };
+    // 3.12/3.13: walk the interpreter frames directly (no frame object is created for the
+    // callers, which PyFrame_GetBack would allocate and the application would later free).
+    if let (12 | 13, Some(api)) = (py_minor(), crate::ffi::interp_frame_api()) {
+        use crate::ffi::frame_layout::*;
+        // SAFETY: `frame` is the live current frame object; its interpreter frame chain is
+        // stable while we hold the GIL and run no Python code. Offsets are those of 3.12/3.13
+        // (see `frame_layout`); CSTACK-owned shim frames are skipped as CPython does.
+        unsafe {
+            let mut f = *((frame as *const u8).add(FRAME_OBJECT_F_FRAME) as *const *mut u8);
+            let mut n = 0;
+            while !f.is_null() && out.len() < 64 && n < 10_000 {
+                n += 1;
+                let owner = *f.add(INTERP_OWNER);
+                if owner != OWNED_BY_CSTACK {
+                    let code = (api.get_code)(f.cast());
+                    if !code.is_null() {
+                        if crate::types::is_code(code) {
+                            let lasti = (api.get_lasti)(f.cast());
+                            out.push(entry(code, lasti, &mut || (api.get_line)(f.cast())));
+                        }
+                        ffi::Py_DECREF(code);
+                    } else {
+                        ffi::PyErr_Clear();
+                    }
+                }
+                f = *(f.add(INTERP_PREVIOUS) as *const *mut u8);
+            }
+        }
+        return out;
+    }
     // SAFETY: each frame is held by a new reference while used; codes likewise. Nothing here
     // runs Python code, so holding the cache lock is safe.
     unsafe {
@@ -484,22 +530,10 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
         while !f.is_null() && out.len() < 64 {
             let code = ffi::PyFrame_GetCode(f);
             if !code.is_null() {
-                let key = code as usize;
-                let info = cache
-                    .entry(key)
-                    .or_insert_with(|| new_code_info(py, code.cast()));
                 let lasti = crate::ffi::PyFrame_GetLasti(f);
-                let line = match info.lines.get(&lasti) {
-                    Some(l) => *l,
-                    None => {
-                        let l = ffi::PyFrame_GetLineNumber(f);
-                        if info.lines.len() < 128 {
-                            info.lines.insert(lasti, l);
-                        }
-                        l
-                    }
-                };
-                out.push((info.file.clone(), info.qual.clone(), line));
+                out.push(entry(code.cast(), lasti, &mut || {
+                    ffi::PyFrame_GetLineNumber(f)
+                }));
                 ffi::Py_DECREF(code.cast());
             }
             let back = crate::ffi::PyFrame_GetBack(f);

@@ -35,9 +35,33 @@ pub fn clear() {
 /// an import there could run user code through an overridden `__import__`).
 static MEMBER_DESCRIPTOR: OnceLock<usize> = OnceLock::new();
 
+/// `types.CodeType`, resolved by [`init`].
+static CODE_TYPE: OnceLock<usize> = OnceLock::new();
+
 /// Resolves what the hit path needs from the `types` module. Called at module load.
 pub fn init(py: Python<'_>) {
     member_descriptor_type(py);
+    CODE_TYPE.get_or_init(|| {
+        py.import("types")
+            .and_then(|m| m.getattr("CodeType"))
+            .map(|t| {
+                let p = t.as_ptr() as usize;
+                // A builtin type: keep the reference for the life of the process.
+                std::mem::forget(t);
+                p
+            })
+            .unwrap_or(0)
+    });
+}
+
+/// Whether `o` is exactly a code object.
+///
+/// # Safety
+/// `o` is a live object.
+pub unsafe fn is_code(o: *mut ffi::PyObject) -> bool {
+    let t = CODE_TYPE.get().copied().unwrap_or(0);
+    // SAFETY: reading the type of a live object.
+    t != 0 && unsafe { ffi::Py_TYPE(o) } as usize == t
 }
 
 fn member_descriptor_type(py: Python<'_>) -> *mut ffi::PyTypeObject {

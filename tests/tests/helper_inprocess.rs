@@ -341,3 +341,19 @@ fn helper_statuses_are_actionable() {
         }
     });
 }
+
+#[test]
+fn helper_stack_matches_the_interpreter() {
+    on_each_interpreter("stack.py", 11, |i, r| {
+        assert_eq!(r["hits"], 8, "{}: {r}", i.label);
+        assert_eq!(r["expected"], 8, "{}: {r}", i.label);
+        for c in r["cases"].as_array().expect("cases") {
+            assert_eq!(c["same"], true, "{}: {c}", i.label);
+        }
+        assert_eq!(
+            r["cases"][6]["depth"], 64,
+            "{}: capped at 64 frames",
+            i.label
+        );
+    });
+}
