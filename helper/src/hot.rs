@@ -414,7 +414,10 @@ fn capture(
     let stack = unsafe { stack(py, frame) };
     // SAFETY: GIL held.
     let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
-    let thread_name = thread_name(py, thread_id);
+    let mut thread_name = thread_name(py, thread_id);
+    if thread_name.is_empty() && MAIN_THREAD_IDENT.get() == Some(&thread_id) {
+        thread_name = "MainThread".into();
+    }
     Snapshot {
         bp: bp.clone(),
         locals,
@@ -545,6 +548,40 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
         }
     }
     out
+}
+
+/// The main thread's ident (resolved at module load), named "MainThread" even when `threading`
+/// was never imported.
+pub static MAIN_THREAD_IDENT: OnceLock<u64> = OnceLock::new();
+
+/// Resolves [`MAIN_THREAD_IDENT`] (`_thread._get_main_thread_ident`, 3.12+; else `threading`
+/// if already imported; else the current thread when it is the process's initial thread).
+pub fn init_main_thread(py: Python<'_>) {
+    let ident = py
+        .import("_thread")
+        .and_then(|t| t.call_method0("_get_main_thread_ident"))
+        .and_then(|i| i.extract::<u64>())
+        .ok()
+        .or_else(|| {
+            let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+            let threading = modules.get_item("threading").ok()?;
+            threading
+                .call_method0("main_thread")
+                .ok()?
+                .getattr("ident")
+                .ok()?
+                .extract::<u64>()
+                .ok()
+        })
+        .or_else(|| {
+            // SAFETY: getpid/gettid have no preconditions.
+            let initial = unsafe { libc::getpid() == libc::gettid() };
+            // SAFETY: GIL held.
+            initial.then(|| unsafe { ffi::PyThread_get_thread_ident() } as u64)
+        });
+    if let Some(i) = ident {
+        let _ = MAIN_THREAD_IDENT.set(i);
+    }
 }
 
 /// The thread's name from `threading._active` (read from the dicts, no user code); the main

@@ -101,6 +101,10 @@ fn flush(py: Python<'_>, timeout: f64) -> bool {
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
     control::shutdown(py);
+    // Deliver what is queued, then stop the helper thread (set_breakpoints starts a new one).
+    let _ = flush(py, 2.0);
+    output::stop_thread();
+    *output::SINK.lock() = None;
     types::clear();
     hot::clear_code_info();
     capture::clear_redact_cache();
@@ -149,6 +153,7 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = hot::PY_MINOR.set(minor);
     types::init(py);
     capture::init(py);
+    hot::init_main_thread(py);
     output::PID.store(std::process::id(), SeqCst);
     let _ = output::PYTHON_VERSION.set(format!("{major}.{minor}.{micro}"));
     hot::now_ns();

@@ -83,6 +83,8 @@ pub fn after_fork(capacity: usize) {
 pub fn stop_thread() {
     THREAD_GEN.fetch_add(1, SeqCst);
     TX.lock().take();
+    THREAD_ALIVE.store(false, SeqCst);
+    wake();
 }
 
 fn spawn(r: Receiver<Msg>) {
