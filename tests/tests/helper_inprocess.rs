@@ -357,3 +357,16 @@ fn helper_stack_matches_the_interpreter() {
         );
     });
 }
+
+#[test]
+fn helper_stress_changes_while_running() {
+    on_each_interpreter("stress.py", 11, |i, r| {
+        assert_eq!(r["errors"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["callback_errors"], 0, "{}: {r}", i.label);
+        assert_eq!(r["import_hook_errors"], 0, "{}: {r}", i.label);
+        assert!(u(&r["callbacks"]) > 0, "{}: {r}", i.label);
+        assert!(u(&r["hits_delivered"]) > 0, "{}: {r}", i.label);
+        assert_eq!(r["tool_after"], Value::Null, "{}: {r}", i.label);
+        assert_eq!(r["finders_after"], 0, "{}: {r}", i.label);
+    });
+}
