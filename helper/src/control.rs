@@ -231,8 +231,9 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Stat
     for f in &groups[0].1 {
         if let Some(entries) = idx.by_file.get(*f) {
             for e in entries {
-                all_lines.extend(e.lines.iter().copied());
-                if e.lines.contains(&line) {
+                let lines = e.lines(py);
+                all_lines.extend(lines.iter().copied());
+                if lines.contains(&line) {
                     codes.push(e.code.clone_ref(py));
                 }
             }
