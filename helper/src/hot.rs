@@ -239,11 +239,11 @@ unsafe fn callback_body(
     // SAFETY: nargs >= 2 checked above.
     let (code, line) = unsafe { (*args, *args.add(1)) };
     // SAFETY: GIL held; the borrowed current frame is only compared by address.
-    let frame = unsafe { ffi::PyEval_GetFrame() } as usize;
+    let current_frame = || unsafe { ffi::PyEval_GetFrame() } as usize;
     let line = if start {
         match HOT.lock().start_lines.get(&(code as usize)) {
             Some(l) => {
-                LAST_START.with(|c| c.set((frame, code as usize)));
+                LAST_START.with(|c| c.set((current_frame(), code as usize)));
                 *l as std::ffi::c_long
             }
             None => return true,
@@ -253,8 +253,8 @@ unsafe fn callback_body(
         let line = unsafe { ffi::PyLong_AsLong(line) };
         // 3.13 sometimes also reports LINE for the first line after PY_START in the same frame:
         // that entry was already counted.
-        if LAST_START.with(|c| c.get()) == (frame, code as usize)
-            && HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+        if HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+            && LAST_START.with(|c| c.get()) == (current_frame(), code as usize)
         {
             LAST_START.with(|c| c.set((0, 0)));
             return false;
@@ -286,11 +286,13 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
     let bp = &b.bp;
     let hit_count = bp.counters.hits.fetch_add(1, Relaxed) + 1;
     // SAFETY: GIL held; PyEval_GetFrame returns the borrowed current frame (the one that hit).
-    let frame = unsafe { ffi::PyEval_GetFrame() };
-    if frame.is_null() {
-        return;
-    }
+    // Fetched only when needed: on 3.12+ it materialises a frame object.
+    let current_frame = || unsafe { ffi::PyEval_GetFrame() };
     if let Some(cond) = &bp.condition {
+        let frame = current_frame();
+        if frame.is_null() {
+            return;
+        }
         let mut scope = Scope::new(py, frame, &bp.cond_names, &b.is_local);
         match eval_condition(cond, &mut scope) {
             Ok(true) => {}
@@ -331,6 +333,10 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
         }
     }
     bp.throttled_now.store(false, Relaxed);
+    let frame = current_frame();
+    if frame.is_null() {
+        return;
+    }
     let start = Instant::now();
     let snap = capture(py, frame, bp, redactor, start, hit_count);
     let spent = start.elapsed().as_nanos() as u64;
