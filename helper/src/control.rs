@@ -496,6 +496,9 @@ fn arm_code(
             .and_then(|m| m.call_method1("set_local_events", (id, code.bind(py), ev)))
             .map_err(|e| e.to_string())?;
         Ok(None)
+    } else if MANUAL_HOOK.load(SeqCst) {
+        // Test mode (see `set_manual_hook`): the code stays as it is; the test calls the hook.
+        Ok(None)
     } else {
         let cb = callback(py, st).map_err(|e| e.to_string())?;
         let lines: Vec<u32> = lines.iter().copied().collect();
@@ -504,6 +507,19 @@ fn arm_code(
         let swap = crate::py311::swap_in(py, code.bind(py), &new).map_err(|e| e.to_string())?;
         Ok(Some((swap, new.unbind())))
     }
+}
+
+/// 3.11 test mode: "arm" without patching, so tests can drive the hit path on 3.11 by calling
+/// the hook themselves, exactly as the patched bytecode will (`hook(code, line)`).
+static MANUAL_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Enables the 3.11 test mode and returns the hook (the same callback the patcher inserts).
+pub fn set_manual_hook(py: Python<'_>, on: bool) -> PyResult<Py<PyAny>> {
+    MANUAL_HOOK.store(on, SeqCst);
+    let Some(mut st) = lock_state(py) else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("busy"));
+    };
+    callback(py, &mut st)
 }
 
 fn disarm(py: Python<'_>, st: &State, a: Armed) {

@@ -110,6 +110,15 @@ fn shutdown(py: Python<'_>) {
     capture::clear_redact_cache();
 }
 
+/// Tests only (3.11, until the bytecode patcher is merged): breakpoints are recorded without
+/// patching, and the returned hook — the very callback the patcher inserts as
+/// `hook(code, line)` — is called by the test at the breakpoint line.
+#[pyfunction]
+#[pyo3(signature = (on=true))]
+fn _test_manual_hook(py: Python<'_>, on: bool) -> PyResult<Py<PyAny>> {
+    control::set_manual_hook(py, on)
+}
+
 /// `os.register_at_fork(after_in_child=...)`: the helper thread does not survive a fork.
 #[pyfunction]
 fn _after_fork_child() {
@@ -133,6 +142,7 @@ fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_manual_hook, m)?)?;
     m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
     init_process(py, m)?;
     Ok(())

@@ -370,3 +370,28 @@ fn helper_stress_changes_while_running() {
         assert_eq!(r["finders_after"], 0, "{}: {r}", i.label);
     });
 }
+
+/// 3.11 interpreters only: the hit path driven through the hook the patcher will insert.
+#[test]
+fn helper_py311_hit_path_through_the_hook() {
+    on_each_interpreter("py311_hook.py", 11, |i, r| {
+        assert_eq!(r["results"], json!([9, 15]), "{}: {r}", i.label);
+        assert_eq!(
+            r["fired"],
+            json!({"plain": 2, "cond_true": 2, "glob": 2}),
+            "{}: {r}",
+            i.label
+        );
+        assert_eq!(r["counters"]["cond_false"]["condition_false"], 2);
+        assert_eq!(r["counters"]["cond_err"]["condition_errors"], 2);
+        let l = &r["locals"];
+        assert_eq!(l["n"], 3);
+        assert_eq!(l["cell"], 6, "{}: cell variable captured: {r}", i.label);
+        assert_eq!(l["password"], "[redacted]");
+        assert_eq!(l["obj"]["token"], "[redacted]");
+        assert_eq!(l["obj"]["a"], json!([1, 2, {"k": "v"}]));
+        assert_eq!(r["stack"][0][1], "target");
+        assert_eq!(r["stack"][1][1], "main");
+        assert_eq!(r["threads"], json!(["MainThread", "worker-311"]));
+    });
+}
