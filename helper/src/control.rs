@@ -695,12 +695,15 @@ fn apply_inner(
                 })
                 .collect();
             let m = &mut st.bps[i];
-            // On reload the old code objects may still run (old references): keep them armed.
+            // The scan found every code object that can still run (old versions still referenced
+            // after a reload included); anything else is released.
+            let mut unique: Vec<Py<PyAny>> = Vec::with_capacity(codes.len());
             for c in codes {
-                if !m.codes.iter().any(|x| x.as_ptr() == c.as_ptr()) {
-                    m.codes.push(c);
+                if !unique.iter().any(|x| x.as_ptr() == c.as_ptr()) {
+                    unique.push(c);
                 }
             }
+            m.codes = unique;
             m.status = if m.codes.is_empty() {
                 status
             } else {

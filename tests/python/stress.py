@@ -10,7 +10,7 @@ import time
 
 from ldbg_testlib import SINK, h, line_of, result, skip_if_unmerged
 
-DURATION = 3.0
+DURATION = float(__import__("os").environ.get("LDBG_STRESS_SECONDS", "3"))
 stop = threading.Event()
 errors = []
 
