@@ -72,6 +72,9 @@ fn helper_deferred_import_and_reload() {
         assert_eq!(r["code_objects_after_reload"], 2, "{}: {r}", i.label);
         assert_eq!(r["hits_after_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["reload_local_x"], 3, "{}: {r}", i.label);
+        assert_eq!(r["old_function_hits"], json!([5]), "{}: {r}", i.label);
+        // Code nothing can run any more is released on re-resolution.
+        assert_eq!(r["code_objects_after_second_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["finders_after_removal"], 0, "{}: {r}", i.label);
         assert_eq!(r["hook_errors"], 0, "{}: {r}", i.label);
     });
