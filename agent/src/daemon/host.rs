@@ -22,6 +22,13 @@ impl Platform for Host {
         ProcessFacts::read(pid)
     }
 
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        procfs::process::Process::new(pid)
+            .and_then(|p| p.stat())
+            .map(|s| s.starttime)
+            .ok()
+    }
+
     fn inspect(&self, pid: i32) -> Option<Result<ProcessInfo, String>> {
         match python::inspect(pid) {
             Ok(p) => Some(Ok(ProcessInfo {
