@@ -521,7 +521,10 @@ impl Owner {
                     ("$process_person_profile".to_string(), json!(false)),
                 ];
                 match Event::hit_from_json(&self.distinct_id, &msg.data, ext) {
-                    Ok(event) => self.deliver(event),
+                    Ok(event) => {
+                        self.tracker.on_hit(pid, &event.properties);
+                        self.deliver(event);
+                    }
                     Err(e) => tracing::warn!(pid, "unreadable hit from the helper: {e}"),
                 }
             }
@@ -558,17 +561,20 @@ impl Owner {
             return;
         }
         if !bpf.traced().any(|p| p == pid) {
-            match crate::python::inspect(pid) {
-                Ok(p) => {
-                    if let Err(e) = bpf.trace_process(&p, ENTRIES_BUDGET_PER_SEC) {
-                        tracing::warn!(pid, "frame-entry probe not attached: {e}");
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(pid, "frame-entry probe not attached: {e}");
-                    return;
-                }
+            // The registry's introspection of this process (symbols, offsets).
+            let Some(process) = self
+                .registry
+                .entries
+                .get(&pid)
+                .and_then(|e| e.info.as_ref())
+                .and_then(|i| i.process.clone())
+            else {
+                tracing::debug!(pid, "frame-entry probe not attached: process not inspected");
+                return;
+            };
+            if let Err(e) = bpf.trace_process(&process, ENTRIES_BUDGET_PER_SEC) {
+                tracing::warn!(pid, "frame-entry probe not attached: {e}");
+                return;
             }
         }
         for code in codes {

@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What introspection found out about a supported CPython process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ProcessInfo {
     pub exe: String,
     pub python_version: String,
+    /// The full introspection (symbols, offsets) the frame-entry probe needs; `None` for fakes.
+    pub process: Option<std::sync::Arc<crate::python::PythonProcess>>,
 }
 
 /// The host, as the registry sees it.
@@ -229,6 +231,7 @@ mod tests {
                 kind.map(|v| ProcessInfo {
                     exe: format!("/usr/bin/python-{pid}"),
                     python_version: v.into(),
+                    process: None,
                 })
                 .map_err(str::to_owned),
             )

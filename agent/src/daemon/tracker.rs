@@ -81,6 +81,26 @@ impl Tracker {
         }
     }
 
+    /// Applies the counters every hit carries (`$hit_count`, `$captured_count`,
+    /// `$condition_false_count`, `$rate_limited_count`), so `status` is current between the
+    /// helper's periodic STATS messages.
+    pub fn on_hit(&mut self, pid: i32, props: &Map<String, Value>) {
+        let Some(id) = props.get("$breakpoint_id").and_then(Value::as_str) else {
+            return;
+        };
+        let counters = &mut self.slot(id, pid).counters;
+        for (prop, name) in [
+            ("$hit_count", "hits"),
+            ("$captured_count", "captured"),
+            ("$condition_false_count", "condition_false"),
+            ("$rate_limited_count", "rate_limited"),
+        ] {
+            if let Some(n) = props.get(prop).and_then(Value::as_u64) {
+                counters.insert(name.into(), json!(n));
+            }
+        }
+    }
+
     /// Applies a CODE_OBJECTS message; returns the code object addresses now armed in `pid`.
     pub fn on_code_objects(&mut self, pid: i32, msg: &Value) -> Vec<u64> {
         let mut all = Vec::new();
@@ -275,6 +295,16 @@ mod tests {
         t.forget_process(2);
         assert_eq!(t.fold("b", true).status, "error");
         assert_eq!(t.fold("b", false).status, "disabled");
+    }
+
+    #[test]
+    fn hits_keep_the_counters_current() {
+        let mut t = Tracker::default();
+        let props = json!({"$breakpoint_id": "b", "$hit_count": 8, "$captured_count": 2, "$condition_false_count": 6});
+        t.on_hit(3, props.as_object().unwrap());
+        let view = t.view(&set());
+        assert_eq!(view[0]["counters"]["hits"], 8);
+        assert_eq!(view[0]["counters"]["condition_false"], 6);
     }
 
     #[test]
