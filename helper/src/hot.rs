@@ -421,7 +421,12 @@ fn capture(
     // SAFETY: GIL held.
     let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
     let mut thread_name = thread_name(py, thread_id);
-    if thread_name.is_empty() && MAIN_THREAD_IDENT.get() == Some(&thread_id) {
+    // SAFETY: getpid/gettid have no preconditions. (The initial OS thread is CPython's main
+    // thread; checked only when `threading` has no name for this thread, e.g. never imported.)
+    if thread_name.is_empty()
+        && (MAIN_THREAD_IDENT.get() == Some(&thread_id)
+            || unsafe { libc::getpid() == libc::gettid() })
+    {
         thread_name = "MainThread".into();
     }
     Snapshot {
