@@ -421,11 +421,14 @@ fn capture(
     // SAFETY: GIL held.
     let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
     let mut thread_name = thread_name(py, thread_id);
-    // SAFETY: getpid/gettid have no preconditions. (The initial OS thread is CPython's main
-    // thread; checked only when `threading` has no name for this thread, e.g. never imported.)
+    // The initial OS thread is CPython's main thread; checked only when `threading` has no name
+    // for this thread (e.g. it was never imported).
+    let on_initial_thread = || {
+        // SAFETY: getpid/gettid have no preconditions.
+        unsafe { libc::getpid() == libc::gettid() }
+    };
     if thread_name.is_empty()
-        && (MAIN_THREAD_IDENT.get() == Some(&thread_id)
-            || unsafe { libc::getpid() == libc::gettid() })
+        && (MAIN_THREAD_IDENT.get() == Some(&thread_id) || on_initial_thread())
     {
         thread_name = "MainThread".into();
     }
