@@ -13,6 +13,10 @@ fn u(v: &Value) -> u64 {
 fn helper_structural_function_every_line() {
     on_each_interpreter("structural.py", 11, |i, r| {
         assert_eq!(r["mismatches"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["count_mismatches"], json!([]), "{}: {r}", i.label);
+        // A breakpoint on a `def` line fires once per call, at entry, on every version.
+        assert_eq!(r["def_line_hits"], 1, "{}: {r}", i.label);
+        assert_eq!(r["nested_def_line_hits"], 6, "{}: {r}", i.label);
         assert_eq!(r["tested"], r["lines"], "{}: every line tested", i.label);
         assert!(u(&r["tested"]) > 60, "{}: {r}", i.label);
         assert!(u(&r["executed_lines"]) > 40, "{}: {r}", i.label);
@@ -396,5 +400,50 @@ fn helper_py311_hit_path_through_the_hook() {
         assert_eq!(r["stack"][0][1], "target");
         assert_eq!(r["stack"][1][1], "main");
         assert_eq!(r["threads"], json!(["MainThread", "worker-311"]));
+    });
+}
+
+#[test]
+fn helper_def_and_decorator_lines() {
+    on_each_interpreter("entry_lines.py", 11, |i, r| {
+        let at = |k: &str| r[k]["at"].clone();
+        let hits = |k: &str| u(&r[k]["hits"]);
+        // A `def` line fires once per call, at entry, with only the arguments bound.
+        for (k, n, f, locals) in [
+            ("PLAIN_DEF", 2, "plain", "x,y"),
+            ("MOD_DEF", 2, "top", "x,y"),
+            ("MOD_ONELINE", 2, "two", "x"),
+            ("GEN_DEF", 1, "gen", "n"),
+            ("CORO_DEF", 1, "coro", "x"),
+            ("METHOD_DEF", 1, "K.sm", "a"),
+        ] {
+            assert_eq!(r[k]["status"], "armed", "{} {k}: {r}", i.label);
+            assert_eq!(hits(k), n, "{} {k}: {r}", i.label);
+            assert_eq!(at(k), json!([[f, locals]]), "{} {k}: {r}", i.label);
+        }
+        // Nested: where the enclosing function executes the `def` statement (as settrace
+        // reports the line: twice per statement, around the decorator call) plus once per call.
+        assert_eq!(hits("NESTED_DEF"), 2 * (2 + 1), "{}: {r}", i.label);
+        assert_eq!(
+            at("NESTED_DEF"),
+            json!([["outer", "v"], ["outer.<locals>.inner", "v,w"]]),
+            "{}: {r}",
+            i.label
+        );
+        // A decorator line is never the function's entry: only the enclosing code runs it.
+        assert_eq!(hits("NESTED_DECO"), 2 * 2, "{}: {r}", i.label);
+        assert_eq!(at("NESTED_DECO"), json!([["outer", "v"]]), "{}: {r}", i.label);
+        for k in ["MOD_DECO", "MOD_DECO2", "METHOD_DECO"] {
+            assert_eq!(r[k]["status"], "error", "{} {k}: {r}", i.label);
+            assert!(
+                r[k]["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("module-level code")),
+                "{} {k}: {r}",
+                i.label
+            );
+        }
+        assert_eq!(r["hits_after_removal"], 0, "{}: {r}", i.label);
+        assert_eq!(r["code_restored"], true, "{}: {r}", i.label);
     });
 }
