@@ -180,7 +180,14 @@ fn helper_hostile_objects() {
         assert_eq!(big.len(), 101, "{}: 100 items + cut marker", i.label);
         assert_eq!(big[100]["py/cut"], "items");
         assert_eq!(big[100]["more"], 10_000_000 - 100);
-        assert!(o["deep"].to_string().contains("\"py/cut\":\"depth\""));
+        assert!(
+            o["deep"].to_string().contains("\"py/cut\":\"depth\""),
+            "{}: deep={} truncated={} capture_us={}",
+            i.label,
+            o["deep"],
+            r["truncated"],
+            r["capture_us"]
+        );
         assert_eq!(o["cyc"][1]["py/cycle"], true);
         assert_eq!(o["dcyc"]["self"]["py/cycle"], true);
         assert_eq!(o["node"]["me"]["py/cycle"], true);
@@ -445,5 +452,57 @@ fn helper_def_and_decorator_lines() {
         }
         assert_eq!(r["hits_after_removal"], 0, "{}: {r}", i.label);
         assert_eq!(r["code_restored"], true, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_rearm_nested_and_partial_changes() {
+    on_each_interpreter("rearm.py", 11, |i, r| {
+        let steps = r["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 11, "{}: {r}", i.label);
+        for s in steps {
+            let ids: Vec<&str> = s["statuses"]
+                .as_object()
+                .expect("statuses")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            // Every breakpoint armed, on exactly its own original code object, fired once.
+            for id in &ids {
+                assert_eq!(s["statuses"][id], "armed", "{} {s}", i.label);
+                assert_eq!(s["hits"][id], 1, "{} {s}", i.label);
+                let want = &id[..1];
+                assert_eq!(s["armed_on"][id], json!([want]), "{} {s}", i.label);
+            }
+            // ...and nothing else fired.
+            assert_eq!(
+                s["hits"].as_object().map(|o| o.len()),
+                Some(ids.len()),
+                "{} {s}",
+                i.label
+            );
+            if i.version.1 == 11 {
+                // 3.11: a function runs a copy exactly while something in it (or, for the
+                // parent, in its nested function) is armed.
+                let armed = |p: &str| ids.iter().any(|id| id.starts_with(p));
+                assert_eq!(
+                    s["parent_is_original"],
+                    !(armed("P") || armed("C")),
+                    "{} {s}",
+                    i.label
+                );
+                assert_eq!(s["child_is_original"], !armed("C"), "{} {s}", i.label);
+                assert_eq!(s["multi_is_original"], !armed("M"), "{} {s}", i.label);
+            }
+        }
+        // Removing everything puts back the identical original code objects everywhere,
+        // including in a closure created while armed.
+        let last = &steps[10];
+        assert_eq!(last["step"], "nothing");
+        for k in ["parent_is_original", "child_is_original", "multi_is_original"] {
+            assert_eq!(last[k], true, "{} {k}: {r}", i.label);
+        }
+        assert_eq!(r["early_child_is_original"], true, "{}: {r}", i.label);
+        assert_eq!(r["armed_after"], 0, "{}: {r}", i.label);
     });
 }
