@@ -267,10 +267,7 @@ pub fn runs_once_lines(module: &Bound<'_, PyAny>) -> BTreeSet<u32> {
             && let Ok(t) = consts.cast_into::<PyTuple>()
         {
             for k in t.iter() {
-                let flags = k
-                    .getattr("co_flags")
-                    .and_then(|f| f.extract::<u32>())
-                    .ok();
+                let flags = k.getattr("co_flags").and_then(|f| f.extract::<u32>()).ok();
                 if k.hasattr("co_lines").unwrap_or(false)
                     && flags.is_some_and(|f| f & CO_OPTIMIZED == 0)
                 {

@@ -439,7 +439,12 @@ fn helper_def_and_decorator_lines() {
         );
         // A decorator line is never the function's entry: only the enclosing code runs it.
         assert_eq!(hits("NESTED_DECO"), 2 * 2, "{}: {r}", i.label);
-        assert_eq!(at("NESTED_DECO"), json!([["outer", "v"]]), "{}: {r}", i.label);
+        assert_eq!(
+            at("NESTED_DECO"),
+            json!([["outer", "v"]]),
+            "{}: {r}",
+            i.label
+        );
         for k in ["MOD_DECO", "MOD_DECO2", "METHOD_DECO"] {
             assert_eq!(r[k]["status"], "error", "{} {k}: {r}", i.label);
             assert!(
@@ -499,7 +504,11 @@ fn helper_rearm_nested_and_partial_changes() {
         // including in a closure created while armed.
         let last = &steps[10];
         assert_eq!(last["step"], "nothing");
-        for k in ["parent_is_original", "child_is_original", "multi_is_original"] {
+        for k in [
+            "parent_is_original",
+            "child_is_original",
+            "multi_is_original",
+        ] {
             assert_eq!(last[k], true, "{} {k}: {r}", i.label);
         }
         assert_eq!(r["early_child_is_original"], true, "{}: {r}", i.label);
