@@ -295,6 +295,25 @@ fn helper_fork_child_keeps_breakpoints() {
 }
 
 #[test]
+fn helper_fork_does_not_count_the_helper_thread() {
+    on_each_interpreter("fork_warning.py", 11, |i, r| {
+        // The helper thread exists (2 kernel threads) but is stopped for each fork: CPython
+        // 3.12+ sees a single-threaded process and does not warn.
+        assert_eq!(r["threads_before"], 2, "{}: {r}", i.label);
+        assert_eq!(r["alive_before"], true, "{}: {r}", i.label);
+        assert_eq!(r["warnings"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["child"]["hits"], 1, "{}: {r}", i.label);
+        // It comes back in the parent, on the same queue.
+        assert_eq!(r["alive_after"], true, "{}: {r}", i.label);
+        assert_eq!(r["parent_hits_after"], 1, "{}: {r}", i.label);
+        assert_eq!(r["threads_after"], 2, "{}: {r}", i.label);
+        // Forks while another thread hits the breakpoint, also from a non-main thread.
+        assert_eq!(r["busy_children"], json!([0, 0, 0, 0]), "{}: {r}", i.label);
+        assert_eq!(r["alive_after_busy"], true, "{}: {r}", i.label);
+    });
+}
+
+#[test]
 fn helper_attach_and_control_block() {
     on_each_interpreter("attach.py", 11, |i, r| {
         assert_eq!(r["imported_before"], false);
