@@ -57,6 +57,9 @@ struct Managed {
     permanent_error: bool,
     /// Code objects it is armed on (strong references keep their addresses unique).
     codes: Vec<Py<PyAny>>,
+    /// Code objects (by address) where the line to arm is not the breakpoint's own line: the
+    /// entry line of a decorated function for a breakpoint on its `def` line.
+    arm_lines: HashMap<usize, u32>,
     status: Status,
 }
 
@@ -181,8 +184,9 @@ fn new_bp(py: Python<'_>, spec: BreakpointSpec) -> (Arc<Bp>, Option<Status>) {
     (bp, err)
 }
 
-/// Resolves one breakpoint against the index: (code objects, status).
-fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Status) {
+/// Resolves one breakpoint against the index: (code objects with the line to arm in each,
+/// status).
+fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<(Py<PyAny>, u32)>, Status) {
     let Some(line) = bp.spec.line_number() else {
         return (
             Vec::new(),
@@ -229,12 +233,16 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Stat
     let mut codes = Vec::new();
     let mut all_lines = BTreeSet::new();
     for f in &groups[0].1 {
+        let source = resolve::Source::new(f);
         if let Some(entries) = idx.by_file.get(*f) {
             for e in entries {
-                let lines = e.lines(py);
-                all_lines.extend(lines.iter().copied());
-                if lines.contains(&line) {
-                    codes.push(e.code.clone_ref(py));
+                if let Some(at) = e.arm_line(py, &source, line) {
+                    codes.push((e.code.clone_ref(py), at));
+                }
+            }
+            if codes.is_empty() {
+                for e in entries {
+                    all_lines.extend(e.breakpoint_lines(py, &source));
                 }
             }
         }
@@ -249,7 +257,7 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Stat
             Vec::new(),
             Status::Error {
                 reason: format!(
-                    "line {line} of {real} is module-level code: it ran when the module was imported and runs again only on reload; put the breakpoint on a line inside a function"
+                    "line {line} of {real} is module-level code (or a class body, or a decorator of a module-level function or method): it ran when the module was imported and runs again only on reload; put the breakpoint on a line inside a function, or on its `def` line to stop at every call"
                 ),
             },
         );
@@ -276,7 +284,8 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Stat
     )
 }
 
-/// Whether `line` has module-level instructions in `path` (compiles the source; no execution).
+/// Whether `line` has instructions in `path`'s module body or class bodies (compiles the source;
+/// no execution).
 fn module_level_line(py: Python<'_>, path: &str, line: u32) -> bool {
     let Ok(src) = std::fs::read_to_string(path) else {
         return false;
@@ -288,7 +297,7 @@ fn module_level_line(py: Python<'_>, path: &str, line: u32) -> bool {
         .getattr("compile")
         .and_then(|c| c.call1((src, path, "exec")))
     {
-        Ok(code) => resolve::code_lines(&code).contains(&line),
+        Ok(code) => resolve::runs_once_lines(&code).contains(&line),
         Err(_) => false,
     }
 }
@@ -349,7 +358,7 @@ fn callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
     Ok(f)
 }
 
-/// The PY_START callback object (`hot::start_callback`, 3.13+).
+/// The PY_START callback object (`hot::start_callback`, 3.12+).
 fn start_callback(py: Python<'_>, st: &mut State) -> PyResult<Py<PyAny>> {
     if let Some(c) = &st.start_callback {
         return Ok(c.clone_ref(py));
@@ -363,13 +372,18 @@ fn event(py: Python<'_>, name: &str) -> PyResult<u64> {
     monitoring(py)?.getattr("events")?.getattr(name)?.extract()
 }
 
-/// 3.13+: sys.monitoring emits no LINE event for instructions on the same line as the code
-/// object's first instruction (RESUME), so a breakpoint on a one-line function or lambda would
-/// never fire. When `lines` contains that line and it has instructions beyond the prologue,
-/// returns the line: PY_START is enabled for the code object and reported as a hit on it.
-/// (3.12 reports LINE there; there PY_START would double-fire.)
+/// The entry line of a code object (the line of its first instruction, `RESUME`: a function's
+/// `def` line, or its first decorator's) when `lines` contains it and sys.monitoring would not
+/// report it once per call by itself: PY_START is then enabled for the code object and reported
+/// as a hit on that line, so a breakpoint there fires once per call, at entry (arguments bound),
+/// as 3.11's patcher does.
+///
+/// * 3.12 reports LINE for the first line only when it has instructions beyond the prologue
+///   (one-line functions, lambdas, class bodies); a `def` line alone never gets one.
+/// * 3.13 reports no LINE for anything on the first line; when the body shares it, a LINE may
+///   still follow PY_START in the same frame, which the callback counts once.
 fn start_line(py: Python<'_>, code: &Py<PyAny>, lines: &BTreeSet<u32>) -> Option<u32> {
-    if py_minor() < 13 {
+    if py_minor() < 12 {
         return None;
     }
     let code = code.bind(py);
@@ -414,10 +428,11 @@ fn start_line(py: Python<'_>, code: &Py<PyAny>, lines: &BTreeSet<u32>) -> Option
             .and_then(|n| n.extract())
             .unwrap_or_default();
         if line == Some(first) && !PROLOGUE.contains(&name.as_str()) {
-            return Some(first);
+            // The body shares the first line: 3.12 reports its LINE, 3.13 does not.
+            return (py_minor() >= 13).then_some(first);
         }
     }
-    None
+    Some(first)
 }
 
 /// Takes a sys.monitoring tool id nobody holds (5 down to 0) and registers the LINE callback.
@@ -446,7 +461,7 @@ fn acquire_tool(py: Python<'_>, st: &mut State) -> Result<u8, String> {
             let _ = mon.call_method1("free_tool_id", (id,));
             return Err(e.to_string());
         }
-        if py_minor() >= 13 {
+        if py_minor() >= 12 {
             let scb = start_callback(py, st).map_err(|e| e.to_string())?;
             let ev = event(py, "PY_START").map_err(|e| e.to_string())?;
             if let Err(e) = mon.call_method1("register_callback", (id, ev, scb.bind(py))) {
@@ -471,7 +486,7 @@ fn release_tool(py: Python<'_>, st: &mut State) {
         if let Ok(ev) = line_event(py) {
             let _ = mon.call_method1("register_callback", (id, ev, py.None()));
         }
-        if py_minor() >= 13
+        if py_minor() >= 12
             && let Ok(ev) = event(py, "PY_START")
         {
             let _ = mon.call_method1("register_callback", (id, ev, py.None()));
@@ -650,6 +665,7 @@ fn apply_inner(
                 bp,
                 permanent_error: err.is_some(),
                 codes: Vec::new(),
+                arm_lines: HashMap::new(),
                 status,
             });
         }
@@ -687,19 +703,24 @@ fn apply_inner(
             .collect();
         for i in to_resolve {
             let (codes, status) = resolve_bp(py, &idx, &st.bps[i].bp);
-            let codes: Vec<Py<PyAny>> = codes
+            let codes: Vec<(Py<PyAny>, u32)> = codes
                 .into_iter()
-                .map(|c| match originals.get(&(c.as_ptr() as usize)) {
-                    Some(orig) => orig.clone_ref(py),
-                    None => c,
+                .map(|(c, at)| match originals.get(&(c.as_ptr() as usize)) {
+                    Some(orig) => (orig.clone_ref(py), at),
+                    None => (c, at),
                 })
                 .collect();
             let m = &mut st.bps[i];
+            let bp_line = m.bp.spec.line_number();
             // The scan found every code object that can still run (old versions still referenced
             // after a reload included); anything else is released.
             let mut unique: Vec<Py<PyAny>> = Vec::with_capacity(codes.len());
-            for c in codes {
+            m.arm_lines.clear();
+            for (c, at) in codes {
                 if !unique.iter().any(|x| x.as_ptr() == c.as_ptr()) {
+                    if Some(at) != bp_line {
+                        m.arm_lines.insert(c.as_ptr() as usize, at);
+                    }
                     unique.push(c);
                 }
             }
@@ -750,6 +771,7 @@ fn rearm(py: Python<'_>, st: &mut State) {
         };
         for c in &m.codes {
             let key = c.as_ptr() as usize;
+            let line = m.arm_lines.get(&key).copied().unwrap_or(line);
             want.entry(key)
                 .or_insert_with(|| (c.clone_ref(py), BTreeSet::new()))
                 .1
@@ -793,7 +815,7 @@ fn rearm(py: Python<'_>, st: &mut State) {
     let mut failed: HashMap<usize, String> = HashMap::new();
     for (k, (code, lines)) in want {
         if let Some(a) = st.armed.get(&k) {
-            if a.lines != lines && py_minor() >= 13 {
+            if a.lines != lines && py_minor() >= 12 {
                 // The event set may change (PY_START for a first-line breakpoint).
                 if let Err(e) = arm_code(py, st, &code, &lines) {
                     failed.insert(k, e);

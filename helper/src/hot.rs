@@ -91,8 +91,8 @@ pub struct Binding {
 /// code runs.
 pub struct Hot {
     pub table: FastMap<(usize, u32), Arc<[Binding]>>,
-    /// 3.13+: code objects whose breakpoint line shares the function's first line, where
-    /// sys.monitoring reports no LINE event (see `control::start_line`): PY_START stands in.
+    /// 3.12+: code objects with a breakpoint on their entry line that sys.monitoring does not
+    /// report once per call as a LINE event (see `control::start_line`): PY_START stands in.
     pub start_lines: FastMap<usize, u32>,
     pub redactor: Arc<Redactor>,
 }
@@ -161,7 +161,7 @@ pub struct Snapshot {
 }
 
 thread_local! {
-    /// (frame, code) of the last PY_START reported on this thread (3.13 first-line breakpoints).
+    /// (frame, code) of the last PY_START reported on this thread (entry-line breakpoints).
     static LAST_START: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 

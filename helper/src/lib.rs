@@ -127,6 +127,19 @@ fn _after_fork_child() {
     output::write_control_ack(None);
 }
 
+/// `os.register_at_fork(before=...)`: the helper thread exits for the fork (see
+/// `output::pause_for_fork`).
+#[pyfunction]
+fn _before_fork(py: Python<'_>) {
+    output::pause_for_fork(py);
+}
+
+/// `os.register_at_fork(after_in_parent=...)`: the helper thread starts again.
+#[pyfunction]
+fn _after_fork_parent() {
+    output::resume_after_fork();
+}
+
 /// Interpreter exit: the helper thread must stop taking the GIL.
 #[pyfunction]
 fn _at_exit() {
@@ -142,6 +155,8 @@ fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(_test_manual_hook, m)?)?;
     m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
     py311::register_test_functions(m)?;
@@ -170,6 +185,8 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     hot::now_ns();
     let os = py.import("os")?;
     let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("before", m.getattr("_before_fork")?)?;
+    kwargs.set_item("after_in_parent", m.getattr("_after_fork_parent")?)?;
     kwargs.set_item("after_in_child", m.getattr("_after_fork_child")?)?;
     os.call_method("register_at_fork", (), Some(&kwargs))?;
     py.import("atexit")?

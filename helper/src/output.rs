@@ -70,6 +70,26 @@ pub fn ensure_thread(capacity: usize) {
 /// In a forked child: the parent's thread does not exist here. Forget (never drop: its internal
 /// state may be mid-operation) the old queue and start a new thread.
 pub fn after_fork(capacity: usize) {
+    // The parent's thread had parked its queue for the fork (or was still running): neither it
+    // nor its queue exists for this process.
+    let mut parked = match PARKED.try_lock() {
+        Some(g) => g,
+        None => {
+            // SAFETY: only a thread that does not exist in this child (the single-threaded
+            // child of a fork) can have held it.
+            unsafe { PARKED.force_unlock() };
+            PARKED.lock()
+        }
+    };
+    PAUSE.store(false, SeqCst);
+    if let Some(old) = parked.take() {
+        std::mem::forget(old);
+    }
+    drop(parked);
+    if let Some(h) = JOIN.lock().take() {
+        // Never detached or joined: that thread is not part of this process.
+        std::mem::forget(h);
+    }
     let mut tx = TX.lock();
     if let Some(old) = tx.take() {
         std::mem::forget(old);
@@ -92,6 +112,8 @@ fn spawn(r: Receiver<Msg>) {
     let res = std::thread::Builder::new()
         .name("ldbg-helper".into())
         .spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            HELPER_TID.store(unsafe { libc::gettid() }, SeqCst);
             THREAD_ALIVE.store(true, SeqCst);
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
             if let Err(p) = res {
@@ -109,8 +131,11 @@ fn spawn(r: Receiver<Msg>) {
         });
     match res {
         // Recorded by the spawning thread (which holds the GIL): the helper thread itself never
-        // takes this lock, so a fork cannot find it held.
-        Ok(handle) => *HELPER.lock() = Some(handle.thread().clone()),
+        // takes these locks, so a fork cannot find them held.
+        Ok(handle) => {
+            *HELPER.lock() = Some(handle.thread().clone());
+            *JOIN.lock() = Some(handle);
+        }
         Err(_) => {
             PROCESS.dropped.fetch_add(1, Relaxed);
         }
@@ -157,6 +182,14 @@ fn run(r: Receiver<Msg>, generation: u64) {
         if THREAD_GEN.load(SeqCst) != generation {
             return;
         }
+        if PAUSE.load(SeqCst) {
+            // A fork is about to happen: hand the queue back and exit (see `pause_for_fork`).
+            let mut parked = PARKED.lock();
+            if PAUSE.load(SeqCst) {
+                *parked = Some(r);
+                return;
+            }
+        }
         if last_poll.elapsed() >= Duration::from_millis(50) {
             last_poll = Instant::now();
             crate::control::poll();
@@ -175,6 +208,105 @@ fn run(r: Receiver<Msg>, generation: u64) {
         };
         std::thread::park_timeout(idle);
     }
+}
+
+/// Set by the before-fork hook: the helper thread parks its queue in `PARKED` and exits.
+static PAUSE: AtomicBool = AtomicBool::new(false);
+/// The queue of a helper thread that exited for a fork, until the thread is started again.
+/// `PAUSE` is cleared and the queue taken under this lock, so a thread deciding to park cannot
+/// miss the restart.
+static PARKED: LazyLock<Mutex<Option<Receiver<Msg>>>> = LazyLock::new(|| Mutex::new(None));
+/// The current helper thread's handle (to wait for its exit) and kernel thread id.
+static JOIN: LazyLock<Mutex<Option<std::thread::JoinHandle<()>>>> =
+    LazyLock::new(|| Mutex::new(None));
+static HELPER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How long the before-fork hook waits for the helper thread to exit before forking anyway.
+const FORK_PAUSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `os.register_at_fork(before=...)`: stops the helper thread for the duration of the fork, so
+/// the child never inherits state the thread was in the middle of changing, and so CPython
+/// 3.12+ does not count it as a thread (its "This process is multi-threaded, use of fork() may
+/// lead to deadlocks in the child" DeprecationWarning reads the kernel's thread count,
+/// `/proc/self/stat`). The queue is kept; [`resume_after_fork`] starts a thread on it again.
+/// Waits (without the GIL) at most `FORK_PAUSE_TIMEOUT`; a thread that does not stop in time
+/// just keeps running.
+pub fn pause_for_fork(py: Python<'_>) {
+    if TX.lock().is_none() || EXITING.load(SeqCst) {
+        return;
+    }
+    let Some(handle) = JOIN.lock().take() else {
+        return;
+    };
+    if handle.thread().id() == std::thread::current().id() {
+        // Forking from the helper thread itself (a test sink): nothing to wait for.
+        *JOIN.lock() = Some(handle);
+        return;
+    }
+    let tid = HELPER_TID.load(SeqCst);
+    PAUSE.store(true, SeqCst);
+    wake();
+    let handle = py.detach(move || {
+        let deadline = Instant::now() + FORK_PAUSE_TIMEOUT;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if !handle.is_finished() {
+            return Some(handle);
+        }
+        let _ = handle.join();
+        // The kernel unhashes an exited thread slightly after `join` returns (the join wakes
+        // on the thread's tid being cleared, before it is reaped); wait until it is gone from
+        // the thread list CPython reads.
+        let task = format!("/proc/self/task/{tid}");
+        let gone_by = Instant::now() + Duration::from_millis(50);
+        while tid > 0 && std::path::Path::new(&task).exists() && Instant::now() < gone_by {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        None
+    });
+    if let Some(h) = handle {
+        *JOIN.lock() = Some(h);
+    }
+}
+
+/// `os.register_at_fork(after_in_parent=...)`: starts the helper thread again on its queue.
+/// 3.13 counts threads after the `after_in_parent` hooks ran, so there the start is deferred to
+/// a pending call (run by the main thread when it next runs Python code, after `os.fork()`
+/// returned); 3.11/3.12 start it right away.
+pub fn resume_after_fork() {
+    let r = {
+        let mut parked = PARKED.lock();
+        PAUSE.store(false, SeqCst);
+        parked.take()
+    };
+    let Some(r) = r else {
+        return;
+    };
+    if crate::hot::py_minor() >= 13 {
+        *DEFERRED.lock() = Some(r);
+        // SAFETY: a valid `extern "C"` callback without argument; called with the GIL held.
+        let queued =
+            unsafe { pyo3::ffi::Py_AddPendingCall(Some(start_deferred), std::ptr::null_mut()) };
+        // Not queued (the pending-call queue is full): start it now.
+        if queued != 0
+            && let Some(r) = DEFERRED.lock().take()
+        {
+            spawn(r);
+        }
+    } else {
+        spawn(r);
+    }
+}
+
+/// 3.13: the queue whose thread starts in a pending call after a fork.
+static DEFERRED: LazyLock<Mutex<Option<Receiver<Msg>>>> = LazyLock::new(|| Mutex::new(None));
+
+extern "C" fn start_deferred(_: *mut std::ffi::c_void) -> std::ffi::c_int {
+    if let Some(r) = DEFERRED.lock().take() {
+        spawn(r);
+    }
+    0
 }
 
 /// The current helper thread, to wake it early (flush, control changes).
