@@ -127,14 +127,28 @@ pub struct PyProcess {
 impl PyProcess {
     /// Runs `python script` with the script's directory as working directory.
     pub fn start(python: &Path, script: &Path) -> Result<Self> {
-        let mut child = Command::new(python)
-            .arg(script)
-            .current_dir(script.parent().unwrap_or(Path::new("/")))
+        Self::start_command(
+            python,
+            &[script.as_os_str().to_owned()],
+            script.parent().unwrap_or(Path::new("/")),
+        )
+    }
+
+    /// Runs `program args...` in `cwd` with stdin piped and stdout read line by line.
+    pub fn start_command(
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[std::ffi::OsString],
+        cwd: &Path,
+    ) -> Result<Self> {
+        let program = program.as_ref();
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} {}", python.display(), script.display()))?;
+            .with_context(|| format!("starting {} {args:?}", program.display()))?;
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().context("python stdout")?);
         Ok(Self {
