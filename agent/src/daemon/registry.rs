@@ -101,6 +101,25 @@ impl Registry {
         if pid == self.own_pid {
             return false;
         }
+        // Selectors first: their facts are a few /proc reads, while inspecting an interpreter
+        // parses its ELF files. Every exec on the host reaches this point, so processes the
+        // selectors exclude must stay cheap (and never be inspected).
+        let Some(facts) = platform.facts(pid) else {
+            self.entries.remove(&pid);
+            return false;
+        };
+        let verdict = self.matcher.verdict(&facts);
+        if verdict != Verdict::Debug {
+            self.entries.insert(
+                pid,
+                Entry {
+                    info: None,
+                    exe: facts.exe.clone(),
+                    state: AttachState::Ignored(verdict),
+                },
+            );
+            return true;
+        }
         let Some(inspected) = platform.inspect(pid) else {
             self.entries.remove(&pid);
             if let Some(start) = platform.start_time(pid) {
@@ -108,21 +127,15 @@ impl Registry {
             }
             return false;
         };
-        let facts = platform.facts(pid);
-        let exe = facts.as_ref().map(|f| f.exe.clone()).unwrap_or_default();
-        let state = match (&inspected, &facts) {
-            (Err(reason), _) => AttachState::Unsupported(reason.clone()),
-            (Ok(_), None) => return false,
-            (Ok(_), Some(f)) => match self.matcher.verdict(f) {
-                Verdict::Debug => AttachState::Idle,
-                other => AttachState::Ignored(other),
-            },
+        let state = match &inspected {
+            Err(reason) => AttachState::Unsupported(reason.clone()),
+            Ok(_) => AttachState::Idle,
         };
         self.entries.insert(
             pid,
             Entry {
                 info: inspected.ok(),
-                exe,
+                exe: facts.exe.clone(),
                 state,
             },
         );
@@ -173,6 +186,8 @@ impl Registry {
     pub fn status(&self) -> Vec<Value> {
         self.entries
             .iter()
+            // Excluded by the selectors before inspection: not known to be Python, not listed.
+            .filter(|(_, e)| !(matches!(e.state, AttachState::Ignored(_)) && e.info.is_none()))
             .map(|(pid, e)| {
                 let reason = match &e.state {
                     AttachState::Unsupported(r) => Some(r.clone()),
