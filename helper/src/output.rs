@@ -86,6 +86,10 @@ pub fn after_fork(capacity: usize) {
         std::mem::forget(old);
     }
     drop(parked);
+    // 3.13: a restart still pending from an earlier fork belongs to the parent's queue.
+    if let Some(r) = DEFERRED.try_lock().and_then(|mut d| d.take()) {
+        std::mem::forget(r);
+    }
     if let Some(h) = JOIN.lock().take() {
         // Never detached or joined: that thread is not part of this process.
         std::mem::forget(h);
