@@ -247,7 +247,6 @@ pub fn pause_for_fork(py: Python<'_>) {
         *JOIN.lock() = Some(handle);
         return;
     }
-    let tid = HELPER_TID.load(SeqCst);
     PAUSE.store(true, SeqCst);
     wake();
     let handle = py.detach(move || {
@@ -259,6 +258,9 @@ pub fn pause_for_fork(py: Python<'_>) {
             return Some(handle);
         }
         let _ = handle.join();
+        // Read after the join: a thread that had not started yet when the fork began has set
+        // it by now.
+        let tid = HELPER_TID.load(SeqCst);
         // The kernel unhashes an exited thread slightly after `join` returns (the join wakes
         // on the thread's tid being cleared, before it is reaped); wait until it is gone from
         // the thread list CPython reads.

@@ -44,7 +44,7 @@ def main():
     arm([{"id": "fw", "file": "fork_warning.py", "line": line_of(__file__, "# BP:f"),
           "limits": FAST}], SETTINGS_FAST)
     threads_before = thread_count()
-    alive_before = h.status()["process"]["helper_thread_alive"]
+    alive_before = wait_alive()  # started at import; it may not have run yet
     caught = []
     forks = 5
     for _ in range(forks):
