@@ -12,53 +12,54 @@ use std::time::{Duration, Instant};
 /// The budget: breakpoint known → armed.
 const ARM_BUDGET: Duration = Duration::from_secs(1);
 
-/// Starts targets in `setup` state, then adds the breakpoint from the CLI and measures, per
-/// process, breakpoint known (the CLI returned) → armed; then expects hits after `drive`.
-fn injection_case(name: &str, setup: &[&str], drive: Option<&str>) -> Result<()> {
+/// For each interpreter in turn (one busy process at a time, as in the case, not four
+/// competing for two cores): starts a target in `setup` state and an agent with no breakpoint,
+/// adds the breakpoint from the CLI, measures breakpoint known (the CLI returned) → armed in
+/// that process, then expects hits after `drive` (command, reply word).
+fn injection_case(name: &str, setup: &[&str], drive: Option<(&str, &str)>) -> Result<()> {
     let line = marker_line("agent_mod.py", "BP:checkout")?;
-    let mut sc = Scenario::new(name).cli_only();
-    for c in setup {
-        sc = sc.before_agent(c);
-    }
-    let mut s = sc.start()?;
-    let pids: Vec<i32> = s.targets.iter().map(Target::pid).collect();
     let loc = format!("python/agent_mod.py:{line}");
-    let add = s.agent.cli(&["break", "add", &loc, "--id", "co"])?;
-    let known = Instant::now();
-    ensure!(add.ok, "break add: {add:?}");
-    let times = arm_times(&s.agent, "co", &pids, known, Duration::from_secs(30))?;
-    if let Some(cmd) = drive {
-        let word = cmd.split_whitespace().next().unwrap_or_default();
-        s.each_target(|t| t.cmd(cmd, word).map(drop))?;
+    let mut report = Vec::new();
+    let mut over = Vec::new();
+    for interp in python::supported() {
+        let mut sc = Scenario::new(name)
+            .interpreters(vec![interp.clone()])
+            .cli_only();
+        for c in setup {
+            sc = sc.before_agent(c);
+        }
+        let mut s = sc.start()?;
+        let pid = s.targets[0].pid();
+        let add = s.agent.cli(&["break", "add", &loc, "--id", "co"])?;
+        let known = Instant::now();
+        ensure!(add.ok, "break add: {add:?}");
+        let took = arm_times(&s.agent, "co", &[pid], known, Duration::from_secs(30))?[0];
+        if let Some((cmd, reply)) = drive {
+            s.each_target(|t| t.cmd(cmd, reply).map(drop))?;
+        }
+        s.expect_hit("co", |t, h| {
+            ensure!(h.pid() == t.pid(), "pid");
+            Ok(())
+        })?;
+        s.each_target(|t| {
+            ensure!(
+                helper_mappings(t.pid())? == 1,
+                "not exactly one helper mapped"
+            );
+            ensure!(t.alive(), "target died");
+            Ok(())
+        })?;
+        report.push(format!("{}={}ms", interp.label, took.as_millis()));
+        if took > ARM_BUDGET {
+            over.push(interp.label.clone());
+        }
     }
-    s.expect_hit("co", |t, h| {
-        ensure!(h.pid() == t.pid(), "pid");
-        Ok(())
-    })?;
-    s.each_target(|t| {
-        ensure!(
-            helper_mappings(t.pid())? == 1,
-            "not exactly one helper mapped"
-        );
-        ensure!(t.alive(), "target died");
-        Ok(())
-    })?;
-    let report: Vec<String> = s
-        .targets
-        .iter()
-        .zip(&times)
-        .map(|(t, d)| format!("{}={}ms", t.interp.label, d.as_millis()))
-        .collect();
     eprintln!("[{name}] breakpoint known -> armed: {}", report.join(" "));
-    for (t, d) in s.targets.iter().zip(&times) {
-        ensure!(
-            *d <= ARM_BUDGET,
-            "[{name}] {}: armed {} ms after the agent knew the breakpoint (budget {} ms); all: {report:?}",
-            t.interp.label,
-            d.as_millis(),
-            ARM_BUDGET.as_millis()
-        );
-    }
+    ensure!(
+        over.is_empty(),
+        "[{name}] armed later than {} ms after the agent knew the breakpoint on {over:?}: {report:?}",
+        ARM_BUDGET.as_millis()
+    );
     Ok(())
 }
 
@@ -78,7 +79,7 @@ fn main_thread_blocked_forever_workers_run_the_line() -> Result<()> {
 #[test]
 fn fully_idle_process_then_calls_the_function() -> Result<()> {
     require_agent_env!();
-    injection_case("idle", &[], Some("call 3"))
+    injection_case("idle", &[], Some(("call 3", "called")))
 }
 
 #[test]

@@ -314,19 +314,29 @@ fn bad_input_is_reported_and_everything_else_keeps_working() -> Result<()> {
     let before = s.agent.events().len();
     s.agent
         .write_breakpoints("[[breakpoint]\nfile = \"x.py\"\nline = \n")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !s
-        .agent
-        .log()
-        .contains("the last good breakpoint set stays in force")
-    {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "no error logged for the malformed file; log:\n{}",
-            s.agent.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let st = s.agent.wait_status(
+        "the malformed file reported in status",
+        Duration::from_secs(15),
+        |st| {
+            st["breakpoints_file"]["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        },
+    )?;
+    ensure!(
+        st["breakpoints_file"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("last good")),
+        "status should say the last good set stays in force: {:#}",
+        st["breakpoints_file"]
+    );
+    ensure!(
+        s.agent
+            .log()
+            .contains("the last good breakpoint set stays in force"),
+        "no error logged for the malformed file; log:\n{}",
+        s.agent.log_tail(30)
+    );
     let st = s.agent.status()?;
     ensure!(
         bp_entry(&st, "good").is_some_and(|b| b["status"] == "armed"),

@@ -62,6 +62,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let selectors = Matcher::new(&selectors)?;
+    let mut file_status = None;
     let (source, mode_label) = match (&settings.mode, &args.breakpoints) {
         (Mode::PostHog(ph), None) => {
             let poller = Poller::start(PollerConfig::from_settings(ph))?;
@@ -80,6 +81,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         (Mode::Local, Some(path)) => {
             let watch = crate::breakpoints::file::watch_file(path)?;
             let rx = watch.desired.clone();
+            file_status = Some(watch.status.clone());
             (
                 Source::Watch {
                     rx,
@@ -110,6 +112,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         selectors,
         mode_label,
         echo_to_terminal,
+        file_status,
     };
     let socket = args
         .socket

@@ -63,12 +63,37 @@ impl Platform for Host {
             elapsed_ms = injected.elapsed.as_secs_f64() * 1000.0,
             "helper injected"
         );
-        let writer = ControlWriter::new(&injected).map_err(|e| e.to_string())?;
+        let mut writer = ControlWriter::new(&injected).map_err(|e| e.to_string())?;
+        if injected.outcome == inject::Outcome::AlreadyLoaded {
+            resync(pid, &mut writer);
+        }
         let emit_target = emit_target(pid, &injected.mapping, injected.helper_base);
         Ok(Box::new(Link {
             writer,
             emit_target,
         }))
+    }
+}
+
+/// How long a re-attach waits for the helper to drop the previous agent's breakpoints.
+const RESYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A helper left by a previous agent (restart, `kill -9`) still has that agent's breakpoints
+/// armed and reports status only when its set changes: publishing the same set again would leave
+/// this agent without any status (every breakpoint `pending`, no code objects for the entry
+/// counts). So the old set is removed first (waiting until the helper applied it); the caller
+/// then publishes the desired set, which the helper arms afresh and reports.
+fn resync(pid: i32, writer: &mut ControlWriter) {
+    let cleared = writer
+        .publish(br#"{"breakpoints":[]}"#)
+        .map_err(|e| e.to_string())
+        .and_then(|g| {
+            writer
+                .wait_applied(g, RESYNC_TIMEOUT)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = cleared {
+        tracing::warn!(pid, "re-sync with the helper already loaded: {e}");
     }
 }
 

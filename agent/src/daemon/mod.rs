@@ -182,6 +182,9 @@ pub struct Daemon {
     pub mode_label: &'static str,
     /// Also show hits on the terminal (stdout is a terminal and events do not go to stdout).
     pub echo_to_terminal: bool,
+    /// The watched breakpoints file's load status (local mode with `--breakpoints`), shown in
+    /// `status` so a malformed file is visible where the user looks.
+    pub file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
 }
 
 enum Injection {
@@ -217,6 +220,7 @@ struct Owner {
     mode_label: &'static str,
     echo_to_terminal: bool,
     governor_detached: BTreeMap<i32, u64>,
+    file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
 }
 
 impl Daemon {
@@ -286,6 +290,7 @@ impl Daemon {
             mode_label: self.mode_label,
             echo_to_terminal: self.echo_to_terminal,
             governor_detached: BTreeMap::new(),
+            file_status: self.file_status,
         };
         let (mut emit_rx, mut proc_rx) = owner.readers();
         let mut source = self.source;
@@ -758,6 +763,14 @@ impl Owner {
             },
             "delivery": { "not_accepted": self.delivery_errors },
         });
+        if let Some(rx) = &self.file_status {
+            let fs = rx.borrow();
+            self.shared.status.lock()["breakpoints_file"] = json!({
+                "loads": fs.loads,
+                "error": fs.last_error,
+                "note": fs.last_error.as_ref().map(|_| "the file is malformed; the last good breakpoint set stays in force until it is fixed"),
+            });
+        }
         *self.shared.breakpoints.lock() = breakpoints;
     }
 
