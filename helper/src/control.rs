@@ -745,7 +745,21 @@ fn apply_inner(
         .bps
         .iter()
         .filter(|m| !m.codes.is_empty())
-        .map(|m| json!({"id": m.bp.spec.id, "code_objects": m.codes.iter().map(|c| c.as_ptr() as usize).collect::<Vec<_>>()}))
+        .map(|m| {
+            let originals: Vec<usize> = m.codes.iter().map(|c| c.as_ptr() as usize).collect();
+            // What new frames actually execute: on 3.11 the instrumented copy swapped in for the
+            // original (the agent's frame-entry probe counts entries per code object address).
+            let running: Vec<usize> = originals
+                .iter()
+                .map(|addr| {
+                    st.armed
+                        .get(addr)
+                        .and_then(|a| a.swap.as_ref())
+                        .map_or(*addr, |(_, copy)| copy.as_ptr() as usize)
+                })
+                .collect();
+            json!({"id": m.bp.spec.id, "code_objects": originals, "running": running})
+        })
         .collect();
     let out = json!({"breakpoints": statuses, "scan_us": st.last_scan_us, "scan_objects": st.last_scan_objects});
     drop(st);

@@ -188,7 +188,6 @@ fn status_json_reports_processes_breakpoints_entries_and_limits() -> Result<()> 
 }
 
 #[test]
-#[ignore = "bug (agent/src/bpf + ebpf, not the daemon): the helper reports the armed code object (status shows code_objects: 1 per process) and the frame-entry probe attaches without error, but `entries` stays 0 after 50 calls of the breakpoint's function from C (map()) on every interpreter"]
 fn status_entries_count_calls_entered_from_c() -> Result<()> {
     require_agent_env!();
     let mut s = Scenario::new("entries").breakpoint(checkout()).start()?;

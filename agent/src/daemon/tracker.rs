@@ -106,12 +106,15 @@ impl Tracker {
         let mut all = Vec::new();
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
-            let codes: Vec<u64> = b["code_objects"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            // `code_objects`: the originals; `running`: what new frames execute (on 3.11 the
+            // instrumented copies). The kernel counts entries of either.
+            let mut codes: Vec<u64> = ["code_objects", "running"]
+                .iter()
+                .flat_map(|k| b[*k].as_array().into_iter().flatten())
                 .filter_map(Value::as_u64)
                 .collect();
+            codes.sort_unstable();
+            codes.dedup();
             all.extend(&codes);
             self.slot(id, pid).code_objects = codes;
         }
