@@ -2,5 +2,6 @@
 //! waiting for readiness with deadlines.
 pub mod agent;
 pub mod helper;
+pub mod posthog_e2e;
 pub mod posthog_server;
 pub mod python;
