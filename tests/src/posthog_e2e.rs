@@ -199,6 +199,34 @@ impl Log {
             .count()
     }
 
+    /// Lines containing every one of `needles`.
+    pub fn count_all(&self, needles: &[&str]) -> usize {
+        self.inner
+            .0
+            .lock()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until at least `n` lines contain `needle`.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.inner.0.lock();
+        loop {
+            if lines.iter().filter(|l| l.contains(needle)).count() >= n {
+                return Ok(());
+            }
+            if self.inner.1.wait_until(&mut lines, deadline).timed_out() {
+                bail!(
+                    "fewer than {n} agent log lines containing {needle:?} within {timeout:?}; \
+                     log:\n{}",
+                    lines.join("\n")
+                );
+            }
+        }
+    }
+
     /// Waits until a line contains `needle`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
@@ -300,7 +328,9 @@ impl PosthogAgent {
             .env("LIBDEBUGGER_STATE_DIR", dirs.state())
             .env(
                 "LIBDEBUGGER_LOG",
-                "info,libdebugger_agent::delivery=debug,libdebugger_agent::posthog=debug",
+                std::env::var("LDBG_E2E_LOG").unwrap_or_else(|_| {
+                    "info,libdebugger_agent::delivery=debug,libdebugger_agent::posthog=debug".into()
+                }),
             )
             .env("NO_COLOR", "1");
         for var in [
