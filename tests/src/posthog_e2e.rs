@@ -24,8 +24,8 @@ pub const HANDLERS: &str = "app/handlers.py";
 /// The line of `app/handlers.py` carrying `# LINE: <name>`.
 pub fn marked_line(name: &str) -> Result<u32> {
     let path = fixtures().join(HANDLERS);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let marker = format!("# LINE: {name}");
     text.lines()
         .position(|l| l.trim_end().ends_with(&marker))
@@ -254,6 +254,9 @@ pub struct AgentOptions {
     pub personal_key: String,
     /// The project API key the agent uses.
     pub project_key: String,
+    /// `LIBDEBUGGER_LOG` (default: info, debug for delivery and the poller; `LDBG_E2E_LOG`
+    /// overrides it).
+    pub log_filter: Option<String>,
 }
 
 impl Default for AgentOptions {
@@ -262,6 +265,7 @@ impl Default for AgentOptions {
             poll_interval: 0.2,
             personal_key: PERSONAL_KEY.into(),
             project_key: PROJECT_KEY.into(),
+            log_filter: None,
         }
     }
 }
@@ -328,9 +332,13 @@ impl PosthogAgent {
             .env("LIBDEBUGGER_STATE_DIR", dirs.state())
             .env(
                 "LIBDEBUGGER_LOG",
-                std::env::var("LDBG_E2E_LOG").unwrap_or_else(|_| {
-                    "info,libdebugger_agent::delivery=debug,libdebugger_agent::posthog=debug".into()
-                }),
+                std::env::var("LDBG_E2E_LOG")
+                    .ok()
+                    .or_else(|| opts.log_filter.clone())
+                    .unwrap_or_else(|| {
+                        "info,libdebugger_agent::delivery=debug,libdebugger_agent::posthog=debug"
+                            .into()
+                    }),
             )
             .env("NO_COLOR", "1");
         for var in [
@@ -371,7 +379,9 @@ impl PosthogAgent {
                     agent.log.lines().join("\n")
                 );
             }
-            let _ = agent.log.wait_for("agent running", Duration::from_millis(100));
+            let _ = agent
+                .log
+                .wait_for("agent running", Duration::from_millis(100));
         }
         bail!(
             "the agent did not start within 30 s; log:\n{}",
@@ -421,9 +431,9 @@ impl Drop for PosthogAgent {
 
 /// Hit events of breakpoint `id` among `events`.
 pub fn hits<'a>(events: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    events
-        .iter()
-        .filter(move |e| e["event"] == "$data_breakpoint_hit" && e["properties"]["$breakpoint_id"] == id)
+    events.iter().filter(move |e| {
+        e["event"] == "$data_breakpoint_hit" && e["properties"]["$breakpoint_id"] == id
+    })
 }
 
 /// The `seq` local of a hit event.
@@ -447,11 +457,7 @@ pub fn all_seqs(events: &[Value], id: &str, range: &std::ops::RangeInclusive<u64
 }
 
 /// The seqs of `range` missing from `events`.
-pub fn missing_seqs(
-    events: &[Value],
-    id: &str,
-    range: &std::ops::RangeInclusive<u64>,
-) -> Vec<u64> {
+pub fn missing_seqs(events: &[Value], id: &str, range: &std::ops::RangeInclusive<u64>) -> Vec<u64> {
     let seen: std::collections::BTreeSet<u64> = hits(events, id).filter_map(seq_of).collect();
     range.clone().filter(|s| !seen.contains(s)).collect()
 }
