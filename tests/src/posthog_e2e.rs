@@ -312,11 +312,23 @@ impl PosthogAgent {
         dirs: &AgentDirs,
         opts: &AgentOptions,
     ) -> Result<Self> {
+        Self::start_for(server, &[pid], dirs, opts)
+    }
+
+    /// [`PosthogAgent::start`] for several processes.
+    pub fn start_for(
+        server: &PosthogServer,
+        pids: &[i32],
+        dirs: &AgentDirs,
+        opts: &AgentOptions,
+    ) -> Result<Self> {
         let distinct_id = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let mut cmd = Command::new(agent_binary()?);
-        cmd.arg("run")
-            .args(["--pid", &pid.to_string()])
-            .arg("--config-file")
+        cmd.arg("run");
+        for pid in pids {
+            cmd.args(["--pid", &pid.to_string()]);
+        }
+        cmd.arg("--config-file")
             .arg(dirs.config())
             .args(["--posthog-host", &server.url()])
             .args(["--posthog-api-key", &opts.project_key])

@@ -104,126 +104,180 @@ fn wait_seqs(
     Ok(())
 }
 
-/// (1) Hits arrive with the properties PostHog's UI reads, on every supported interpreter.
+/// (1) Hits arrive with the properties PostHog's UI reads, from every supported interpreter
+/// (one target per interpreter, one agent for all of them).
 #[test]
 fn posthog_e2e_hits_carry_ui_properties() -> Result<()> {
     require_env!();
     let id = "6f1c2f7e-4d7a-4c55-9a57-0c6f4c7f9b01";
+    let server = PosthogServer::start()?;
+    let line = marked_line("hit")?;
+    server.set_breakpoints(vec![breakpoint(id, line, None, true)]);
+    let mut targets = Vec::new();
     for interp in python::supported() {
-        let mut s = setup(&interp, id, None)?;
-        let label = &interp.label;
-        ensure!(
-            s.target.handlers_path.starts_with('/')
-                && s.target.handlers_path.ends_with(HANDLERS)
-                && s.target.handlers_path != HANDLERS,
-            "{label}: the process must see an absolute path, got {}",
-            s.target.handlers_path
-        );
-        let seqs = s.target.burst(3)?;
-        wait_seqs(&s.server, &s.agent, id, &seqs, label)?;
-        let events = s.server.events();
-        let hit = hits(&events, id)
-            .find(|e| seq_of(e) == Some(*seqs.start()))
-            .context("the first hit")?;
-        let p = &hit["properties"];
-        ensure!(p["$breakpoint_id"] == id, "{label}: {hit}");
-        ensure!(
-            p["$file_path"] == HANDLERS,
-            "{label}: $file_path must be the breakpoint's filename as received: {hit}"
-        );
-        ensure!(p["$line_number"] == s.line, "{label}: $line_number: {hit}");
-        let locals = p["$locals_variables"]
-            .as_object()
-            .with_context(|| format!("{label}: $locals_variables is not an object: {hit}"))?;
-        ensure!(
-            locals.contains_key("seq")
-                && locals.contains_key("order")
-                && locals.contains_key("total"),
-            "{label}: locals {locals:?}"
-        );
-        ensure!(
-            locals["user"] == format!("user-{}", seqs.start() % 3),
-            "{label}: user local: {locals:?}"
-        );
-        let stack = p["$stack_trace"]
-            .as_array()
-            .with_context(|| format!("{label}: $stack_trace is not an array: {hit}"))?;
-        ensure!(!stack.is_empty(), "{label}: empty stack");
-        for frame in stack {
-            let f = frame.as_array().with_context(|| {
-                format!("{label}: a frame is not an array [file, function, line]: {frame}")
-            })?;
+        targets.push(Target::start(&interp)?);
+    }
+    ensure!(!targets.is_empty(), "no supported CPython");
+    let pids: Vec<i32> = targets.iter().map(Target::pid).collect();
+    let dirs = AgentDirs::new()?;
+    let agent = PosthogAgent::start_for(&server, &pids, &dirs, &AgentOptions::default())?;
+    wait_armed(&server, &agent, id, "all interpreters")?;
+    let of_pid = |e: &Value, pid: i32| e["properties"]["$pid"] == pid;
+    // Readiness per process: poke until one of its hits arrives (the helper is injected into
+    // the processes one after the other).
+    for t in &mut targets {
+        let pid = t.pid();
+        let deadline = std::time::Instant::now() + ARMED_TIMEOUT;
+        loop {
+            t.burst(1)?;
+            if server.wait_events(Duration::from_secs(2), |ev| {
+                hits(ev, id).any(|e| of_pid(e, pid))
+            }) {
+                break;
+            }
             ensure!(
-                f.len() == 3 && f[0].is_string() && f[1].is_string() && f[2].is_u64(),
-                "{label}: frame {frame}"
+                std::time::Instant::now() < deadline,
+                "{}: no hit within {ARMED_TIMEOUT:?}; agent log:\n{}",
+                t.label,
+                agent.log.lines().join("\n")
             );
         }
-        let names: Vec<&str> = stack.iter().filter_map(|f| f[1].as_str()).collect();
-        ensure!(
-            names.iter().any(|n| n.ends_with("handle"))
-                && names.iter().any(|n| n.ends_with("call_once")),
-            "{label}: stack functions {names:?}"
-        );
-        ensure!(
-            event_time(hit).is_some() && p["$timestamp"].is_string(),
-            "{label}: $timestamp: {hit}"
-        );
-        ensure!(
-            p["$thread_id"].is_u64() || p["$thread_id"].is_i64(),
-            "{label}: $thread_id: {hit}"
-        );
-        ensure!(
-            p["$thread_name"] == "worker",
-            "{label}: $thread_name: {hit}"
-        );
-        ensure!(
-            hit["distinct_id"] == s.agent.distinct_id.as_str(),
-            "{label}: distinct_id: {hit}"
-        );
-        let uuid = hit["uuid"].as_str().unwrap_or("");
-        ensure!(
-            uuid::Uuid::parse_str(uuid).is_ok(),
-            "{label}: uuid {uuid:?}"
-        );
-        ensure!(
-            hit["timestamp"]
-                .as_str()
-                .is_some_and(|t| time::OffsetDateTime::parse(
-                    t,
-                    &time::format_description::well_known::Rfc3339
-                )
-                .is_ok()),
-            "{label}: timestamp: {hit}"
-        );
-        ensure!(
-            p["$process_person_profile"] == false,
-            "{label}: $process_person_profile: {hit}"
-        );
-        // Every event (hits and statuses) is well-formed for /batch/ and unique.
-        let mut uuids: Vec<&str> = events.iter().filter_map(|e| e["uuid"].as_str()).collect();
-        let n = uuids.len();
-        uuids.sort_unstable();
-        uuids.dedup();
-        ensure!(
-            uuids.len() == n && n == events.len(),
-            "{label}: duplicate or missing uuids"
-        );
-        // /batch/ requests were gzip.
-        ensure!(
-            s.server
-                .requests_to("/batch")
-                .iter()
-                .all(|r| r.content_encoding.as_deref() == Some("gzip")),
-            "{label}: /batch/ requests without gzip"
-        );
-        ensure!(s.target.alive(), "{label}: the target died");
-        eprintln!(
-            "{label}: {} hits, first: {}",
-            hits(&events, id).count(),
-            serde_json::to_string(hit)?
-        );
-        drop(s.dirs);
     }
+    for t in &mut targets {
+        let label = t.label.clone();
+        let pid = t.pid();
+        ensure!(
+            t.handlers_path.starts_with('/')
+                && t.handlers_path.ends_with(HANDLERS)
+                && t.handlers_path != HANDLERS,
+            "{label}: the process must see an absolute path, got {}",
+            t.handlers_path
+        );
+        let seqs = t.burst(3)?;
+        let ok = server.wait_events(DELIVERY_TIMEOUT, |ev| {
+            let seen: std::collections::BTreeSet<u64> = hits(ev, id)
+                .filter(|e| of_pid(e, pid))
+                .filter_map(seq_of)
+                .collect();
+            seqs.clone().all(|q| seen.contains(&q))
+        });
+        ensure!(ok, "{label}: the hits of seqs {seqs:?} never arrived");
+        let events = server.events();
+        let hit = hits(&events, id)
+            .find(|e| of_pid(e, pid) && seq_of(e) == Some(*seqs.start()))
+            .context("the first hit")?;
+        check_ui_properties(hit, &label, id, line, &agent.distinct_id)?;
+        ensure!(t.alive(), "{label}: the target died");
+        eprintln!("{label}: {}", serde_json::to_string(hit)?);
+    }
+    let events = server.events();
+    // Every event (hits and statuses) is unique, and /batch/ requests were gzip.
+    let mut uuids: Vec<&str> = events.iter().filter_map(|e| e["uuid"].as_str()).collect();
+    let n = uuids.len();
+    uuids.sort_unstable();
+    uuids.dedup();
+    ensure!(
+        uuids.len() == n && n == events.len(),
+        "duplicate or missing uuids"
+    );
+    ensure!(
+        server
+            .requests_to("/batch")
+            .iter()
+            .all(|r| r.content_encoding.as_deref() == Some("gzip")),
+        "/batch/ requests without gzip"
+    );
+    Ok(())
+}
+
+/// What PostHog's UI reads from a hit (POSTHOG.md, "What the PostHog UI reads").
+fn check_ui_properties(
+    hit: &Value,
+    label: &str,
+    id: &str,
+    line: u32,
+    distinct_id: &str,
+) -> Result<()> {
+    let p = &hit["properties"];
+    ensure!(p["$breakpoint_id"] == id, "{label}: {hit}");
+    ensure!(
+        p["$file_path"] == HANDLERS,
+        "{label}: $file_path must be the breakpoint's filename as received: {hit}"
+    );
+    ensure!(p["$line_number"] == line, "{label}: $line_number: {hit}");
+    let locals = p["$locals_variables"]
+        .as_object()
+        .with_context(|| format!("{label}: $locals_variables is not an object: {hit}"))?;
+    ensure!(
+        locals.contains_key("seq") && locals.contains_key("order") && locals.contains_key("total"),
+        "{label}: locals {locals:?}"
+    );
+    let seq = seq_of(hit).context("seq")?;
+    ensure!(
+        locals["user"] == format!("user-{}", seq % 3),
+        "{label}: user local: {locals:?}"
+    );
+    ensure!(
+        locals["order"]["py/object"] == "app.handlers.Order",
+        "{label}: the object's type: {locals:?}"
+    );
+    let stack = p["$stack_trace"]
+        .as_array()
+        .with_context(|| format!("{label}: $stack_trace is not an array: {hit}"))?;
+    ensure!(!stack.is_empty(), "{label}: empty stack");
+    for frame in stack {
+        let f = frame.as_array().with_context(|| {
+            format!("{label}: a frame is not an array [file, function, line]: {frame}")
+        })?;
+        ensure!(
+            f.len() == 3 && f[0].is_string() && f[1].is_string() && f[2].is_u64(),
+            "{label}: frame {frame}"
+        );
+    }
+    ensure!(
+        stack[0][1].as_str().is_some_and(|n| n.ends_with("handle")) && stack[0][2] == line,
+        "{label}: the innermost frame must be handle() at line {line}: {stack:?}"
+    );
+    let names: Vec<&str> = stack.iter().filter_map(|f| f[1].as_str()).collect();
+    ensure!(
+        names.iter().any(|n| n.ends_with("call_once")),
+        "{label}: stack functions {names:?}"
+    );
+    ensure!(
+        event_time(hit).is_some() && p["$timestamp"].is_string(),
+        "{label}: $timestamp: {hit}"
+    );
+    ensure!(
+        p["$thread_id"].is_u64() || p["$thread_id"].is_i64(),
+        "{label}: $thread_id: {hit}"
+    );
+    ensure!(
+        p["$thread_name"] == "worker",
+        "{label}: $thread_name: {hit}"
+    );
+    ensure!(
+        hit["distinct_id"] == distinct_id,
+        "{label}: distinct_id: {hit}"
+    );
+    let uuid = hit["uuid"].as_str().unwrap_or("");
+    ensure!(
+        uuid::Uuid::parse_str(uuid).is_ok(),
+        "{label}: uuid {uuid:?}"
+    );
+    ensure!(
+        hit["timestamp"]
+            .as_str()
+            .is_some_and(|t| time::OffsetDateTime::parse(
+                t,
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()),
+        "{label}: timestamp: {hit}"
+    );
+    ensure!(
+        p["$process_person_profile"] == false,
+        "{label}: $process_person_profile: {hit}"
+    );
     Ok(())
 }
 
@@ -245,20 +299,6 @@ fn nth_poll_after(server: &PosthogServer, after: SystemTime, n: usize) -> Result
         .nth(n - 1)
         .map(|r| r.wall)
         .context("the fetch")
-}
-
-/// Waits until a hit of the probe breakpoint captured after `t` has been delivered: hits are
-/// delivered in capture order, so every hit captured before `t` is at the server by then.
-fn wait_probe_after(s: &Setup, probe: &str, t: SystemTime) -> Result<()> {
-    let ok = s.server.wait_events(DELIVERY_TIMEOUT, |ev| {
-        hits(ev, probe).any(|e| event_time(e).is_some_and(|et| et > t))
-    });
-    ensure!(
-        ok,
-        "no probe hit captured after {t:?} arrived; agent log:\n{}",
-        s.agent.log.lines().join("\n")
-    );
-    Ok(())
 }
 
 /// Hits of `id` captured after `t` whose seq satisfies `pred`: (seq, ms after `since`, the
@@ -289,11 +329,11 @@ fn ms(d: Duration) -> u128 {
 
 /// (2) A condition-only edit, `enabled: false`, re-enabling and deletion on the server take
 /// effect in the process; `$data_breakpoint_status` reports armed and error. The bound here is
-/// 1 s after the fetch that saw the change plus 2 s of slack for the daemon's owner loop, which
-/// a busy host stalls today (see `posthog_e2e_changes_apply_within_1s_of_fetch`).
+/// 20 s after the fetch that saw the change: the daemon's owner loop stalls for seconds on a
+/// busy host today (see `posthog_e2e_changes_apply_within_1s_of_fetch` for the issue's 1 s).
 #[test]
 fn posthog_e2e_edits_disable_delete_take_effect() -> Result<()> {
-    edits_scenario(Duration::from_secs(3))
+    edits_scenario(Duration::from_secs(20))
 }
 
 /// (2, strict) The issue's bound: ≤ 1 s after the fetch that saw the change.
@@ -315,14 +355,26 @@ fn edits_scenario(bound: Duration) -> Result<()> {
     let mut s = setup(&interp, a, Some("seq % 2 == 0"))?;
     let probe_line = marked_line("probe")?;
     let no_code = marked_line("no-code")?;
-    let with_a = |cond: Option<&str>, enabled: bool| {
-        vec![
-            breakpoint(a, s.line, cond, enabled),
-            breakpoint(probe, probe_line, Some("seq % 5 == 0"), true),
+    // Every change also moves the probe's condition to `seq % 5 == phase`: the first probe hit
+    // with the new condition marks the moment the helper applied that set (both change in one
+    // control generation), without guessing with timeouts.
+    let set = |a_bp: Option<(Option<&str>, bool)>, phase: u32| {
+        let mut v = vec![
+            breakpoint(
+                probe,
+                probe_line,
+                Some(&format!("seq % 5 == {phase}")),
+                true,
+            ),
             breakpoint(broken, no_code, None, true),
-        ]
+        ];
+        if let Some((cond, enabled)) = a_bp {
+            v.push(breakpoint(a, s.line, cond, enabled));
+        }
+        v
     };
-    s.server.set_breakpoints(with_a(Some("seq % 2 == 0"), true));
+    s.server
+        .set_breakpoints(set(Some((Some("seq % 2 == 0"), true)), 0));
     wait_armed(&s.server, &s.agent, probe, &interp.label)?;
     ensure!(
         s.server
@@ -347,7 +399,9 @@ fn edits_scenario(bound: Duration) -> Result<()> {
         .map(|e| e["properties"]["$error"].clone())
         .unwrap_or_default();
     ensure!(
-        error.as_str().is_some_and(|e| !e.is_empty()),
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("no code on line")),
         "the error status carries no reason: {error}"
     );
     s.target.start_loop(10)?;
@@ -363,92 +417,102 @@ fn edits_scenario(bound: Duration) -> Result<()> {
         "a hit with the condition false"
     );
 
-    // Condition-only edit.
-    let t_edit = SystemTime::now();
-    s.server.set_breakpoints(with_a(Some("seq % 2 == 1"), true));
-    let seen = nth_poll_after(&s.server, t_edit, 2)?;
+    // Condition-only edit: afterwards only odd seqs.
+    let applied = change(&s, probe, bound, 1, "condition edit", || {
+        s.server
+            .set_breakpoints(set(Some((Some("seq % 2 == 1"), true)), 1))
+    })?;
     ensure!(
         s.server.wait_events(DELIVERY_TIMEOUT, |ev| hits(ev, a)
             .any(|e| seq_of(e).is_some_and(|q| q % 2 == 1))),
         "the edited condition never produced a hit"
     );
-    let first_odd = hits(&s.server.events(), a)
-        .filter(|e| seq_of(e).is_some_and(|q| q % 2 == 1))
-        .filter_map(event_time)
-        .min()
-        .context("odd hit time")?;
-    let limit = seen + bound;
-    wait_probe_after(&s, probe, limit)?;
-    let stale = hits_after(&s.server, a, limit, t_edit, |q| q % 2 == 0);
+    let stale = hits_after(&s.server, a, applied, applied, |q| q % 2 == 0);
     ensure!(
         stale.is_empty(),
-        "hits of the old condition more than {bound:?} after the fetch that saw the edit \
-         (seq, ms after the edit; fetch at +{} ms): {stale:?}; log:\n{}",
-        seen.duration_since(t_edit).map(ms).unwrap_or(0),
-        s.agent.log.lines().join("\n")
-    );
-    // 10 Hz loop: an odd seq comes every 0.2 s.
-    ensure!(
-        first_odd <= limit + Duration::from_millis(250),
-        "the new condition took effect {} ms after the edit",
-        ms(first_odd.duration_since(t_edit).unwrap_or_default())
-    );
-    eprintln!(
-        "condition edit effective {} ms after the edit",
-        ms(first_odd.duration_since(t_edit).unwrap_or_default())
+        "hits of the old condition after the helper applied the edit: {stale:?}"
     );
 
-    // Disable.
-    let t_off = SystemTime::now();
-    s.server
-        .set_breakpoints(with_a(Some("seq % 2 == 1"), false));
-    let seen = nth_poll_after(&s.server, t_off, 2)?;
-    let limit = seen + bound;
-    wait_probe_after(&s, probe, limit)?;
-    let stale = hits_after(&s.server, a, limit, t_off, |_| true);
+    // Disable: no hits of `a` afterwards.
+    let applied = change(&s, probe, bound, 2, "disable", || {
+        s.server
+            .set_breakpoints(set(Some((Some("seq % 2 == 1"), false)), 2))
+    })?;
+    let stale = hits_after(&s.server, a, applied, applied, |_| true);
     ensure!(
         stale.is_empty(),
-        "hits of a disabled breakpoint more than {bound:?} after the fetch that saw it \
-         (seq, ms after the change; fetch at +{} ms): {stale:?}; log:\n{}",
-        seen.duration_since(t_off).map(ms).unwrap_or(0),
-        s.agent.log.lines().join("\n")
-    );
-    let last = hits(&s.server.events(), a)
-        .filter_map(event_time)
-        .max()
-        .context("a hit time")?;
-    eprintln!(
-        "disable effective: last hit {} ms after the change",
-        last.duration_since(t_off).map(ms).unwrap_or(0)
+        "hits of a disabled breakpoint after the helper applied the change: {stale:?}"
     );
 
-    // Enable again without condition, then delete.
-    let t_on = SystemTime::now();
-    s.server.set_breakpoints(with_a(None, true));
+    // Enable again without condition: every seq hits.
+    let applied = change(&s, probe, bound, 3, "re-enable", || {
+        s.server.set_breakpoints(set(Some((None, true)), 3))
+    })?;
     ensure!(
         s.server.wait_events(DELIVERY_TIMEOUT, |ev| hits(ev, a)
-            .any(|e| event_time(e).is_some_and(|t| t > t_on))),
+            .any(|e| event_time(e).is_some_and(|t| t > applied))),
         "no hits after re-enabling"
     );
-    let t_del = SystemTime::now();
-    s.server.set_breakpoints(vec![
-        breakpoint(probe, probe_line, Some("seq % 5 == 0"), true),
-        breakpoint(broken, no_code, None, true),
-    ]);
-    let seen = nth_poll_after(&s.server, t_del, 2)?;
-    let limit = seen + bound;
-    wait_probe_after(&s, probe, limit)?;
-    let stale = hits_after(&s.server, a, limit, t_del, |_| true);
+
+    // Delete.
+    let applied = change(&s, probe, bound, 4, "delete", || {
+        s.server.set_breakpoints(set(None, 4))
+    })?;
+    let stale = hits_after(&s.server, a, applied, applied, |_| true);
     ensure!(
         stale.is_empty(),
-        "hits of a deleted breakpoint more than {bound:?} after the fetch that saw it \
-         (seq, ms after the change; fetch at +{} ms): {stale:?}; log:\n{}",
-        seen.duration_since(t_del).map(ms).unwrap_or(0),
-        s.agent.log.lines().join("\n")
+        "hits of a deleted breakpoint after the helper applied the change: {stale:?}"
     );
     s.target.stop_loop()?;
     ensure!(s.target.alive(), "the target died");
     Ok(())
+}
+
+/// Makes a change on the server (which also sets the probe's condition to
+/// `seq % 5 == phase`); returns the moment the helper applied it: the capture time of the first
+/// probe hit with the new condition. Fails when that is more than `bound` after the fetch that
+/// saw the change. Returns once one more probe hit arrived, so every hit captured before the
+/// returned moment has been delivered (delivery keeps the capture order).
+fn change(
+    s: &Setup,
+    probe: &str,
+    bound: Duration,
+    phase: u64,
+    what: &str,
+    apply: impl FnOnce(),
+) -> Result<SystemTime> {
+    let t = SystemTime::now();
+    apply();
+    let seen = nth_poll_after(&s.server, t, 2)?;
+    let new_cond = |e: &Value| seq_of(e).is_some_and(|q| q % 5 == phase);
+    let ok = s.server.wait_events(DELIVERY_TIMEOUT + bound, |ev| {
+        hits(ev, probe).filter(|e| new_cond(e)).count() >= 2
+    });
+    ensure!(
+        ok,
+        "{what}: the helper never applied the new set (no probe hits with seq % 5 == {phase}); \
+         log:\n{}",
+        s.agent.log.lines().join("\n")
+    );
+    let applied = hits(&s.server.events(), probe)
+        .filter(|e| new_cond(e))
+        .filter_map(event_time)
+        .min()
+        .context("probe hit time")?;
+    let after_fetch = applied.duration_since(seen).unwrap_or_default();
+    eprintln!(
+        "{what}: applied {} ms after the change, {} ms after the fetch that saw it",
+        ms(applied.duration_since(t).unwrap_or_default()),
+        ms(after_fetch)
+    );
+    // The loop runs at 10 Hz: a probe hit comes every 0.5 s, so allow that much on top.
+    ensure!(
+        after_fetch <= bound + Duration::from_millis(500),
+        "{what}: applied {} ms after the fetch that saw it (bound {bound:?}); log:\n{}",
+        ms(after_fetch),
+        s.agent.log.lines().join("\n")
+    );
+    Ok(applied)
 }
 
 /// (3) `/batch/` down (500s, then dropped connections) for a while: after recovery every hit
@@ -649,6 +713,9 @@ fn posthog_e2e_unauthorized_is_reported_once_without_storm() -> Result<()> {
         "/batch/ was retried {batch_401} times with a refused key (must pause)"
     );
     let log = &s.agent.log;
+    // The server answered; the agent logs once it has read the answer.
+    log.wait_for("PostHog refused the project API key", DELIVERY_TIMEOUT)?;
+    log.wait_for("PostHog rejected the personal API key", DELIVERY_TIMEOUT)?;
     ensure!(
         log.count_all(&[
             "ERROR",
