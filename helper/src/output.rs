@@ -1,7 +1,7 @@
 //! The helper's own thread: encodes snapshots to JSON without the GIL, hands every message to
 //! `ldbg_emit` in chunks (and to the test sink, if one is set), and polls the control block.
 use crate::hot::{PROCESS, Snapshot};
-use crate::value::{encode, encode_str};
+use crate::value::encode_str;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use libdebugger_common::helper_abi::{
     ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
@@ -70,6 +70,26 @@ pub fn ensure_thread(capacity: usize) {
 /// In a forked child: the parent's thread does not exist here. Forget (never drop: its internal
 /// state may be mid-operation) the old queue and start a new thread.
 pub fn after_fork(capacity: usize) {
+    // The parent's thread had parked its queue for the fork (or was still running): neither it
+    // nor its queue exists for this process.
+    let mut parked = match PARKED.try_lock() {
+        Some(g) => g,
+        None => {
+            // SAFETY: only a thread that does not exist in this child (the single-threaded
+            // child of a fork) can have held it.
+            unsafe { PARKED.force_unlock() };
+            PARKED.lock()
+        }
+    };
+    PAUSE.store(false, SeqCst);
+    if let Some(old) = parked.take() {
+        std::mem::forget(old);
+    }
+    drop(parked);
+    if let Some(h) = JOIN.lock().take() {
+        // Never detached or joined: that thread is not part of this process.
+        std::mem::forget(h);
+    }
     let mut tx = TX.lock();
     if let Some(old) = tx.take() {
         std::mem::forget(old);
@@ -83,6 +103,8 @@ pub fn after_fork(capacity: usize) {
 pub fn stop_thread() {
     THREAD_GEN.fetch_add(1, SeqCst);
     TX.lock().take();
+    THREAD_ALIVE.store(false, SeqCst);
+    wake();
 }
 
 fn spawn(r: Receiver<Msg>) {
@@ -90,6 +112,8 @@ fn spawn(r: Receiver<Msg>) {
     let res = std::thread::Builder::new()
         .name("ldbg-helper".into())
         .spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            HELPER_TID.store(unsafe { libc::gettid() }, SeqCst);
             THREAD_ALIVE.store(true, SeqCst);
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
             if let Err(p) = res {
@@ -98,14 +122,23 @@ fn spawn(r: Receiver<Msg>) {
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                eprintln!("libdebugger: helper thread stopped: {msg}");
+                let msg = serde_json::json!({"error": format!("helper thread stopped: {msg}")});
+                emit_chunks(message_kind::STATUS, msg.to_string().as_bytes());
             }
             if THREAD_GEN.load(SeqCst) == generation {
                 THREAD_ALIVE.store(false, SeqCst);
             }
         });
-    if res.is_err() {
-        PROCESS.dropped.fetch_add(1, Relaxed);
+    match res {
+        // Recorded by the spawning thread (which holds the GIL): the helper thread itself never
+        // takes these locks, so a fork cannot find them held.
+        Ok(handle) => {
+            *HELPER.lock() = Some(handle.thread().clone());
+            *JOIN.lock() = Some(handle);
+        }
+        Err(_) => {
+            PROCESS.dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -114,15 +147,19 @@ fn run(r: Receiver<Msg>, generation: u64) {
     let mut last_stats = Instant::now();
     let mut batch: Vec<(u16, String)> = Vec::new();
     let mut acks: Vec<Sender<()>> = Vec::new();
+    // The thread never blocks in the channel: a blocked receiver would make every sender on an
+    // application thread pay a futex wake-up (a syscall) per hit. It sleeps instead, 2 ms while
+    // busy, backing off to 50 ms when idle, and drains what arrived.
+    let mut idle = Duration::from_millis(2);
     loop {
-        let first = match r.recv_timeout(Duration::from_millis(50)) {
-            Ok(m) => Some(m),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-        };
-        // Drain what is queued so the GIL is taken once per batch, not once per message.
-        let mut next = first;
-        while let Some(m) = next {
+        let mut got = false;
+        loop {
+            let m = match r.try_recv() {
+                Ok(m) => m,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            };
+            got = true;
             match m {
                 Msg::Hit(s) => {
                     let json = encode_hit(&s);
@@ -135,7 +172,6 @@ fn run(r: Receiver<Msg>, generation: u64) {
             if batch.len() >= 512 {
                 break;
             }
-            next = r.try_recv().ok();
         }
         if !batch.is_empty() {
             deliver(&mut batch);
@@ -145,6 +181,14 @@ fn run(r: Receiver<Msg>, generation: u64) {
         }
         if THREAD_GEN.load(SeqCst) != generation {
             return;
+        }
+        if PAUSE.load(SeqCst) {
+            // A fork is about to happen: hand the queue back and exit (see `pause_for_fork`).
+            let mut parked = PARKED.lock();
+            if PAUSE.load(SeqCst) {
+                *parked = Some(r);
+                return;
+            }
         }
         if last_poll.elapsed() >= Duration::from_millis(50) {
             last_poll = Instant::now();
@@ -157,6 +201,121 @@ fn run(r: Receiver<Msg>, generation: u64) {
                 deliver(&mut batch);
             }
         }
+        idle = if got {
+            Duration::from_millis(2)
+        } else {
+            (idle * 2).min(Duration::from_millis(50))
+        };
+        std::thread::park_timeout(idle);
+    }
+}
+
+/// Set by the before-fork hook: the helper thread parks its queue in `PARKED` and exits.
+static PAUSE: AtomicBool = AtomicBool::new(false);
+/// The queue of a helper thread that exited for a fork, until the thread is started again.
+/// `PAUSE` is cleared and the queue taken under this lock, so a thread deciding to park cannot
+/// miss the restart.
+static PARKED: LazyLock<Mutex<Option<Receiver<Msg>>>> = LazyLock::new(|| Mutex::new(None));
+/// The current helper thread's handle (to wait for its exit) and kernel thread id.
+static JOIN: LazyLock<Mutex<Option<std::thread::JoinHandle<()>>>> =
+    LazyLock::new(|| Mutex::new(None));
+static HELPER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How long the before-fork hook waits for the helper thread to exit before forking anyway.
+const FORK_PAUSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `os.register_at_fork(before=...)`: stops the helper thread for the duration of the fork, so
+/// the child never inherits state the thread was in the middle of changing, and so CPython
+/// 3.12+ does not count it as a thread (its "This process is multi-threaded, use of fork() may
+/// lead to deadlocks in the child" DeprecationWarning reads the kernel's thread count,
+/// `/proc/self/stat`). The queue is kept; [`resume_after_fork`] starts a thread on it again.
+/// Waits (without the GIL) at most `FORK_PAUSE_TIMEOUT`; a thread that does not stop in time
+/// just keeps running.
+pub fn pause_for_fork(py: Python<'_>) {
+    if TX.lock().is_none() || EXITING.load(SeqCst) {
+        return;
+    }
+    let Some(handle) = JOIN.lock().take() else {
+        return;
+    };
+    if handle.thread().id() == std::thread::current().id() {
+        // Forking from the helper thread itself (a test sink): nothing to wait for.
+        *JOIN.lock() = Some(handle);
+        return;
+    }
+    let tid = HELPER_TID.load(SeqCst);
+    PAUSE.store(true, SeqCst);
+    wake();
+    let handle = py.detach(move || {
+        let deadline = Instant::now() + FORK_PAUSE_TIMEOUT;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if !handle.is_finished() {
+            return Some(handle);
+        }
+        let _ = handle.join();
+        // The kernel unhashes an exited thread slightly after `join` returns (the join wakes
+        // on the thread's tid being cleared, before it is reaped); wait until it is gone from
+        // the thread list CPython reads.
+        let task = format!("/proc/self/task/{tid}");
+        let gone_by = Instant::now() + Duration::from_millis(50);
+        while tid > 0 && std::path::Path::new(&task).exists() && Instant::now() < gone_by {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        None
+    });
+    if let Some(h) = handle {
+        *JOIN.lock() = Some(h);
+    }
+}
+
+/// `os.register_at_fork(after_in_parent=...)`: starts the helper thread again on its queue.
+/// 3.13 counts threads after the `after_in_parent` hooks ran, so there the start is deferred to
+/// a pending call (run by the main thread when it next runs Python code, after `os.fork()`
+/// returned); 3.11/3.12 start it right away.
+pub fn resume_after_fork() {
+    let r = {
+        let mut parked = PARKED.lock();
+        PAUSE.store(false, SeqCst);
+        parked.take()
+    };
+    let Some(r) = r else {
+        return;
+    };
+    if crate::hot::py_minor() >= 13 {
+        *DEFERRED.lock() = Some(r);
+        // SAFETY: a valid `extern "C"` callback without argument; called with the GIL held.
+        let queued =
+            unsafe { pyo3::ffi::Py_AddPendingCall(Some(start_deferred), std::ptr::null_mut()) };
+        // Not queued (the pending-call queue is full): start it now.
+        if queued != 0
+            && let Some(r) = DEFERRED.lock().take()
+        {
+            spawn(r);
+        }
+    } else {
+        spawn(r);
+    }
+}
+
+/// 3.13: the queue whose thread starts in a pending call after a fork.
+static DEFERRED: LazyLock<Mutex<Option<Receiver<Msg>>>> = LazyLock::new(|| Mutex::new(None));
+
+extern "C" fn start_deferred(_: *mut std::ffi::c_void) -> std::ffi::c_int {
+    if let Some(r) = DEFERRED.lock().take() {
+        spawn(r);
+    }
+    0
+}
+
+/// The current helper thread, to wake it early (flush, control changes).
+static HELPER: LazyLock<Mutex<Option<std::thread::Thread>>> = LazyLock::new(|| Mutex::new(None));
+
+/// Wakes the helper thread now instead of at its next tick.
+pub fn wake() {
+    if let Some(t) = HELPER.lock().as_ref() {
+        t.unpark();
     }
 }
 
@@ -311,13 +470,11 @@ pub fn sender() -> Option<Sender<Msg>> {
     TX.lock().clone()
 }
 
-/// Process facts added to every hit.
-pub struct ProcessFacts {
-    pub pid: u32,
-    pub python_version: String,
-}
-
-pub static FACTS: OnceLock<Mutex<ProcessFacts>> = OnceLock::new();
+/// The process id hits report (updated in a forked child); lock-free because the helper thread
+/// reads it without the GIL and a fork may happen at any moment.
+pub static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// `major.minor.micro` of the interpreter.
+pub static PYTHON_VERSION: OnceLock<String> = OnceLock::new();
 
 fn rfc3339(unix_ns: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
@@ -341,13 +498,7 @@ pub fn encode_hit(s: &Snapshot) -> String {
     o.push_str(",\"$line_number\":");
     o.push_str(&bp.spec.line.to_string());
     o.push_str(",\"$locals_variables\":");
-    encode(
-        &mut o,
-        &crate::value::Value::Dict {
-            entries: s.locals.clone(),
-            more: s.locals_more,
-        },
-    );
+    crate::value::encode_entries(&mut o, &s.locals, s.locals_more);
     o.push_str(",\"$stack_trace\":[");
     for (i, (f, q, l)) in s.stack.iter().enumerate() {
         if i > 0 {
@@ -395,11 +546,11 @@ pub fn encode_hit(s: &Snapshot) -> String {
         o.push_str(",\"$condition\":");
         encode_str(&mut o, &c.source);
     }
-    if let Some(f) = FACTS.get() {
-        let f = f.lock();
-        let _ = write!(o, ",\"$pid\":{},\"$python_version\":", f.pid);
-        encode_str(&mut o, &f.python_version);
-    }
+    let _ = write!(o, ",\"$pid\":{},\"$python_version\":", PID.load(Relaxed));
+    encode_str(
+        &mut o,
+        PYTHON_VERSION.get().map(String::as_str).unwrap_or_default(),
+    );
     o.push('}');
     o
 }

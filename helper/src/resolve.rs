@@ -9,10 +9,137 @@ use pyo3::types::{PyList, PyTuple};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-/// One code object and the lines it has instructions on.
+/// One code object and (computed on first use: most files are never asked about) the lines it
+/// has instructions on.
 pub struct CodeEntry {
     pub code: Py<PyAny>,
-    pub lines: BTreeSet<u32>,
+    lines: std::cell::OnceCell<BTreeSet<u32>>,
+    /// For a decorated function: (first decorator line = the line of its entry, `def` line).
+    decorated: std::cell::OnceCell<Option<(u32, u32)>>,
+}
+
+impl CodeEntry {
+    fn new(code: Py<PyAny>) -> Self {
+        CodeEntry {
+            code,
+            lines: std::cell::OnceCell::new(),
+            decorated: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Lines with instructions (from `co_lines()`), computed once.
+    pub fn lines(&self, py: Python<'_>) -> &BTreeSet<u32> {
+        self.lines.get_or_init(|| code_lines(self.code.bind(py)))
+    }
+
+    /// (first decorator line, `def` line) when this is a decorated function: its entry (`RESUME`)
+    /// is on the decorator's line and the `def` line has no instruction in it.
+    fn decorated(&self, py: Python<'_>, source: &Source) -> Option<(u32, u32)> {
+        *self.decorated.get_or_init(|| {
+            let code = self.code.bind(py);
+            let flags: u32 = code.getattr("co_flags").ok()?.extract().ok()?;
+            if flags & CO_OPTIMIZED == 0 {
+                return None; // module or class body
+            }
+            let first: u32 = code.getattr("co_firstlineno").ok()?.extract().ok()?;
+            decorated_def_line(source.lines()?, first).map(|def| (first, def))
+        })
+    }
+
+    /// Lines a breakpoint can name in this code object: the lines with instructions, except
+    /// that for a decorated function the `def` line stands for the entry and the decorator line
+    /// does not (decorators run in the enclosing code, when the `def` statement executes).
+    pub fn breakpoint_lines(&self, py: Python<'_>, source: &Source) -> BTreeSet<u32> {
+        let mut lines = self.lines(py).clone();
+        if let Some((first, def)) = self.decorated(py, source) {
+            lines.remove(&first);
+            lines.insert(def);
+        }
+        lines
+    }
+
+    /// The line to arm for a breakpoint on `line` (the entry line for the `def` line of a
+    /// decorated function), or None when this code object has nothing on that line.
+    pub fn arm_line(&self, py: Python<'_>, source: &Source, line: u32) -> Option<u32> {
+        match self.decorated(py, source) {
+            // A one-line function has its body on the `def` line: that line's own event.
+            Some((first, def)) if line == def && !self.lines(py).contains(&def) => Some(first),
+            Some((first, _)) if line == first => None,
+            _ => self.lines(py).contains(&line).then_some(line),
+        }
+    }
+}
+
+/// `co_flags` bit of functions (also lambdas and 3.11 comprehensions), not module/class bodies.
+const CO_OPTIMIZED: u32 = 0x1;
+
+/// A source file's lines, read on first use (from disk only: never through a module's loader,
+/// which could be user code).
+pub struct Source {
+    path: String,
+    lines: std::cell::OnceCell<Option<Vec<String>>>,
+}
+
+impl Source {
+    pub fn new(path: &str) -> Self {
+        Source {
+            path: path.to_string(),
+            lines: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn lines(&self) -> Option<&[String]> {
+        self.lines
+            .get_or_init(|| {
+                std::fs::read_to_string(&self.path)
+                    .ok()
+                    .map(|s| s.lines().map(str::to_string).collect())
+            })
+            .as_deref()
+    }
+}
+
+/// For a function whose first line (`co_firstlineno`, 1-based) is a decorator, the line of its
+/// `def` keyword: the first later line at the decorator's indentation that starts with `def` or
+/// `async def` (lines in between are further decorators or a decorator's continuation lines).
+/// None when the first line is not a decorator or no such line follows.
+pub fn decorated_def_line(lines: &[String], first: u32) -> Option<u32> {
+    let start = usize::try_from(first).ok()?.checked_sub(1)?;
+    let deco = lines.get(start)?;
+    let body = deco.trim_start();
+    if !body.starts_with('@') {
+        return None;
+    }
+    let indent = &deco[..deco.len() - body.len()];
+    const MAX_DECORATOR_LINES: usize = 500;
+    for (i, l) in lines
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .take(MAX_DECORATOR_LINES)
+    {
+        let Some(rest) = l.strip_prefix(indent) else {
+            continue;
+        };
+        if rest.starts_with(|c: char| c.is_whitespace()) {
+            continue;
+        }
+        let rest = rest
+            .strip_prefix("async")
+            .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
+            .map(str::trim_start)
+            .unwrap_or(rest);
+        if rest
+            .strip_prefix("def")
+            .is_some_and(|r| r.starts_with(|c: char| c.is_whitespace()))
+        {
+            return u32::try_from(i + 1).ok();
+        }
+        if rest.starts_with("class") {
+            return None;
+        }
+    }
+    None
 }
 
 /// All code objects found by a scan, grouped by `co_filename`.
@@ -66,8 +193,23 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
             }
         }
     }
-    while let Some(c) = stack.pop() {
-        if !c.get_type().is(&code_type) || !seen.insert(c.as_ptr() as usize) {
+    // 3.11: live functions and running frames may hold the patcher's instrumented copies and
+    // derived parent copies; breakpoints are always armed on (and keyed by) the originals, so
+    // only originals are indexed. Their `co_consts` hold only real nested code (the copies also
+    // hold the original itself and other non-nested constants, which is why copies are never
+    // walked).
+    let is_311 = crate::hot::py_minor() == 11;
+    while let Some(mut c) = stack.pop() {
+        if !c.get_type().is(&code_type) {
+            continue;
+        }
+        if is_311 {
+            match crate::py311::original_code(py, &c) {
+                Ok(o) => c = o,
+                Err(_) => continue,
+            }
+        }
+        if !seen.insert(c.as_ptr() as usize) {
             continue;
         }
         if let Ok(consts) = c.getattr("co_consts")
@@ -83,11 +225,10 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
             Ok(f) => f,
             Err(_) => continue,
         };
-        let lines = code_lines(&c);
-        idx.by_file.entry(filename).or_default().push(CodeEntry {
-            code: c.unbind(),
-            lines,
-        });
+        idx.by_file
+            .entry(filename)
+            .or_default()
+            .push(CodeEntry::new(c.unbind()));
     }
     for f in idx.by_file.keys() {
         if let Ok(c) = std::fs::canonicalize(f) {
@@ -109,6 +250,29 @@ pub fn code_lines(code: &Bound<'_, PyAny>) -> BTreeSet<u32> {
                 && l > 0
             {
                 lines.insert(l);
+            }
+        }
+    }
+    lines
+}
+
+/// Lines with instructions in a module's code and the class bodies nested in it (code that runs
+/// once, at import), not in functions.
+pub fn runs_once_lines(module: &Bound<'_, PyAny>) -> BTreeSet<u32> {
+    let mut lines = BTreeSet::new();
+    let mut stack = vec![module.clone()];
+    while let Some(c) = stack.pop() {
+        lines.extend(code_lines(&c));
+        if let Ok(consts) = c.getattr("co_consts")
+            && let Ok(t) = consts.cast_into::<PyTuple>()
+        {
+            for k in t.iter() {
+                let flags = k.getattr("co_flags").and_then(|f| f.extract::<u32>()).ok();
+                if k.hasattr("co_lines").unwrap_or(false)
+                    && flags.is_some_and(|f| f & CO_OPTIMIZED == 0)
+                {
+                    stack.push(k);
+                }
             }
         }
     }
@@ -159,7 +323,39 @@ impl CodeIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::{decorated_def_line, path_matches};
+
+    #[test]
+    fn def_line_of_decorated_functions() {
+        let src: Vec<String> = [
+            "@a",                  // 1
+            "def f(x):",           // 2
+            "    pass",            // 3
+            "class C:",            // 4
+            "    @b(",             // 5
+            "        1,",          // 6
+            "    )",               // 7
+            "    @c",              // 8
+            "    async  def g():", // 9
+            "        pass",        // 10
+            "@dataclass",          // 11
+            "class D:",            // 12
+            "    def h(): pass",   // 13
+            "@d",                  // 14
+            "def\tk(): pass",      // 15
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(decorated_def_line(&src, 1), Some(2));
+        assert_eq!(decorated_def_line(&src, 5), Some(9));
+        assert_eq!(decorated_def_line(&src, 2), None, "not a decorator");
+        assert_eq!(decorated_def_line(&src, 11), None, "class decorator");
+        assert_eq!(decorated_def_line(&src, 13), None);
+        assert_eq!(decorated_def_line(&src, 14), Some(15));
+        assert_eq!(decorated_def_line(&src, 0), None);
+        assert_eq!(decorated_def_line(&src, 99), None);
+    }
 
     #[test]
     fn suffix_at_component_boundary() {

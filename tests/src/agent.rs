@@ -3,7 +3,6 @@ use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -21,41 +20,23 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The agent binary, built (debug profile) on first use: `cargo test -p libdebugger-tests`
-/// does not build other crates' binaries.
+/// The agent binary under test: `ldbg-agent-under-test`, which `cargo test -p
+/// libdebugger-tests` builds next to the test executables (`target/<profile>/`), running the
+/// same `libdebugger_agent::cli::main` as `libdebugger-agent`.
 pub fn agent_binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = workspace_root();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "libdebugger-agent",
-                    "--bin",
-                    "libdebugger-agent",
-                ])
-                .current_dir(&root)
-                .status()
-                .map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build -p libdebugger-agent failed: {status}"));
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            let bin = target.join("debug/libdebugger-agent");
-            if bin.exists() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after cargo build", bin.display()))
-            }
+    let exe = std::env::current_exe()?;
+    // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("ldbg-agent-under-test"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "ldbg-agent-under-test not found near {}: run the tests with `cargo test -p libdebugger-tests`",
+                exe.display()
+            )
         })
-        .clone()
-        .map_err(anyhow::Error::msg)
 }
 
 /// Lines of a child's stream, read on a thread so they can be awaited with a deadline.
@@ -127,14 +108,21 @@ pub struct PyProcess {
 impl PyProcess {
     /// Runs `python script` with the script's directory as working directory.
     pub fn start(python: &Path, script: &Path) -> Result<Self> {
-        let mut child = Command::new(python)
-            .arg(script)
-            .current_dir(script.parent().unwrap_or(Path::new("/")))
+        let mut cmd = Command::new(python);
+        cmd.arg(script)
+            .current_dir(script.parent().unwrap_or(Path::new("/")));
+        Self::start_command(cmd)
+    }
+
+    /// Runs a prepared command (stdin and stdout are piped here).
+    pub fn start_command(mut cmd: Command) -> Result<Self> {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} {}", python.display(), script.display()))?;
+            .with_context(|| format!("starting {what}"))?;
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().context("python stdout")?);
         Ok(Self {

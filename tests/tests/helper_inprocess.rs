@@ -13,6 +13,10 @@ fn u(v: &Value) -> u64 {
 fn helper_structural_function_every_line() {
     on_each_interpreter("structural.py", 11, |i, r| {
         assert_eq!(r["mismatches"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["count_mismatches"], json!([]), "{}: {r}", i.label);
+        // A breakpoint on a `def` line fires once per call, at entry, on every version.
+        assert_eq!(r["def_line_hits"], 1, "{}: {r}", i.label);
+        assert_eq!(r["nested_def_line_hits"], 6, "{}: {r}", i.label);
         assert_eq!(r["tested"], r["lines"], "{}: every line tested", i.label);
         assert!(u(&r["tested"]) > 60, "{}: {r}", i.label);
         assert!(u(&r["executed_lines"]) > 40, "{}: {r}", i.label);
@@ -72,6 +76,9 @@ fn helper_deferred_import_and_reload() {
         assert_eq!(r["code_objects_after_reload"], 2, "{}: {r}", i.label);
         assert_eq!(r["hits_after_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["reload_local_x"], 3, "{}: {r}", i.label);
+        assert_eq!(r["old_function_hits"], json!([5]), "{}: {r}", i.label);
+        // Code nothing can run any more is released on re-resolution.
+        assert_eq!(r["code_objects_after_second_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["finders_after_removal"], 0, "{}: {r}", i.label);
         assert_eq!(r["hook_errors"], 0, "{}: {r}", i.label);
     });
@@ -86,6 +93,20 @@ fn helper_removal_leaves_no_residue() {
         assert_eq!(r["hits_after"], 0, "{}: {r}", i.label);
         assert_eq!(r["result_after"], 42, "{}: {r}", i.label);
         assert_eq!(r["finders"], 0, "{}: {r}", i.label);
+        // The agent learns the armed code objects (to watch them in the kernel) and statuses.
+        assert_eq!(
+            r["code_objects_msg"],
+            json!([{"id": "r", "code_objects": [r["f_code_addr"]]}]),
+            "{}: {r}",
+            i.label
+        );
+        assert!(
+            r["status_msg_ids"]
+                .as_array()
+                .is_some_and(|v| v.contains(&json!("r"))),
+            "{}: {r}",
+            i.label
+        );
         assert_eq!(r["status_after"]["breakpoints"], json!([]));
         assert_eq!(r["status_after"]["process"]["armed_code_objects"], 0);
         if i.version.1 >= 12 {
@@ -159,7 +180,14 @@ fn helper_hostile_objects() {
         assert_eq!(big.len(), 101, "{}: 100 items + cut marker", i.label);
         assert_eq!(big[100]["py/cut"], "items");
         assert_eq!(big[100]["more"], 10_000_000 - 100);
-        assert!(o["deep"].to_string().contains("\"py/cut\":\"depth\""));
+        assert!(
+            o["deep"].to_string().contains("\"py/cut\":\"depth\""),
+            "{}: deep={} truncated={} capture_us={}",
+            i.label,
+            o["deep"],
+            r["truncated"],
+            r["capture_us"]
+        );
         assert_eq!(o["cyc"][1]["py/cycle"], true);
         assert_eq!(o["dcyc"]["self"]["py/cycle"], true);
         assert_eq!(o["node"]["me"]["py/cycle"], true);
@@ -267,6 +295,25 @@ fn helper_fork_child_keeps_breakpoints() {
 }
 
 #[test]
+fn helper_fork_does_not_count_the_helper_thread() {
+    on_each_interpreter("fork_warning.py", 11, |i, r| {
+        // The helper thread exists (2 kernel threads) but is stopped for each fork: CPython
+        // 3.12+ sees a single-threaded process and does not warn.
+        assert_eq!(r["threads_before"], 2, "{}: {r}", i.label);
+        assert_eq!(r["alive_before"], true, "{}: {r}", i.label);
+        assert_eq!(r["warnings"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["child"]["hits"], 1, "{}: {r}", i.label);
+        // It comes back in the parent, on the same queue.
+        assert_eq!(r["alive_after"], true, "{}: {r}", i.label);
+        assert_eq!(r["parent_hits_after"], 1, "{}: {r}", i.label);
+        assert_eq!(r["threads_after"], 2, "{}: {r}", i.label);
+        // Forks while another thread hits the breakpoint, also from a non-main thread.
+        assert_eq!(r["busy_children"], json!([0, 0, 0, 0]), "{}: {r}", i.label);
+        assert_eq!(r["alive_after_busy"], true, "{}: {r}", i.label);
+    });
+}
+
+#[test]
 fn helper_attach_and_control_block() {
     on_each_interpreter("attach.py", 11, |i, r| {
         assert_eq!(r["imported_before"], false);
@@ -282,5 +329,208 @@ fn helper_attach_and_control_block() {
         }
         assert_eq!(r["acked_removal"], true);
         assert_eq!(r["after_removal"], json!([]));
+    });
+}
+
+#[test]
+fn helper_statuses_are_actionable() {
+    on_each_interpreter("statuses.py", 11, |i, r| {
+        let s = &r["statuses"];
+        let reason = |k: &str| s[k]["reason"].as_str().unwrap_or("").to_string();
+        assert_eq!(s["armed"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(s["armed"]["code_objects"], 1);
+        assert_eq!(s["pending"]["status"], "pending");
+        assert!(reason("pending").contains("imported"));
+        assert_eq!(s["not_found"]["status"], "error");
+        assert!(reason("not_found").contains("file not found"));
+        assert_eq!(s["no_code"]["status"], "error");
+        assert!(
+            reason("no_code").contains("nearest lines with code: 5, 7"),
+            "{}: {}",
+            i.label,
+            reason("no_code")
+        );
+        assert!(reason("module_level").contains("module-level"), "{r}");
+        assert!(reason("ambiguous").contains("a/amb_mod.py"), "{r}");
+        assert!(reason("ambiguous").contains("b/amb_mod.py"), "{r}");
+        assert_eq!(s["disambiguated"]["status"], "armed");
+        assert!(reason("syntax").contains("column 4"), "{r}");
+        assert!(reason("bad_line").contains("seven"), "{r}");
+        assert_eq!(s["symlink"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(
+            r["hits"],
+            json!({"armed": 1, "symlink": 1, "disambiguated": 1})
+        );
+        assert_eq!(r["results"], json!([2, 2, 1]));
+        if i.version.1 >= 12 {
+            assert_eq!(r["no_tool"]["status"], "error");
+            assert!(
+                r["no_tool"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no free sys.monitoring tool id")
+            );
+            assert_eq!(r["after_tools_freed"], "armed");
+        }
+    });
+}
+
+#[test]
+fn helper_stack_matches_the_interpreter() {
+    on_each_interpreter("stack.py", 11, |i, r| {
+        assert_eq!(r["hits"], 8, "{}: {r}", i.label);
+        assert_eq!(r["expected"], 8, "{}: {r}", i.label);
+        for c in r["cases"].as_array().expect("cases") {
+            assert_eq!(c["same"], true, "{}: {c}", i.label);
+        }
+        assert_eq!(
+            r["cases"][6]["depth"], 64,
+            "{}: capped at 64 frames",
+            i.label
+        );
+    });
+}
+
+#[test]
+fn helper_stress_changes_while_running() {
+    on_each_interpreter("stress.py", 11, |i, r| {
+        assert_eq!(r["errors"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["callback_errors"], 0, "{}: {r}", i.label);
+        assert_eq!(r["import_hook_errors"], 0, "{}: {r}", i.label);
+        assert!(u(&r["callbacks"]) > 0, "{}: {r}", i.label);
+        assert!(u(&r["hits_delivered"]) > 0, "{}: {r}", i.label);
+        assert_eq!(r["tool_after"], Value::Null, "{}: {r}", i.label);
+        assert_eq!(r["finders_after"], 0, "{}: {r}", i.label);
+    });
+}
+
+/// 3.11 interpreters only: the hit path driven through the hook the patcher will insert.
+#[test]
+fn helper_py311_hit_path_through_the_hook() {
+    on_each_interpreter("py311_hook.py", 11, |i, r| {
+        assert_eq!(r["results"], json!([9, 15]), "{}: {r}", i.label);
+        assert_eq!(
+            r["fired"],
+            json!({"plain": 2, "cond_true": 2, "glob": 2}),
+            "{}: {r}",
+            i.label
+        );
+        assert_eq!(r["counters"]["cond_false"]["condition_false"], 2);
+        assert_eq!(r["counters"]["cond_err"]["condition_errors"], 2);
+        let l = &r["locals"];
+        assert_eq!(l["n"], 3);
+        assert_eq!(l["cell"], 6, "{}: cell variable captured: {r}", i.label);
+        assert_eq!(l["password"], "[redacted]");
+        assert_eq!(l["obj"]["token"], "[redacted]");
+        assert_eq!(l["obj"]["a"], json!([1, 2, {"k": "v"}]));
+        assert_eq!(r["stack"][0][1], "target");
+        assert_eq!(r["stack"][1][1], "main");
+        assert_eq!(r["threads"], json!(["MainThread", "worker-311"]));
+    });
+}
+
+#[test]
+fn helper_def_and_decorator_lines() {
+    on_each_interpreter("entry_lines.py", 11, |i, r| {
+        let at = |k: &str| r[k]["at"].clone();
+        let hits = |k: &str| u(&r[k]["hits"]);
+        // A `def` line fires once per call, at entry, with only the arguments bound.
+        for (k, n, f, locals) in [
+            ("PLAIN_DEF", 2, "plain", "x,y"),
+            ("MOD_DEF", 2, "top", "x,y"),
+            ("MOD_ONELINE", 2, "two", "x"),
+            ("GEN_DEF", 1, "gen", "n"),
+            ("CORO_DEF", 1, "coro", "x"),
+            ("METHOD_DEF", 1, "K.sm", "a"),
+        ] {
+            assert_eq!(r[k]["status"], "armed", "{} {k}: {r}", i.label);
+            assert_eq!(hits(k), n, "{} {k}: {r}", i.label);
+            assert_eq!(at(k), json!([[f, locals]]), "{} {k}: {r}", i.label);
+        }
+        // Nested: where the enclosing function executes the `def` statement (as settrace
+        // reports the line: twice per statement, around the decorator call) plus once per call.
+        assert_eq!(hits("NESTED_DEF"), 2 * (2 + 1), "{}: {r}", i.label);
+        assert_eq!(
+            at("NESTED_DEF"),
+            json!([["outer", "v"], ["outer.<locals>.inner", "v,w"]]),
+            "{}: {r}",
+            i.label
+        );
+        // A decorator line is never the function's entry: only the enclosing code runs it.
+        assert_eq!(hits("NESTED_DECO"), 2 * 2, "{}: {r}", i.label);
+        assert_eq!(
+            at("NESTED_DECO"),
+            json!([["outer", "v"]]),
+            "{}: {r}",
+            i.label
+        );
+        for k in ["MOD_DECO", "MOD_DECO2", "METHOD_DECO"] {
+            assert_eq!(r[k]["status"], "error", "{} {k}: {r}", i.label);
+            assert!(
+                r[k]["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("module-level code")),
+                "{} {k}: {r}",
+                i.label
+            );
+        }
+        assert_eq!(r["hits_after_removal"], 0, "{}: {r}", i.label);
+        assert_eq!(r["code_restored"], true, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_rearm_nested_and_partial_changes() {
+    on_each_interpreter("rearm.py", 11, |i, r| {
+        let steps = r["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 11, "{}: {r}", i.label);
+        for s in steps {
+            let ids: Vec<&str> = s["statuses"]
+                .as_object()
+                .expect("statuses")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            // Every breakpoint armed, on exactly its own original code object, fired once.
+            for id in &ids {
+                assert_eq!(s["statuses"][id], "armed", "{} {s}", i.label);
+                assert_eq!(s["hits"][id], 1, "{} {s}", i.label);
+                let want = &id[..1];
+                assert_eq!(s["armed_on"][id], json!([want]), "{} {s}", i.label);
+            }
+            // ...and nothing else fired.
+            assert_eq!(
+                s["hits"].as_object().map(|o| o.len()),
+                Some(ids.len()),
+                "{} {s}",
+                i.label
+            );
+            if i.version.1 == 11 {
+                // 3.11: a function runs a copy exactly while something in it (or, for the
+                // parent, in its nested function) is armed.
+                let armed = |p: &str| ids.iter().any(|id| id.starts_with(p));
+                assert_eq!(
+                    s["parent_is_original"],
+                    !(armed("P") || armed("C")),
+                    "{} {s}",
+                    i.label
+                );
+                assert_eq!(s["child_is_original"], !armed("C"), "{} {s}", i.label);
+                assert_eq!(s["multi_is_original"], !armed("M"), "{} {s}", i.label);
+            }
+        }
+        // Removing everything puts back the identical original code objects everywhere,
+        // including in a closure created while armed.
+        let last = &steps[10];
+        assert_eq!(last["step"], "nothing");
+        for k in [
+            "parent_is_original",
+            "child_is_original",
+            "multi_is_original",
+        ] {
+            assert_eq!(last[k], true, "{} {k}: {r}", i.label);
+        }
+        assert_eq!(r["early_child_is_original"], true, "{}: {r}", i.label);
+        assert_eq!(r["armed_after"], 0, "{}: {r}", i.label);
     });
 }

@@ -42,8 +42,16 @@ fn render(cmd: &Command) -> String {
 
 /// Debian packages the tests and the demo use: gcc/libc6-dev (the injection tests build a small
 /// stand-in library), util-linux (`unshare` for the mount-namespace test), procps, and Debian's
-/// own static `python3.11` (one of the interpreters under test).
-pub const DEBIAN_PACKAGES: &[&str] = &["gcc", "libc6-dev", "util-linux", "procps", "python3.11"];
+/// own static `python3.11` (one of the interpreters under test), binutils (`strip` for the
+/// staged helper).
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "util-linux",
+    "procps",
+    "python3.11",
+    "binutils",
+];
 
 /// Installs the Debian packages in `names` that are missing (idempotent; needs root).
 pub fn ensure_debian_packages(names: &[&str]) -> Result<()> {

@@ -102,13 +102,15 @@ fn text(v: &Value) -> String {
 }
 
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // Stops quietly when stdout goes away (`tail | head`).
     control::tail(&crate::paths::control_socket(), |event| {
-        if args.json {
-            println!("{event}");
-        } else {
-            println!("{event:#}");
-        }
-        true
+        let written = match serde_json::from_value::<crate::delivery::Event>(event.clone()) {
+            Ok(ev) if !args.json => writeln!(out, "{}", crate::delivery::sinks::render(&ev)),
+            _ => writeln!(out, "{event}"),
+        };
+        written.and_then(|_| out.flush()).is_ok()
     })?;
     Ok(ExitCode::SUCCESS)
 }

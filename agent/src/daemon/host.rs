@@ -22,19 +22,34 @@ impl Platform for Host {
         ProcessFacts::read(pid)
     }
 
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        procfs::process::Process::new(pid)
+            .and_then(|p| p.stat())
+            .map(|s| s.starttime)
+            .ok()
+    }
+
     fn inspect(&self, pid: i32) -> Option<Result<ProcessInfo, String>> {
         match python::inspect(pid) {
             Ok(p) => Some(Ok(ProcessInfo {
                 exe: p.exe.display().to_string(),
                 python_version: p.version.to_string(),
+                process: Some(std::sync::Arc::new(p)),
             })),
-            // Not Python at all (or gone, or unreadable): not listed.
+            // Python, but not one the agent can debug: listed with the reason.
             Err(
-                InspectError::NotPython { .. }
-                | InspectError::ProcessGone { .. }
-                | InspectError::Proc { .. },
-            ) => None,
-            Err(e) => Some(Err(e.to_string())),
+                e @ (InspectError::PyPy { .. }
+                | InspectError::UnsupportedVersion { .. }
+                | InspectError::FreeThreaded { .. }
+                | InspectError::UnknownVersion { .. }
+                | InspectError::MissingSymbol { .. }
+                | InspectError::SymbolNotInFile { .. }),
+            ) => Some(Err(e.to_string())),
+            // Not Python, gone, or unreadable (so not known to be Python): not listed.
+            Err(e) => {
+                tracing::trace!(pid, "not a debuggable Python: {e}");
+                None
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::assembler::{Assembler, Limits, Message};
 use crate::bpf::Bpf;
 use crate::bpf::ring::{AsyncRingReader, EmitChunk, ProcEvent};
 use crate::breakpoints::{Breakpoint, DesiredSet};
-use crate::delivery::{Delivery, Event, FanOut, StatusUpdate};
+use crate::delivery::{Delivery, Event, FanOut, StatusReporter, StatusUpdate};
 use libdebugger_common::helper_abi::message_kind;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
@@ -151,6 +151,9 @@ const EXAMINE_DELAYS: [Duration; 4] = [
 ];
 /// Frame entries per second above which the frame-entry probe is detached from a process.
 pub const ENTRIES_BUDGET_PER_SEC: u32 = 20_000;
+/// Least time between two `$data_breakpoint_status` events of one breakpoint (a status that
+/// changes faster is sent once the interval has passed, latest value only).
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long SIGTERM waits for helpers to confirm they removed their breakpoints.
 const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for events to be delivered.
@@ -198,6 +201,8 @@ struct Owner {
     helper_settings: Value,
     control: Vec<u8>,
     sender: FanOut,
+    /// `$data_breakpoint_status` events, at most one per breakpoint per [`STATUS_INTERVAL`].
+    statuses: Arc<StatusReporter>,
     distinct_id: String,
     hostname: String,
     events: broadcast::Sender<Arc<Value>>,
@@ -241,6 +246,7 @@ impl Daemon {
                 (None, Some(format!("{e:#}")))
             }
         };
+        let hostname = crate::posthog::config::hostname();
         let mut owner = Owner {
             platform: self.platform,
             registry: Registry::new(self.selectors),
@@ -254,8 +260,22 @@ impl Daemon {
             helper_settings: self.helper_settings,
             control: Vec::new(),
             sender: self.delivery.sender(),
+            statuses: {
+                let mut ext = Map::new();
+                ext.insert(
+                    "$hostname".into(),
+                    json!(crate::posthog::config::hostname()),
+                );
+                ext.insert("$process_person_profile".into(), json!(false));
+                StatusReporter::new(
+                    self.delivery.sender(),
+                    &self.distinct_id,
+                    STATUS_INTERVAL,
+                    ext,
+                )
+            },
             distinct_id: self.distinct_id,
-            hostname: crate::posthog::config::hostname(),
+            hostname,
             events,
             shared,
             inject_tx,
@@ -369,6 +389,11 @@ impl Owner {
     /// The desired set changed (source or CLI): publish it everywhere, attach where needed.
     fn set_changed(&mut self) {
         let desired = merge(&self.source_set, &self.cli_set);
+        for id in self.desired.breakpoints.keys() {
+            if desired.get(id).is_none() {
+                self.statuses.forget(id);
+            }
+        }
         self.tracker.retain(&desired);
         self.desired = desired;
         self.control = control_json(&self.desired, &self.helper_settings);
@@ -496,7 +521,10 @@ impl Owner {
                     ("$process_person_profile".to_string(), json!(false)),
                 ];
                 match Event::hit_from_json(&self.distinct_id, &msg.data, ext) {
-                    Ok(event) => self.deliver(event),
+                    Ok(event) => {
+                        self.tracker.on_hit(pid, &event.properties);
+                        self.deliver(event);
+                    }
                     Err(e) => tracing::warn!(pid, "unreadable hit from the helper: {e}"),
                 }
             }
@@ -533,17 +561,20 @@ impl Owner {
             return;
         }
         if !bpf.traced().any(|p| p == pid) {
-            match crate::python::inspect(pid) {
-                Ok(p) => {
-                    if let Err(e) = bpf.trace_process(&p, ENTRIES_BUDGET_PER_SEC) {
-                        tracing::warn!(pid, "frame-entry probe not attached: {e}");
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(pid, "frame-entry probe not attached: {e}");
-                    return;
-                }
+            // The registry's introspection of this process (symbols, offsets).
+            let Some(process) = self
+                .registry
+                .entries
+                .get(&pid)
+                .and_then(|e| e.info.as_ref())
+                .and_then(|i| i.process.clone())
+            else {
+                tracing::debug!(pid, "frame-entry probe not attached: process not inspected");
+                return;
+            };
+            if let Err(e) = bpf.trace_process(&process, ENTRIES_BUDGET_PER_SEC) {
+                tracing::warn!(pid, "frame-entry probe not attached: {e}");
+                return;
             }
         }
         for code in codes {
@@ -568,18 +599,18 @@ impl Owner {
 
     fn report_changes(&mut self) {
         for (id, folded) in self.tracker.changes(&self.desired) {
-            let update = StatusUpdate {
-                breakpoint_id: id.clone(),
-                status: folded.status.clone(),
-                error: folded.error.clone(),
-            };
             tracing::info!(breakpoint = %id, status = %folded.status, error = ?folded.error, "breakpoint status");
-            let mut ext = Map::new();
-            ext.insert("$hostname".into(), json!(self.hostname));
-            ext.insert("$process_person_profile".into(), json!(false));
-            let event = Event::breakpoint_status(&self.distinct_id, &update, ext);
-            self.deliver(event);
+            let update = StatusUpdate {
+                breakpoint_id: id,
+                status: folded.status,
+                error: folded.error,
+            };
+            if let Err(e) = self.statuses.report(update) {
+                self.delivery_errors += 1;
+                tracing::warn!("breakpoint status not accepted for delivery: {e}");
+            }
         }
+        self.statuses.tick();
         self.refresh_shared();
     }
 

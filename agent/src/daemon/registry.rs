@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What introspection found out about a supported CPython process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ProcessInfo {
     pub exe: String,
     pub python_version: String,
+    /// The full introspection (symbols, offsets) the frame-entry probe needs; `None` for fakes.
+    pub process: Option<std::sync::Arc<crate::python::PythonProcess>>,
 }
 
 /// The host, as the registry sees it.
@@ -23,6 +25,9 @@ pub trait Platform: Send + Sync + 'static {
     /// Ok for a supported CPython; Err(reason) for anything else. `None` when the process is
     /// not Python at all (not listed in status).
     fn inspect(&self, pid: i32) -> Option<Result<ProcessInfo, String>>;
+    /// The process's start time (clock ticks since boot), to tell a reused pid from the process
+    /// that had it before.
+    fn start_time(&self, pid: i32) -> Option<u64>;
     /// Injects the helper (or finds the one already there) and returns a link to it.
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String>;
 }
@@ -73,6 +78,9 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The registry.
 pub struct Registry {
     pub entries: BTreeMap<i32, Entry>,
+    /// Pids known not to be Python, with the process's start time (so a reused pid is looked at
+    /// again). Rescans skip them; an exec forgets them.
+    not_python: std::collections::HashMap<i32, u64>,
     matcher: Matcher,
     own_pid: i32,
 }
@@ -81,6 +89,7 @@ impl Registry {
     pub fn new(matcher: Matcher) -> Self {
         Self {
             entries: BTreeMap::new(),
+            not_python: std::collections::HashMap::new(),
             matcher,
             own_pid: std::process::id() as i32,
         }
@@ -94,6 +103,9 @@ impl Registry {
         }
         let Some(inspected) = platform.inspect(pid) else {
             self.entries.remove(&pid);
+            if let Some(start) = platform.start_time(pid) {
+                self.not_python.insert(pid, start);
+            }
             return false;
         };
         let facts = platform.facts(pid);
@@ -117,8 +129,9 @@ impl Registry {
         true
     }
 
-    /// Forgets a process that exited.
+    /// Forgets a process that exited or exec'd.
     pub fn remove(&mut self, pid: i32) -> Option<Entry> {
+        self.not_python.remove(&pid);
         self.entries.remove(&pid)
     }
 
@@ -126,10 +139,17 @@ impl Registry {
     pub fn rescan(&mut self, platform: &dyn Platform) {
         let live: std::collections::BTreeSet<i32> = platform.pids().into_iter().collect();
         self.entries.retain(|pid, _| live.contains(pid));
+        self.not_python.retain(|pid, _| live.contains(pid));
         for pid in live {
-            if !self.entries.contains_key(&pid) {
-                self.examine(platform, pid);
+            if self.entries.contains_key(&pid) {
+                continue;
             }
+            if let Some(start) = self.not_python.get(&pid)
+                && platform.start_time(pid) == Some(*start)
+            {
+                continue;
+            }
+            self.examine(platform, pid);
         }
     }
 
@@ -169,5 +189,126 @@ impl Registry {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selectors::{Rule, Selectors};
+    use parking_lot::Mutex;
+    use std::collections::HashMap;
+
+    /// What inspection says of a fake process: None = not Python, Ok(version), Err(reason).
+    type Kind = Option<Result<&'static str, &'static str>>;
+
+    /// A host with scripted processes: pid → (start time, kind).
+    #[derive(Default)]
+    struct FakeHost {
+        procs: Mutex<HashMap<i32, (u64, Kind)>>,
+        inspections: Mutex<Vec<i32>>,
+    }
+
+    impl Platform for FakeHost {
+        fn pids(&self) -> Vec<i32> {
+            self.procs.lock().keys().copied().collect()
+        }
+        fn facts(&self, pid: i32) -> Option<ProcessFacts> {
+            self.procs.lock().get(&pid).map(|_| ProcessFacts {
+                pid,
+                exe: format!("/usr/bin/python-{pid}"),
+                cmdline: format!("python app{pid}.py"),
+                ..ProcessFacts::default()
+            })
+        }
+        fn start_time(&self, pid: i32) -> Option<u64> {
+            self.procs.lock().get(&pid).map(|p| p.0)
+        }
+        fn inspect(&self, pid: i32) -> Option<Result<ProcessInfo, String>> {
+            self.inspections.lock().push(pid);
+            let kind = self.procs.lock().get(&pid)?.1?;
+            Some(
+                kind.map(|v| ProcessInfo {
+                    exe: format!("/usr/bin/python-{pid}"),
+                    python_version: v.into(),
+                    process: None,
+                })
+                .map_err(str::to_owned),
+            )
+        }
+        fn attach(&self, _pid: i32) -> Result<Box<dyn HelperLink>, String> {
+            Err("not in this test".into())
+        }
+    }
+
+    fn registry(include: Vec<Rule>) -> Registry {
+        Registry::new(
+            Matcher::new(&Selectors {
+                include,
+                exclude: vec![],
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn rescans_do_not_re_inspect_non_python_processes_but_a_reused_pid_is_looked_at() {
+        let host = FakeHost::default();
+        host.procs.lock().insert(10, (100, None)); // bash
+        host.procs.lock().insert(11, (100, Some(Ok("3.12.1"))));
+        let mut r = registry(vec![]);
+        r.rescan(&host);
+        r.rescan(&host);
+        let inspected = host.inspections.lock().clone();
+        assert_eq!(
+            inspected.iter().filter(|p| **p == 10).count(),
+            1,
+            "{inspected:?}"
+        );
+        assert_eq!(
+            inspected.iter().filter(|p| **p == 11).count(),
+            1,
+            "{inspected:?}"
+        );
+        // pid 10 exits and is reused by a Python process.
+        host.procs.lock().insert(10, (200, Some(Ok("3.11.7"))));
+        r.rescan(&host);
+        assert!(matches!(r.entries[&10].state, AttachState::Idle));
+    }
+
+    #[test]
+    fn unsupported_ignored_and_attach_decisions() {
+        let host = FakeHost::default();
+        host.procs
+            .lock()
+            .insert(20, (1, Some(Err("CPython 3.10 is not supported"))));
+        host.procs.lock().insert(21, (1, Some(Ok("3.12.1"))));
+        host.procs.lock().insert(22, (1, Some(Ok("3.13.0"))));
+        let mut r = registry(vec![Rule {
+            pid: Some(21),
+            ..Rule::default()
+        }]);
+        r.rescan(&host);
+        assert!(matches!(&r.entries[&20].state, AttachState::Unsupported(m) if m.contains("3.10")));
+        assert!(matches!(
+            r.entries[&22].state,
+            AttachState::Ignored(Verdict::NotIncluded)
+        ));
+        // The helper is injected only while a breakpoint exists, and only where selected.
+        assert!(r.wanting_attach(false, Instant::now()).is_empty());
+        assert_eq!(r.wanting_attach(true, Instant::now()), vec![21]);
+        let status = r.status();
+        assert_eq!(status.len(), 3);
+        assert_eq!(status[0]["attach_state"], "unsupported");
+        // A failed injection is retried only after RETRY_AFTER.
+        r.entries.get_mut(&21).unwrap().state = AttachState::Failed {
+            reason: "no safe point".into(),
+            retry_at: Instant::now() + RETRY_AFTER,
+        };
+        assert!(r.wanting_attach(true, Instant::now()).is_empty());
+        assert_eq!(
+            r.wanting_attach(true, Instant::now() + RETRY_AFTER),
+            vec![21]
+        );
     }
 }

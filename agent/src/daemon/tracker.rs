@@ -49,16 +49,19 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    fn slot(&mut self, id: &str, pid: i32) -> &mut PerProcess {
+        self.by_bp
+            .entry(id.to_string())
+            .or_default()
+            .entry(pid)
+            .or_default()
+    }
+
     /// Applies a STATUS message (`{"breakpoints": [{id, status, reason, counters, …}]}`).
     pub fn on_status(&mut self, pid: i32, msg: &Value) {
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
-            let p = self
-                .by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default();
+            let p = self.slot(id, pid);
             p.status = b["status"].as_str().map(str::to_owned);
             p.reason = b["reason"].as_str().map(str::to_owned);
             if let Some(c) = b["counters"].as_object() {
@@ -74,13 +77,27 @@ impl Tracker {
             let (Some(id), Some(c)) = (b["id"].as_str(), b["counters"].as_object()) else {
                 continue;
             };
-            let p = self
-                .by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default();
-            p.counters = c.clone();
+            self.slot(id, pid).counters = c.clone();
+        }
+    }
+
+    /// Applies the counters every hit carries (`$hit_count`, `$captured_count`,
+    /// `$condition_false_count`, `$rate_limited_count`), so `status` is current between the
+    /// helper's periodic STATS messages.
+    pub fn on_hit(&mut self, pid: i32, props: &Map<String, Value>) {
+        let Some(id) = props.get("$breakpoint_id").and_then(Value::as_str) else {
+            return;
+        };
+        let counters = &mut self.slot(id, pid).counters;
+        for (prop, name) in [
+            ("$hit_count", "hits"),
+            ("$captured_count", "captured"),
+            ("$condition_false_count", "condition_false"),
+            ("$rate_limited_count", "rate_limited"),
+        ] {
+            if let Some(n) = props.get(prop).and_then(Value::as_u64) {
+                counters.insert(name.into(), json!(n));
+            }
         }
     }
 
@@ -96,12 +113,7 @@ impl Tracker {
                 .filter_map(Value::as_u64)
                 .collect();
             all.extend(&codes);
-            self.by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default()
-                .code_objects = codes;
+            self.slot(id, pid).code_objects = codes;
         }
         all
     }
@@ -283,6 +295,16 @@ mod tests {
         t.forget_process(2);
         assert_eq!(t.fold("b", true).status, "error");
         assert_eq!(t.fold("b", false).status, "disabled");
+    }
+
+    #[test]
+    fn hits_keep_the_counters_current() {
+        let mut t = Tracker::default();
+        let props = json!({"$breakpoint_id": "b", "$hit_count": 8, "$captured_count": 2, "$condition_false_count": 6});
+        t.on_hit(3, props.as_object().unwrap());
+        let view = t.view(&set());
+        assert_eq!(view[0]["counters"]["hits"], 8);
+        assert_eq!(view[0]["counters"]["condition_false"], 6);
     }
 
     #[test]
