@@ -328,19 +328,10 @@ fn ms(d: Duration) -> u128 {
 }
 
 /// (2) A condition-only edit, `enabled: false`, re-enabling and deletion on the server take
-/// effect in the process; `$data_breakpoint_status` reports armed and error. The bound here is
-/// 20 s after the fetch that saw the change: the daemon's owner loop stalls for seconds on a
-/// busy host today (see `posthog_e2e_changes_apply_within_1s_of_fetch` for the issue's 1 s).
+/// effect in the process at most 1 s after the fetch that saw them; `$data_breakpoint_status`
+/// reports armed and error (with its reason).
 #[test]
 fn posthog_e2e_edits_disable_delete_take_effect() -> Result<()> {
-    edits_scenario(Duration::from_secs(20))
-}
-
-/// (2, strict) The issue's bound: ≤ 1 s after the fetch that saw the change.
-#[test]
-#[ignore = "daemon: every 2 s the owner task re-inspects every non-Python process on the host \
-            (before applying --pid), which stalls breakpoint changes for seconds on a busy host"]
-fn posthog_e2e_changes_apply_within_1s_of_fetch() -> Result<()> {
     edits_scenario(Duration::from_secs(1))
 }
 
@@ -825,37 +816,5 @@ fn posthog_e2e_malformed_answer_keeps_last_good_set() -> Result<()> {
         "hits after the API recovered",
     )?;
     ensure!(s.target.alive(), "the target died");
-    Ok(())
-}
-
-/// The cause of the stalls above: the daemon's periodic rescan (every 2 s, on the owner task)
-/// inspects every process on the host that is not a tracked Python process, again and again,
-/// before the `--pid` selector is consulted. A process the agent was told to ignore must not
-/// be inspected at all (and a non-Python one at most once).
-#[test]
-#[ignore = "daemon: registry rescan re-inspects every non-Python process every 2 s, ignoring --pid"]
-fn posthog_e2e_rescan_leaves_other_processes_alone() -> Result<()> {
-    require_env!();
-    let interp = main_interpreter()?;
-    let server = PosthogServer::start()?;
-    let target = Target::start(&interp)?;
-    let mut bystander = std::process::Command::new("sleep").arg("120").spawn()?;
-    let dirs = AgentDirs::new()?;
-    let opts = AgentOptions {
-        log_filter: Some("info,libdebugger_agent::python=debug".into()),
-        ..AgentOptions::default()
-    };
-    let agent = PosthogAgent::start(&server, target.pid(), &dirs, &opts)?;
-    let needle = format!("inspecting pid={} ", bystander.id());
-    // Three rescan periods.
-    let seen = agent.log.wait_count(&needle, 2, Duration::from_secs(7));
-    let _ = bystander.kill();
-    let _ = bystander.wait();
-    ensure!(
-        seen.is_err(),
-        "the agent (scoped with --pid {}) inspected an unrelated `sleep` process {} times",
-        target.pid(),
-        agent.log.count(&needle)
-    );
     Ok(())
 }
