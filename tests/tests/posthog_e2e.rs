@@ -616,7 +616,6 @@ fn posthog_e2e_kill9_during_outage_delivers_spool_after_restart() -> Result<()> 
         mut target,
         dirs,
         agent,
-        ..
     } = s;
     agent.kill9()?;
     ensure!(
