@@ -4,6 +4,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`paths`] | every filesystem path the agent uses, with its mode and why |
+//! | [`elf`] | reading the target's ELF files: symbols, sections, segments, load bias (mapped) |
+//! | [`remote`] | reading and writing a target's memory (`process_vm_readv`/`writev`) |
 //! | [`python`] | CPython introspection of a pid: version ladder, ELF symbols, struct offsets |
 //! | [`bpf`] | every aya call: loading the eBPF object, attaching probes, reading maps and rings |
 //! | [`trace`] | `trace <pid>`: counts frame entries per code object with the frame-entry probe |
@@ -21,9 +23,11 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod doctor;
+pub mod elf;
 pub mod inject;
 pub mod paths;
 pub mod posthog;
 pub mod python;
+pub mod remote;
 pub mod selectors;
 pub mod trace;

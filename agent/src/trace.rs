@@ -5,8 +5,9 @@
 //! callbacks such as `map`/`sorted(key=)`, C extensions, thread targets, generator resumes on
 //! 3.11). Python→Python calls are inlined by the interpreter since 3.11 and are not seen.
 use crate::bpf::{Bpf, BpfError, Drops, Governor};
-use crate::python::memory::{MemoryError, RemoteMemory, read_code};
+use crate::python::memory::{MemoryError, read_code};
 use crate::python::{self, InspectError, PythonProcess};
+use crate::remote::RemoteMemory;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -157,9 +158,7 @@ fn resolve(mem: &RemoteMemory, process: &PythonProcess, code: u64, entries: u64)
         },
         Err(err) => {
             let reason = match err {
-                MemoryError::Read { .. } | MemoryError::Short { .. } => {
-                    "code object no longer readable".to_string()
-                }
+                MemoryError::Remote { .. } => "code object no longer readable".to_string(),
                 other => other.to_string(),
             };
             TraceEntry {

@@ -799,7 +799,11 @@ fn rearm(py: Python<'_>, st: &mut State) {
         HOT.lock().table.clear();
         return;
     }
-    // Disarm code objects no longer wanted, or whose line set changed on 3.11.
+    // Disarm code objects no longer wanted, or whose line set changed on 3.11: there the
+    // original (never a copy: the scan indexes originals only) is instrumented again with the
+    // full set of lines after the old copy was restored, so a parent and its nested function
+    // can be armed at the same time, in any order, and removing everything puts the identical
+    // original code objects back (`tests/python/rearm.py`).
     let current: Vec<usize> = st.armed.keys().copied().collect();
     for k in current {
         let drop_it = match want.get(&k) {

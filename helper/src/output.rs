@@ -86,6 +86,10 @@ pub fn after_fork(capacity: usize) {
         std::mem::forget(old);
     }
     drop(parked);
+    // 3.13: a restart still pending from an earlier fork belongs to the parent's queue.
+    if let Some(r) = DEFERRED.try_lock().and_then(|mut d| d.take()) {
+        std::mem::forget(r);
+    }
     if let Some(h) = JOIN.lock().take() {
         // Never detached or joined: that thread is not part of this process.
         std::mem::forget(h);
@@ -243,7 +247,6 @@ pub fn pause_for_fork(py: Python<'_>) {
         *JOIN.lock() = Some(handle);
         return;
     }
-    let tid = HELPER_TID.load(SeqCst);
     PAUSE.store(true, SeqCst);
     wake();
     let handle = py.detach(move || {
@@ -255,6 +258,9 @@ pub fn pause_for_fork(py: Python<'_>) {
             return Some(handle);
         }
         let _ = handle.join();
+        // Read after the join: a thread that had not started yet when the fork began has set
+        // it by now.
+        let tid = HELPER_TID.load(SeqCst);
         // The kernel unhashes an exited thread slightly after `join` returns (the join wakes
         // on the thread's tid being cleared, before it is reaped); wait until it is gone from
         // the thread list CPython reads.

@@ -20,6 +20,17 @@ def thread_count():
         return int(fh.read().rsplit(")", 1)[1].split()[17])
 
 
+def settled_thread_count(want, deadline_s=5.0):
+    """The kernel's thread count once it reaches `want` (joined threads leave the kernel's list
+    slightly after join() returns), or the last count seen at the deadline."""
+    end = time.monotonic() + deadline_s
+    n = thread_count()
+    while n != want and time.monotonic() < end:
+        time.sleep(0.005)
+        n = thread_count()
+    return n
+
+
 def wait_alive(deadline_s=5.0):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -33,7 +44,7 @@ def main():
     arm([{"id": "fw", "file": "fork_warning.py", "line": line_of(__file__, "# BP:f"),
           "limits": FAST}], SETTINGS_FAST)
     threads_before = thread_count()
-    alive_before = h.status()["process"]["helper_thread_alive"]
+    alive_before = wait_alive()  # started at import; it may not have run yet
     caught = []
     forks = 5
     for _ in range(forks):
@@ -92,7 +103,7 @@ def main():
     result({"threads_before": threads_before, "alive_before": alive_before,
             "warnings": caught, "busy_children": busy_children,
             "alive_after_busy": alive_after_busy, "child": child, "alive_after": alive_after,
-            "parent_hits_after": parent_hits, "threads_after": thread_count(),
+            "parent_hits_after": parent_hits, "threads_after": settled_thread_count(threads_before),
             "python_threads": threading.active_count()})
 
 

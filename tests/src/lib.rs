@@ -2,6 +2,7 @@
 //! waiting for readiness with deadlines.
 pub mod agent;
 pub mod helper;
+pub mod local;
 pub mod posthog_e2e;
 pub mod posthog_server;
 pub mod python;

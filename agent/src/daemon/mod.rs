@@ -623,7 +623,12 @@ impl Owner {
                     self.queue_examine(pid as i32);
                 }
                 ProcEvent::Fork { child, parent } => {
-                    if self.registry.entries.contains_key(&(parent as i32)) {
+                    let debugged = self
+                        .registry
+                        .entries
+                        .get(&(parent as i32))
+                        .is_some_and(|e| !matches!(e.state, AttachState::Ignored(_)));
+                    if debugged {
                         self.queue_examine(child as i32);
                     }
                 }

@@ -78,8 +78,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The registry.
 pub struct Registry {
     pub entries: BTreeMap<i32, Entry>,
-    /// Pids known not to be Python, with the process's start time (so a reused pid is looked at
-    /// again). Rescans skip them; an exec forgets them.
+    /// Pids not to look at again: not Python, or not selected. With the process's start time (so
+    /// a reused pid is looked at again). Rescans skip them; an exec forgets them.
     not_python: std::collections::HashMap<i32, u64>,
     matcher: Matcher,
     own_pid: i32,
@@ -101,6 +101,38 @@ impl Registry {
         if pid == self.own_pid {
             return false;
         }
+        // Selectors first: their facts are a few /proc reads, while inspecting an interpreter
+        // parses its ELF files. Every exec on the host reaches this point, so processes the
+        // selectors exclude must stay cheap (and never be inspected).
+        let Some(facts) = platform.facts(pid) else {
+            self.entries.remove(&pid);
+            return false;
+        };
+        let verdict = self.matcher.verdict(&facts);
+        if verdict != Verdict::Debug {
+            // Not inspected. Listed in `status` only when its executable says it is Python;
+            // either way remembered, so rescans do not look at it again.
+            if let Some(start) = platform.start_time(pid) {
+                self.not_python.insert(pid, start);
+            }
+            let file_name = std::path::Path::new(&facts.exe)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !file_name.contains("python") {
+                self.entries.remove(&pid);
+                return false;
+            }
+            self.entries.insert(
+                pid,
+                Entry {
+                    info: None,
+                    exe: facts.exe.clone(),
+                    state: AttachState::Ignored(verdict),
+                },
+            );
+            return true;
+        }
         let Some(inspected) = platform.inspect(pid) else {
             self.entries.remove(&pid);
             if let Some(start) = platform.start_time(pid) {
@@ -108,21 +140,15 @@ impl Registry {
             }
             return false;
         };
-        let facts = platform.facts(pid);
-        let exe = facts.as_ref().map(|f| f.exe.clone()).unwrap_or_default();
-        let state = match (&inspected, &facts) {
-            (Err(reason), _) => AttachState::Unsupported(reason.clone()),
-            (Ok(_), None) => return false,
-            (Ok(_), Some(f)) => match self.matcher.verdict(f) {
-                Verdict::Debug => AttachState::Idle,
-                other => AttachState::Ignored(other),
-            },
+        let state = match &inspected {
+            Err(reason) => AttachState::Unsupported(reason.clone()),
+            Ok(_) => AttachState::Idle,
         };
         self.entries.insert(
             pid,
             Entry {
                 info: inspected.ok(),
-                exe,
+                exe: facts.exe.clone(),
                 state,
             },
         );
@@ -284,10 +310,16 @@ mod tests {
             .insert(20, (1, Some(Err("CPython 3.10 is not supported"))));
         host.procs.lock().insert(21, (1, Some(Ok("3.12.1"))));
         host.procs.lock().insert(22, (1, Some(Ok("3.13.0"))));
-        let mut r = registry(vec![Rule {
-            pid: Some(21),
-            ..Rule::default()
-        }]);
+        let mut r = registry(vec![
+            Rule {
+                pid: Some(20),
+                ..Rule::default()
+            },
+            Rule {
+                pid: Some(21),
+                ..Rule::default()
+            },
+        ]);
         r.rescan(&host);
         assert!(matches!(&r.entries[&20].state, AttachState::Unsupported(m) if m.contains("3.10")));
         assert!(matches!(

@@ -19,7 +19,8 @@ use libdebugger_common::helper_abi::{
     ABI_VERSION, CONTROL_DATA_LEN, CONTROL_MAGIC, control_offsets,
 };
 
-use super::{Injected, remote};
+use super::Injected;
+use crate::remote::{self, RemoteError};
 
 /// Why a control-block operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,7 @@ pub enum ControlError {
         pid: i32,
         addr: u64,
         #[source]
-        source: std::io::Error,
+        source: RemoteError,
     },
     /// The block does not carry the expected magic / ABI version.
     #[error(
@@ -110,7 +111,7 @@ impl ControlWriter {
         self.generation
     }
 
-    fn mem_err(&self, source: std::io::Error) -> ControlError {
+    fn mem_err(&self, source: RemoteError) -> ControlError {
         ControlError::Memory {
             pid: self.pid,
             addr: self.addr,

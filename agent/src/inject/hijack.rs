@@ -8,7 +8,8 @@ use tracing::{debug, warn};
 use super::safepoint::SafePoint;
 use super::symbols::TargetSymbols;
 use super::tracee::{FpuState, Stop, Tracee, WaitError};
-use super::{Hijacked, InjectError, InjectOptions, alive, remote};
+use super::{Hijacked, InjectError, InjectOptions, alive};
+use crate::remote;
 
 /// A hijacked thread: saved state, and the area below its stack pointer we use.
 pub(super) struct Hijack {
@@ -89,10 +90,10 @@ impl Hijack {
         let len = bytes.len() as u64;
         let addr = (self.scratch_top - len) & !7;
         if addr < self.scratch_floor {
-            return Err(InjectError::Memory {
+            return Err(InjectError::ScratchFull {
                 pid: self.pid,
-                addr,
-                source: std::io::Error::other("scratch area full"),
+                len,
+                available: self.scratch_top.saturating_sub(self.scratch_floor),
             });
         }
         remote::write(self.pid, addr, &bytes).map_err(|source| InjectError::Memory {

@@ -4,10 +4,11 @@ use std::path::Path;
 
 use tracing::warn;
 
-use super::elf::Elf;
 use super::hijack::Hijack;
 use super::symbols::{MFD_CLOEXEC, RTLD_NOW, SYS_MEMFD_CREATE, TargetSymbols};
-use super::{InjectError, MEMFD_NAME, pep768, read_maps, remote};
+use super::{InjectError, MEMFD_NAME, pep768, read_maps};
+use crate::elf::Elf;
+use crate::remote;
 
 /// Step 3 for a fresh load: get the helper mapped (memfd, or a file staged in the target's
 /// `/tmp` when that fails), then `ldbg_attach`. Returns the inode of the mapped file (to find
@@ -156,7 +157,7 @@ fn load_via_staged_file(
     let staged = pep768::stage(pid, helper_so)?;
     let inode = std::fs::metadata(staged.helper_on_host())
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .map_err(|source| InjectError::ReadElf {
+        .map_err(|source| InjectError::ReadFile {
             path: staged.helper_on_host(),
             source,
         })?;

@@ -1,6 +1,8 @@
 //! `/proc/<pid>/maps`: which objects are mapped where in the target.
 use std::path::{Path, PathBuf};
 
+use crate::elf::{Elf, ElfError};
+
 /// One line of `/proc/<pid>/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -41,6 +43,26 @@ impl Mapping {
             "/proc/{pid}/map_files/{:x}-{:x}",
             self.start, self.end
         ))
+    }
+}
+
+impl Mapping {
+    /// Maps the file behind this mapping of process `pid` through `/proc/<pid>/map_files`
+    /// (works across mount namespaces, for deleted files and memfds); errors name the file as
+    /// the target sees it.
+    pub fn open_elf(&self, pid: i32) -> Result<Elf, ElfError> {
+        match Elf::open_as(&self.map_file(pid), self.path.clone()) {
+            Ok(e) => Ok(e),
+            // map_files needs CAP_SYS_ADMIN in the initial user namespace; fall back to the
+            // target's root directory (a container's files are visible there).
+            Err(_) => Elf::open_as(
+                &PathBuf::from(format!(
+                    "/proc/{pid}/root{}",
+                    self.path.strip_suffix(" (deleted)").unwrap_or(&self.path)
+                )),
+                self.path.clone(),
+            ),
+        }
     }
 }
 

@@ -80,12 +80,10 @@
 //! restores the registers and detaches; if a thread cannot even be stopped again, the
 //! injector's thread exits and the kernel detaches every tracee it still holds.
 pub mod control;
-pub mod elf;
 mod hijack;
 mod load;
 pub mod maps;
 pub mod pep768;
-pub mod remote;
 pub mod safepoint;
 mod search;
 mod symbols;
@@ -99,7 +97,8 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use tracing::{debug, info, warn};
 
-use elf::Elf;
+use crate::elf::{Elf, ElfError};
+use crate::remote::{self, RemoteError};
 use load::load_and_attach;
 use maps::Mapping;
 use safepoint::SafePoint;
@@ -231,9 +230,15 @@ pub enum InjectError {
         #[source]
         source: std::io::Error,
     },
-    /// An ELF file could not be read.
-    #[error("cannot read ELF file {path}")]
-    ReadElf {
+    /// An ELF file could not be opened, mapped or parsed.
+    #[error(transparent)]
+    Elf {
+        #[from]
+        source: ElfError,
+    },
+    /// A file the injector needs could not be read (e.g. the staged helper's inode).
+    #[error("cannot read {path}")]
+    ReadFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -262,8 +267,14 @@ pub enum InjectError {
         pid: i32,
         addr: u64,
         #[source]
-        source: std::io::Error,
+        source: RemoteError,
     },
+    /// A string argument of an injected call does not fit the scratch area below the hijacked
+    /// thread's stack pointer.
+    #[error(
+        "a {len}-byte string does not fit the {available} bytes left in the scratch area of process {pid}"
+    )]
+    ScratchFull { pid: i32, len: u64, available: u64 },
     /// An injected call did not return in time; the thread was interrupted and restored, but the
     /// call was abandoned midway.
     #[error("{function} did not return within {timeout:?} in thread {tid} of process {pid}")]
@@ -396,7 +407,7 @@ fn find_loaded_in(
     };
     // The symbols come from the *mapped* file, not the agent's copy: a previous agent may have
     // injected a different build.
-    let elf = Elf::of_mapping(pid, m)?;
+    let elf = m.open_elf(pid)?;
     let bias = elf.load_bias(m.start).ok_or_else(|| InjectError::BadElf {
         origin: m.path.clone(),
         reason: "no PT_LOAD segment maps file offset 0".into(),
@@ -407,8 +418,8 @@ fn find_loaded_in(
             symbol: name.into(),
         })
     };
-    let control_addr = bias + sym(CONTROL_SYMBOL)?.value;
-    let attach_addr = bias + sym(ATTACH_SYMBOL)?.value;
+    let control_addr = bias + sym(CONTROL_SYMBOL)?.vaddr;
+    let attach_addr = bias + sym(ATTACH_SYMBOL)?.vaddr;
     let mem = |addr: u64| move |source| InjectError::Memory { pid, addr, source };
     let magic = remote::read_u64(pid, control_addr + control_offsets::MAGIC as u64)
         .map_err(mem(control_addr))?;
@@ -593,7 +604,7 @@ impl Injector {
             &syms,
             &helper,
             helper_so,
-            attach_sym.value,
+            attach_sym.vaddr,
             self.options.load_via,
         );
         let restored = hj.finish();

@@ -36,9 +36,8 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::elf::Elf;
 use super::maps::{self, Mapping};
-use super::remote;
+use crate::remote::{self, RemoteError};
 
 /// `_PY_EVAL_PLEASE_STOP_BIT` (Include/internal/pycore_ceval.h, 3.13–3.14).
 const EVAL_PLEASE_STOP_BIT: u64 = 1 << 5;
@@ -71,7 +70,7 @@ pub enum Pep768Error {
         pid: i32,
         addr: u64,
         #[source]
-        source: std::io::Error,
+        source: RemoteError,
     },
     /// Staging the script or helper in the target's filesystem failed.
     #[error("cannot stage files for process {pid} in {dir}")]
@@ -219,17 +218,17 @@ fn runtime_address(pid: i32, maps: &[Mapping]) -> Option<u64> {
                     || exe.as_deref().is_some_and(|e| m.path == e))
         })
         .find_map(|m| {
-            let elf = Elf::of_mapping(pid, m).ok()?;
+            let elf = m.open_elf(pid).ok()?;
             let bias = elf.load_bias(m.start)?;
             let addr = elf
                 .section_address(".PyRuntime")
-                .or_else(|| elf.symbol("_PyRuntime").map(|s| s.value))?;
+                .or_else(|| elf.symbol("_PyRuntime").map(|s| s.vaddr))?;
             Some(bias + addr)
         })
 }
 
 impl DebugSupport {
-    fn mem(&self, addr: u64) -> impl Fn(std::io::Error) -> Pep768Error {
+    fn mem(&self, addr: u64) -> impl Fn(RemoteError) -> Pep768Error {
         let pid = self.pid;
         move |source| Pep768Error::Memory { pid, addr, source }
     }

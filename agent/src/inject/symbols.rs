@@ -3,7 +3,6 @@
 use tracing::warn;
 
 use super::InjectError;
-use super::elf::Elf;
 use super::maps::{self, Mapping};
 use super::safepoint::Ranges;
 
@@ -42,7 +41,7 @@ impl TargetSymbols {
     pub(super) fn resolve(pid: i32, maps: &[Mapping]) -> Result<Self, InjectError> {
         let libc_map = maps::find_object(maps, |m| maps::is_libc(m.file_name()))
             .ok_or(InjectError::NoLibc { pid })?;
-        let libc = Elf::of_mapping(pid, libc_map)?;
+        let libc = libc_map.open_elf(pid)?;
         let bias = libc
             .load_bias(libc_map.start)
             .ok_or_else(|| InjectError::BadElf {
@@ -58,7 +57,7 @@ impl TargetSymbols {
             "syscall",
             "close",
         ]);
-        let in_libc = |name: &str| found.get(name).map(|s| bias + s.value);
+        let in_libc = |name: &str| found.get(name).map(|s| bias + s.vaddr);
         let missing = |symbol: &str| InjectError::MissingSymbol {
             object: libc_map.path.clone(),
             symbol: symbol.into(),
@@ -70,10 +69,10 @@ impl TargetSymbols {
             (d, in_libc("dlerror"), 0)
         } else if let Some((d, e)) =
             maps::find_object(maps, |m| m.file_name().starts_with("libdl.")).and_then(|m| {
-                let elf = Elf::of_mapping(pid, m).ok()?;
+                let elf = m.open_elf(pid).ok()?;
                 let b = elf.load_bias(m.start)?;
                 let d = elf.symbol("dlopen")?;
-                Some((b + d.value, elf.symbol("dlerror").map(|e| b + e.value)))
+                Some((b + d.vaddr, elf.symbol("dlerror").map(|e| b + e.vaddr)))
             })
         {
             (d, e, 0)
@@ -94,7 +93,7 @@ impl TargetSymbols {
         {
             ranges
                 .lock_wait
-                .push((bias + s.value, bias + s.value + s.size));
+                .push((bias + s.vaddr, bias + s.vaddr + s.size));
         }
         ranges.eval = eval_loop_ranges(pid, maps);
         if ranges.eval.is_empty() {
@@ -134,14 +133,14 @@ fn eval_loop_ranges(pid: i32, maps: &[Mapping]) -> Vec<(u64, u64)> {
         if out.iter().any(|(p, _)| p == &m.path) {
             continue;
         }
-        if let Ok(elf) = Elf::of_mapping(pid, m)
+        if let Ok(elf) = m.open_elf(pid)
             && let (Some(bias), Some(s)) = (
                 elf.load_bias(m.start),
                 elf.symbol("_PyEval_EvalFrameDefault"),
             )
             && s.size > 0
         {
-            out.push((m.path.clone(), (bias + s.value, bias + s.value + s.size)));
+            out.push((m.path.clone(), (bias + s.vaddr, bias + s.vaddr + s.size)));
         }
     }
     out.into_iter().map(|(_, r)| r).collect()

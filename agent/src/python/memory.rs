@@ -1,104 +1,41 @@
-//! Reading another process's memory, and reading CPython objects out of it.
+//! Reading CPython objects (`str`, code objects) out of another process's memory.
 //!
-//! [`ProcessMemory`] is the seam: [`RemoteMemory`] uses `process_vm_readv`; tests can read from a
-//! byte buffer instead.
+//! Everything here reads through [`ProcessMemory`] ([`crate::remote`]): [`RemoteMemory`] in the
+//! agent, a byte buffer in the unit tests below.
+//!
+//! [`RemoteMemory`]: crate::remote::RemoteMemory
 use super::offsets::CodeLayout;
+use crate::remote::{ProcessMemory, RemoteError};
 use serde::Serialize;
-use std::io::IoSliceMut;
 
-/// Errors reading a target's memory.
+/// Errors reading a CPython object from a target's memory.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    /// `process_vm_readv` failed (the process exited, the address is unmapped, or no permission).
-    #[error("cannot read {len} bytes at {addr:#x} in pid {pid}: {source}")]
-    Read {
-        pid: i32,
-        addr: u64,
-        len: usize,
-        #[source]
-        source: nix::Error,
-    },
-    /// Fewer bytes than asked were readable (the range crosses into unmapped memory).
-    #[error("short read at {addr:#x} in pid {pid}: {got} of {len} bytes")]
-    Short {
-        pid: i32,
-        addr: u64,
-        len: usize,
-        got: usize,
+    /// The memory could not be read (the process exited, the address is unmapped, or no
+    /// permission).
+    #[error(transparent)]
+    Remote {
+        #[from]
+        source: RemoteError,
     },
     /// The object at `addr` is not of the expected type.
     #[error("object at {addr:#x} is a `{found}`, expected a `{expected}`")]
     WrongType {
+        /// Address of the object.
         addr: u64,
+        /// The type name wanted.
         expected: &'static str,
+        /// The object's `tp_name`.
         found: String,
     },
     /// A `str` object in a form this reader does not handle (not compact, or a bad kind).
     #[error("unsupported str object at {addr:#x} (state {state:#x})")]
-    UnsupportedStr { addr: u64, state: u32 },
-}
-
-/// Read access to a process's memory.
-pub trait ProcessMemory {
-    /// Fills `buf` from address `addr`, completely or not at all.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
-
-    /// Reads a little-endian `u64`.
-    fn read_u64(&self, addr: u64) -> Result<u64, MemoryError> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// Reads a little-endian `u32`.
-    fn read_u32(&self, addr: u64) -> Result<u32, MemoryError> {
-        let mut b = [0u8; 4];
-        self.read(addr, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-}
-
-/// Another process's memory, through `process_vm_readv` (needs ptrace access to it).
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteMemory {
-    pid: i32,
-}
-
-impl RemoteMemory {
-    pub fn new(pid: i32) -> Self {
-        Self { pid }
-    }
-}
-
-impl ProcessMemory for RemoteMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let len = buf.len();
-        let remote = [nix::sys::uio::RemoteIoVec {
-            base: addr as usize,
-            len,
-        }];
-        let mut local = [IoSliceMut::new(buf)];
-        let got = nix::sys::uio::process_vm_readv(
-            nix::unistd::Pid::from_raw(self.pid),
-            &mut local,
-            &remote,
-        )
-        .map_err(|source| MemoryError::Read {
-            pid: self.pid,
-            addr,
-            len,
-            source,
-        })?;
-        if got != len {
-            return Err(MemoryError::Short {
-                pid: self.pid,
-                addr,
-                len,
-                got,
-            });
-        }
-        Ok(())
-    }
+    UnsupportedStr {
+        /// Address of the object.
+        addr: u64,
+        /// Its `state` bit field.
+        state: u32,
+    },
 }
 
 /// `ob_type` in every `PyObject`, and `tp_name` in `PyTypeObject` (both stable since 3.0).
@@ -116,29 +53,11 @@ pub struct CodeInfo {
     pub firstlineno: i32,
 }
 
-/// Reads a NUL-terminated C string of at most `max` bytes.
-fn read_c_string(mem: &impl ProcessMemory, addr: u64, max: usize) -> Result<String, MemoryError> {
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 32];
-    while out.len() < max {
-        // Read byte by byte at the end of a page to avoid crossing into an unmapped one.
-        let to_page_end = (0x1000 - ((addr + out.len() as u64) & 0xfff)) as usize;
-        let n = chunk.len().min(to_page_end).min(max - out.len());
-        mem.read(addr + out.len() as u64, &mut chunk[..n])?;
-        if let Some(nul) = chunk[..n].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&chunk[..nul]);
-            return Ok(String::from_utf8_lossy(&out).into_owned());
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 /// The `tp_name` of the object's type.
 pub fn type_name(mem: &impl ProcessMemory, obj: u64) -> Result<String, MemoryError> {
     let ty = mem.read_u64(obj + OB_TYPE)?;
     let name = mem.read_u64(ty + TP_NAME)?;
-    read_c_string(mem, name, 64)
+    Ok(mem.read_c_string(name, 64)?)
 }
 
 /// Reads a compact `str` object (every identifier and file name CPython creates is compact).
@@ -225,14 +144,14 @@ mod tests {
     const BASE: u64 = 0x1000;
 
     impl ProcessMemory for Fake {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), RemoteError> {
             let start = addr.checked_sub(BASE).map(|s| s as usize);
             match start.and_then(|s| self.0.get(s..s + buf.len())) {
                 Some(src) => {
                     buf.copy_from_slice(src);
                     Ok(())
                 }
-                None => Err(MemoryError::Short {
+                None => Err(RemoteError::Short {
                     pid: 0,
                     addr,
                     len: buf.len(),

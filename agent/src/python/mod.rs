@@ -17,15 +17,15 @@
 //!
 //! Users: `inspect` / `trace` / `doctor` (CLI), the process registry and the injector (which need
 //! [`Symbols`] runtime addresses and [`PythonProcess::interpreter`]).
-pub mod elf;
 pub mod memory;
 pub mod offsets;
 pub mod version;
 
-use elf::{ElfError, ElfImage, ElfKind};
+use crate::elf::{Elf, ElfError, ElfKind, ElfSymbol};
 use libdebugger_common::bpf::PyOffsets;
 use offsets::{DEBUG_OFFSETS_LEN, Layout};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tracing::debug;
 pub use version::Version;
@@ -39,6 +39,56 @@ pub const DEFAULT_ENTRIES_BUDGET_PER_SEC: u32 = 20_000;
 
 /// `endbr64`: CET builds start functions with it; a uprobe is placed just after it.
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+/// The symbols [`inspect`] looks up in the interpreter's ELF file.
+pub const WANTED_SYMBOLS: &[&str] = &[
+    "_PyEval_EvalFrameDefault",
+    "Py_Version",
+    "_PyRuntime",
+    "Py_AddPendingCall",
+    "PyRun_SimpleString",
+    "PyGILState_Ensure",
+    "PyGILState_Release",
+    "PyEval_SaveThread",
+];
+
+/// An ELF file that may hold the interpreter, with the [`WANTED_SYMBOLS`] looked up once: one
+/// pass over the symbol tables instead of one per name (a libpython with debug info has tens of
+/// thousands of `.symtab` entries).
+struct ElfImage {
+    elf: Elf,
+    symbols: HashMap<String, ElfSymbol>,
+}
+
+impl ElfImage {
+    /// Maps and parses `path` (a path the agent can open, e.g. under `/proc/<pid>/root`).
+    fn open(path: &Path) -> Result<Self, ElfError> {
+        let elf = Elf::open(path)?;
+        let symbols = elf.symbols(WANTED_SYMBOLS);
+        Ok(Self { elf, symbols })
+    }
+
+    /// A defined symbol from [`WANTED_SYMBOLS`], from `.dynsym` or `.symtab`.
+    fn symbol(&self, name: &str) -> Option<ElfSymbol> {
+        self.symbols.get(name).copied()
+    }
+
+    /// Start address and size of the `.PyRuntime` data (the `_PyRuntime` symbol, else the
+    /// section of that name). On 3.13+ it starts with `_Py_DebugOffsets`.
+    fn py_runtime(&self) -> Option<(u64, u64)> {
+        self.symbol("_PyRuntime")
+            .map(|s| (s.vaddr, s.size))
+            .or_else(|| self.elf.section(".PyRuntime"))
+    }
+}
+
+impl std::ops::Deref for ElfImage {
+    type Target = Elf;
+
+    fn deref(&self) -> &Elf {
+        &self.elf
+    }
+}
 
 /// Why a process cannot be inspected or is not supported. Each message names the process and
 /// says what to do where there is something to do.

@@ -1,7 +1,8 @@
 //! Unit tests against the real interpreters on this machine (no privileges needed: the
 //! processes are our own children).
 use super::*;
-use crate::python::memory::{ProcessMemory, RemoteMemory, read_code};
+use crate::python::memory::read_code;
+use crate::remote::{ProcessMemory, RemoteMemory};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
