@@ -3,5 +3,6 @@
 pub mod agent;
 pub mod helper;
 pub mod local;
+pub mod posthog_e2e;
 pub mod posthog_server;
 pub mod python;

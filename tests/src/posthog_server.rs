@@ -58,6 +58,8 @@ pub enum Fault {
 pub struct RequestRecord {
     /// Arrival time.
     pub at: Instant,
+    /// Arrival time on the wall clock (to compare with events' `$timestamp`).
+    pub wall: std::time::SystemTime,
     /// Method and path.
     pub method: String,
     /// Path without the query.
@@ -96,6 +98,7 @@ struct State {
     batch_faults: Mutex<Faults>,
     bp_faults: Mutex<Faults>,
     events: Mutex<Vec<Value>>,
+    attempted: Mutex<Vec<Value>>,
     requests: Mutex<Vec<RequestRecord>>,
     changed: Condvar,
     changed_lock: Mutex<()>,
@@ -166,6 +169,7 @@ impl PosthogServer {
             batch_faults: Mutex::new(Faults::default()),
             bp_faults: Mutex::new(Faults::default()),
             events: Mutex::new(Vec::new()),
+            attempted: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             changed_lock: Mutex::new(()),
@@ -272,6 +276,32 @@ impl PosthogServer {
     /// Every event accepted so far, in arrival order.
     pub fn events(&self) -> Vec<Value> {
         self.state.events.lock().clone()
+    }
+
+    /// Events of `/batch/` requests answered with an injected fault (other than
+    /// [`Fault::Slow`]): what the agent tried to send while PostHog was down. Readable bodies
+    /// only; nothing here counts as delivered.
+    pub fn attempted_events(&self) -> Vec<Value> {
+        self.state.attempted.lock().clone()
+    }
+
+    /// Waits until `pred(attempted events)` holds or `timeout` passes (blocking).
+    pub fn wait_attempted(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state.changed_lock.lock();
+        loop {
+            if pred(&self.state.attempted.lock()) {
+                return true;
+            }
+            if self
+                .state
+                .changed
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return pred(&self.state.attempted.lock());
+            }
+        }
     }
 
     /// Every request so far.
@@ -400,6 +430,7 @@ fn record(
 ) {
     st.requests.lock().push(RequestRecord {
         at: Instant::now(),
+        wall: std::time::SystemTime::now(),
         method: req.method.to_string(),
         path: req.uri.path().to_owned(),
         query: req.uri.query().map(str::to_owned),
@@ -444,15 +475,30 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
     let mut body_bytes = None;
     let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
         let fault = st.batch_faults.lock().next();
+        // A faulted request's body is read first, so tests can see what was attempted.
+        let body = match &fault {
+            None | Some(Fault::Slow(_)) => Some(body),
+            Some(_) => {
+                if let Ok(raw) = Limited::new(body, BATCH_BODY_LIMIT).collect().await {
+                    let events = decode_events(&parts, &raw.to_bytes());
+                    st.attempted.lock().extend(events);
+                }
+                None
+            }
+        };
         match apply_fault(fault).await {
             Err(d) => Err(d),
             Ok(Some(r)) => Ok(r),
-            Ok(None) => {
-                let (resp, n, size) = batch(&st, &parts, body).await;
-                batch_len = n;
-                body_bytes = size;
-                Ok(resp)
-            }
+            // (A fault that read the body always answers or drops: `body` is Some here.)
+            Ok(None) => match body {
+                Some(body) => {
+                    let (resp, n, size) = batch(&st, &parts, body).await;
+                    batch_len = n;
+                    body_bytes = size;
+                    Ok(resp)
+                }
+                None => Err(Dropped),
+            },
         }
     } else if parts.method == Method::GET
         && path.starts_with("/api/projects/")
@@ -544,6 +590,32 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
         200,
         &json!({ key: list.clone(), "count": list.len(), "has_more": false }),
     )
+}
+
+/// The events of a `/batch/` body (gzip or plain), or none when it is unreadable.
+fn decode_events(parts: &hyper::http::request::Parts, raw: &[u8]) -> Vec<Value> {
+    let gzip = parts
+        .headers
+        .get(hyper::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let mut data = Vec::new();
+    if gzip {
+        let dec = flate2::read::GzDecoder::new(raw);
+        if dec
+            .take(BATCH_BODY_LIMIT as u64 + 1)
+            .read_to_end(&mut data)
+            .is_err()
+        {
+            return Vec::new();
+        }
+    } else {
+        data.extend_from_slice(raw);
+    }
+    serde_json::from_slice::<Value>(&data)
+        .ok()
+        .and_then(|v| v.get("batch").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
 }
 
 fn reject(status: u16, msg: &str) -> (Resp, Option<usize>, Option<usize>) {
