@@ -1,0 +1,51 @@
+"""B7: frame entries from C, for the cost of the frame-entry probe.
+
+    python3 b7_entries.py [--entries N] [--reps R] [--wait-go] [--libdebugger-bench]
+
+Times `list(map(f, range(N)))` R times: `map` calls the Python function `f` from C, so every
+call enters `_PyEval_EvalFrameDefault` (the probe's attach point) once. With --wait-go the
+process announces itself and waits for a line on stdin first, so the harness can attach
+`libdebugger-agent trace <pid>` before the clock starts.
+
+Output: {"entries", "reps", "python", "ns_per_entry": {median, min, max, n}, "reps_ns": [...]}.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _benchlib  # noqa: E402
+
+
+def f(x):
+    return x
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--wait-go", action="store_true")
+    ap.add_argument(_benchlib.TAG, action="store_true")
+    args = ap.parse_args()
+    list(map(f, range(args.entries // 10)))  # warm up
+    if args.wait_go:
+        _benchlib.wait_go()
+    reps = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter_ns()
+        list(map(f, range(args.entries)))
+        reps.append(time.perf_counter_ns() - t0)
+    per = [r / args.entries for r in reps]
+    s = _benchlib.summarize(per)
+    _benchlib.emit({"entries": args.entries, "reps": args.reps,
+                    "python": _benchlib.python_version(),
+                    "ns_per_entry": {"median": s["median"], "min": s["min"], "max": s["max"],
+                                     "n": s["n"]},
+                    "reps_ns": reps})
+
+
+if __name__ == "__main__":
+    main()
