@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's build tasks. Run through `./x <task>` on a fresh machine
 //! (it installs the pinned host toolchain first).
+mod bench;
 mod ebpf;
 mod helper;
 mod test;
@@ -20,6 +21,9 @@ enum Task {
     BuildEbpf,
     /// Build the in-process helper (release) and stage it as an importable module.
     BuildHelper,
+    /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
+    /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
+    Bench(bench::BenchArgs),
     /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
         Task::Test { args } => test::run_all(&args),
+        Task::Bench(args) => bench::run(args),
     }
 }
