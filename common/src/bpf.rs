@@ -7,8 +7,9 @@
 pub struct PyOffsets {
     /// Offset of the code object pointer in `_PyInterpreterFrame` (`f_code` / `f_executable`).
     pub frame_code: u32,
-    /// Mask applied to the code pointer read at `frame_code` (3.14 tags the low bits).
-    pub code_ptr_mask_low_bits: u32,
+    /// Low bits to clear from the pointer read at `frame_code` (3.14 stores a tagged
+    /// `_PyStackRef` there: 3; earlier versions: 0).
+    pub code_tag_mask: u32,
     /// Entries per second above which the governor trips for this process (0 = no limit).
     pub entries_budget_per_sec: u32,
     pub _pad: u32,
@@ -57,16 +58,54 @@ pub mod proc_event_kind {
 }
 
 /// Record sent to the `PROC_EVENTS` ring buffer by the exec/fork/exit tracepoints.
+///
+/// * EXEC (`sched/sched_process_exec`): `tgid` is the process that called `execve`
+///   successfully (its new image is mapped).
+/// * FORK (`sched/sched_process_fork`): `tgid` is the new task's id, `parent_tgid` the forking
+///   process. The tracepoint also fires for new threads (`clone(CLONE_THREAD)`); those have
+///   `/proc/<tgid>/status` `Tgid` equal to `parent_tgid` and can be ignored by the reader.
+/// * EXIT (`sched/sched_process_exit`): only thread-group leaders: the process is exiting.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcEventRecord {
     /// One of [`proc_event_kind`].
     pub kind: u32,
-    /// The process (tgid) the event is about (the child for FORK).
+    /// The process (tgid) the event is about (the new task for FORK).
     pub tgid: u32,
     /// The parent (FORK) or 0.
     pub parent_tgid: u32,
     pub _pad: u32,
+}
+
+/// Field offsets inside tracepoint records that differ between kernels, read by the agent from
+/// `/sys/kernel/tracing/events/<group>/<name>/format` (map `TP_OFFSETS`, one entry at index 0).
+/// A zero offset means "not configured": the program then does nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    /// `child_pid` in `sched_process_fork` (20 on Linux 6.18, 24 on kernels with `char[16]`
+    /// comm fields).
+    pub fork_child_pid: u32,
+    pub _pad: u32,
+}
+
+/// Indices of the per-CPU `DROPS` counters: records the programs could not deliver. Never
+/// silent: the agent sums them over CPUs and reports them.
+pub mod drop_counter {
+    /// `EMIT_EVENTS` ring buffer was full: an `ldbg_emit` chunk was lost.
+    pub const EMIT_RING_FULL: u32 = 0;
+    /// `bpf_probe_read_user` of an `ldbg_emit` payload failed (e.g. paged out).
+    pub const EMIT_READ_FAILED: u32 = 1;
+    /// `FRAME_EVENTS` ring buffer was full.
+    pub const FRAME_RING_FULL: u32 = 2;
+    /// `PROC_EVENTS` ring buffer was full.
+    pub const PROC_RING_FULL: u32 = 3;
+    /// A new (process, code object) counter could not be inserted into `CODE_COUNTS`.
+    pub const COUNTER_INSERT_FAILED: u32 = 4;
+    /// Reading the code pointer out of a frame failed.
+    pub const FRAME_READ_FAILED: u32 = 5;
+    /// Number of counters (size of the `DROPS` array).
+    pub const COUNT: u32 = 8;
 }
 
 /// Header the `ldbg_emit` uprobe puts before the bytes it copies out of the helper.
@@ -97,4 +136,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcEventRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EmitRecordHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TracepointOffsets {}
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's build tasks. Run through `./x <task>` on a fresh machine
 //! (it installs the pinned host toolchain first).
 mod bench;
+mod demo;
 mod ebpf;
 mod helper;
 mod test;
@@ -24,6 +25,8 @@ enum Task {
     /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
     /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
     Bench(bench::BenchArgs),
+    /// Build everything and show a breakpoint hit in the bundled sample service (local mode).
+    Demo,
     /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
+        Task::Demo => demo::run_demo(),
         Task::Test { args } => test::run_all(&args),
         Task::Bench(args) => bench::run(args),
     }

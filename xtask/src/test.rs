@@ -6,12 +6,17 @@ use std::process::Command;
 
 pub fn run_all(args: &[String]) -> Result<()> {
     let cargo = env!("CARGO");
+    crate::util::ensure_debian_packages(crate::util::DEBIAN_PACKAGES)?;
     run(Command::new(cargo)
         .current_dir(root())
         .args(["fmt", "--all", "--check"]))?;
     ebpf::build()?;
     ebpf::clippy()?;
     helper::build()?;
+    // The end-to-end tests run the agent binary from target/debug.
+    run(Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "-p", "libdebugger-agent"]))?;
     run(Command::new(cargo).current_dir(root()).args([
         "clippy",
         "--workspace",

@@ -39,3 +39,29 @@ fn render(cmd: &Command) -> String {
     }
     s
 }
+
+/// Debian packages the tests and the demo use: gcc/libc6-dev (the injection tests build a small
+/// stand-in library), util-linux (`unshare` for the mount-namespace test), procps, and Debian's
+/// own static `python3.11` (one of the interpreters under test).
+pub const DEBIAN_PACKAGES: &[&str] = &["gcc", "libc6-dev", "util-linux", "procps", "python3.11"];
+
+/// Installs the Debian packages in `names` that are missing (idempotent; needs root).
+pub fn ensure_debian_packages(names: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", n]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}

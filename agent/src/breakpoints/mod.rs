@@ -1,1 +1,148 @@
-//! (in progress)
+//! The breakpoint model and the desired breakpoint set.
+//!
+//! A [`Breakpoint`] is what a source (PostHog's Live Debugger API, the local breakpoints file,
+//! the CLI) says should be armed; a [`DesiredSet`] is the complete set one source wants right
+//! now. Sources publish a new [`DesiredSet`] on a `tokio::sync::watch` channel whenever any field
+//! of any breakpoint changes; consumers compute a [`Diff`] against what they applied last.
+//!
+//! * [`file`]: the local breakpoints file (TOML or PostHog's JSON), watched for changes.
+//! * [`pathmatch`]: maps a breakpoint's repository-relative `file` to a code object's absolute
+//!   path.
+pub mod file;
+pub mod pathmatch;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One breakpoint as its source describes it.
+///
+/// `file` and `line` are kept exactly as received: PostHog's UI matches hits to breakpoints by
+/// `$file_path == filename` and `$line_number == line_number`, so events must echo them verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Breakpoint {
+    /// Stable identifier: PostHog's UUID, or for local breakpoints the given id or `file:line`.
+    pub id: String,
+    /// Repository-relative (or absolute) path of the source file, as received.
+    pub file: String,
+    /// 1-based line number, as received.
+    pub line: u32,
+    /// Optional Python expression; the hit is captured only when it is true.
+    pub condition: Option<String>,
+    /// A disabled breakpoint stays in the set (so a change to `enabled` is visible) but is not
+    /// armed.
+    pub enabled: bool,
+    /// `owner/repo` the breakpoint belongs to, when the source says so.
+    pub repository: Option<String>,
+}
+
+impl Breakpoint {
+    /// The id a local breakpoint gets when none is given: `file:line`.
+    pub fn derived_id(file: &str, line: u32) -> String {
+        format!("{file}:{line}")
+    }
+}
+
+/// The complete set of breakpoints one source wants, keyed by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredSet {
+    /// Breakpoints by id (ordered, so iteration and serialisation are deterministic).
+    pub breakpoints: BTreeMap<String, Breakpoint>,
+}
+
+impl DesiredSet {
+    /// Builds a set; a later breakpoint with the same id replaces an earlier one.
+    pub fn from_breakpoints(items: impl IntoIterator<Item = Breakpoint>) -> Self {
+        Self {
+            breakpoints: items.into_iter().map(|b| (b.id.clone(), b)).collect(),
+        }
+    }
+
+    /// Number of breakpoints (enabled or not).
+    pub fn len(&self) -> usize {
+        self.breakpoints.len()
+    }
+
+    /// True when the set holds no breakpoint.
+    pub fn is_empty(&self) -> bool {
+        self.breakpoints.is_empty()
+    }
+
+    /// A breakpoint by id.
+    pub fn get(&self, id: &str) -> Option<&Breakpoint> {
+        self.breakpoints.get(id)
+    }
+
+    /// The breakpoints that should be armed.
+    pub fn enabled(&self) -> impl Iterator<Item = &Breakpoint> {
+        self.breakpoints.values().filter(|b| b.enabled)
+    }
+
+    /// What changed from `old` to `self`. Any field change of a breakpoint (condition-only
+    /// edits and `enabled` flips included) shows up in [`Diff::changed`].
+    pub fn diff(&self, old: &DesiredSet) -> Diff {
+        let mut diff = Diff::default();
+        for (id, new) in &self.breakpoints {
+            match old.breakpoints.get(id) {
+                None => diff.added.push(new.clone()),
+                Some(prev) if prev != new => diff.changed.push((prev.clone(), new.clone())),
+                Some(_) => {}
+            }
+        }
+        for (id, prev) in &old.breakpoints {
+            if !self.breakpoints.contains_key(id) {
+                diff.removed.push(prev.clone());
+            }
+        }
+        diff
+    }
+}
+
+/// The difference between two [`DesiredSet`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Breakpoints whose id is new.
+    pub added: Vec<Breakpoint>,
+    /// Breakpoints whose id disappeared.
+    pub removed: Vec<Breakpoint>,
+    /// `(old, new)` pairs of breakpoints whose id stayed but some field changed.
+    pub changed: Vec<(Breakpoint, Breakpoint)>,
+}
+
+impl Diff {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bp(id: &str, cond: Option<&str>, enabled: bool) -> Breakpoint {
+        Breakpoint {
+            id: id.into(),
+            file: "app/x.py".into(),
+            line: 3,
+            condition: cond.map(Into::into),
+            enabled,
+            repository: None,
+        }
+    }
+
+    #[test]
+    fn diff_sees_every_kind_of_change() {
+        let old = DesiredSet::from_breakpoints([bp("a", None, true), bp("b", None, true)]);
+        let new = DesiredSet::from_breakpoints([bp("a", Some("x > 1"), true), bp("c", None, true)]);
+        let d = new.diff(&old);
+        assert_eq!(d.added, vec![bp("c", None, true)]);
+        assert_eq!(d.removed, vec![bp("b", None, true)]);
+        assert_eq!(
+            d.changed,
+            vec![(bp("a", None, true), bp("a", Some("x > 1"), true))]
+        );
+        let disabled = DesiredSet::from_breakpoints([bp("a", None, false), bp("b", None, true)]);
+        assert_eq!(disabled.diff(&old).changed.len(), 1);
+        assert!(old.diff(&old.clone()).is_empty());
+    }
+}

@@ -1,16 +1,135 @@
 //! `inspect <pid> [--json]`.
+//!
+//! Exit status: 0 when the process was inspected (supported or not: the answer is in the output,
+//! `supported` in JSON), 1 when it could not be inspected (gone, permission denied, unreadable).
+use crate::python::{self, InspectError, Linkage, PythonProcess};
 use clap::Args;
+use serde::Serialize;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// The process to inspect.
     pub pid: i32,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text: {pid, supported, python_version, reason (when unsupported),
+    /// and for supported processes `process`: exe, linkage, pie, interpreter, symbols, layout}.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(_args: InspectArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`inspect` is not available yet in this build")
+/// The JSON `inspect` prints.
+#[derive(Serialize)]
+struct Output<'a> {
+    pid: i32,
+    supported: bool,
+    /// e.g. "3.12.1"; "3.10" when only the file name told; null when unknown.
+    python_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Everything `inspect` found, for a supported process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<&'a PythonProcess>,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let result = python::inspect(args.pid);
+    let code = match &result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) if e.is_unsupported() => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let output = match &result {
+            Ok(p) => Output {
+                pid: args.pid,
+                supported: true,
+                python_version: Some(p.version.to_string()),
+                reason: None,
+                process: Some(p),
+            },
+            Err(e) => Output {
+                pid: args.pid,
+                supported: false,
+                python_version: e.version().map(|v| v.to_string()),
+                reason: Some(e.to_string()),
+                process: None,
+            },
+        };
+        serde_json::to_writer_pretty(&mut out, &output)?;
+        writeln!(out)?;
+    } else {
+        match &result {
+            Ok(p) => print_text(&mut out, p)?,
+            Err(e) => print_error(&mut out, args.pid, e)?,
+        }
+    }
+    Ok(code)
+}
+
+fn print_error(out: &mut impl Write, pid: i32, e: &InspectError) -> std::io::Result<()> {
+    let what = if e.is_unsupported() {
+        "not supported"
+    } else {
+        "cannot inspect"
+    };
+    writeln!(out, "pid {pid}: {what}: {e}")
+}
+
+fn print_text(out: &mut impl Write, p: &PythonProcess) -> std::io::Result<()> {
+    let i = &p.interpreter;
+    writeln!(out, "pid {}: CPython {} (supported)", p.pid, p.version)?;
+    writeln!(
+        out,
+        "  executable:    {} ({})",
+        p.exe.display(),
+        if p.pie { "PIE" } else { "not PIE" }
+    )?;
+    writeln!(
+        out,
+        "  interpreter:   {} ({}), load bias {:#x}",
+        i.path.display(),
+        match p.linkage {
+            Linkage::StaticExecutable => "in the executable",
+            Linkage::SharedLibrary => "shared libpython",
+        },
+        i.load_bias
+    )?;
+    writeln!(out, "  agent path:    {}", i.host_path.display())?;
+    writeln!(out, "  version from:  {:?}", p.version_source)?;
+    writeln!(
+        out,
+        "  offsets from:  {:?}: frame→code +{} (tag mask {:#x}); code: filename +{}, name +{}, \
+         qualname +{}, firstlineno +{}",
+        p.layout.source,
+        p.layout.frame_code,
+        p.layout.code_tag_mask,
+        p.layout.code.filename,
+        p.layout.code.name,
+        p.layout.code.qualname,
+        p.layout.code.firstlineno
+    )?;
+    writeln!(
+        out,
+        "  symbols:       {:<26} {:>12}  {:>18}",
+        "", "file offset", "address"
+    )?;
+    let s = &p.symbols;
+    for (name, sym) in [
+        ("_PyEval_EvalFrameDefault", s.eval_frame),
+        ("  (frame-entry probe at)", s.eval_frame_probe),
+        ("Py_AddPendingCall", s.add_pending_call),
+        ("PyRun_SimpleString", s.run_simple_string),
+        ("PyGILState_Ensure", s.gil_state_ensure),
+        ("PyGILState_Release", s.gil_state_release),
+        ("PyEval_SaveThread", s.eval_save_thread),
+    ] {
+        writeln!(
+            out,
+            "                 {name:<26} {:>#12x}  {:>#18x}",
+            sym.file_offset, sym.address
+        )?;
+    }
+    Ok(())
 }

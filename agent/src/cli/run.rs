@@ -11,6 +11,8 @@ pub struct RunArgs {
     /// Write events as JSON Lines to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub events_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub posthog: crate::posthog::PosthogArgs,
 }
 
 pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,389 @@
+//! Events as PostHog receives them, built from the helper's messages, and kept under the size a
+//! single event may have.
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// The event name of a captured hit.
+pub const HIT_EVENT: &str = "$data_breakpoint_hit";
+/// The event name of a breakpoint status change.
+pub const STATUS_EVENT: &str = "$data_breakpoint_status";
+/// Largest encoded event (PostHog drops events over about 1 MB server-side).
+pub const MAX_EVENT_BYTES: usize = 900 * 1024;
+
+/// One event, exactly as it goes into a `/batch/` request and into the JSON Lines file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Event name ([`HIT_EVENT`], [`STATUS_EVENT`]).
+    pub event: String,
+    /// Who the event is about; the agent's configured distinct id.
+    pub distinct_id: String,
+    /// Unique id (UUID v7: time-ordered). PostHog deduplicates on it, which makes redelivery
+    /// after a crash harmless.
+    pub uuid: Uuid,
+    /// When it happened, RFC 3339 UTC.
+    pub timestamp: String,
+    /// The event's properties.
+    pub properties: Map<String, Value>,
+}
+
+/// Now as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+impl Event {
+    /// A new event named `name` with `properties`, a fresh UUID v7, timestamp now, and
+    /// `$process_person_profile: false` (no person stands behind these events) plus `$lib`.
+    pub fn new(name: &str, distinct_id: &str, mut properties: Map<String, Value>) -> Self {
+        properties.insert("$process_person_profile".into(), Value::Bool(false));
+        properties
+            .entry("$lib")
+            .or_insert_with(|| Value::String("libdebugger".into()));
+        properties
+            .entry("$lib_version")
+            .or_insert_with(|| Value::String(env!("CARGO_PKG_VERSION").into()));
+        Self {
+            event: name.into(),
+            distinct_id: distinct_id.into(),
+            uuid: Uuid::now_v7(),
+            timestamp: now_rfc3339(),
+            properties,
+        }
+    }
+
+    /// A `$data_breakpoint_hit` from the `properties` object the helper produced (the eight UI
+    /// properties: `$breakpoint_id`, `$file_path`, `$line_number`, `$locals_variables`,
+    /// `$stack_trace`, `$timestamp`, `$thread_id`, `$thread_name`) plus the agent's extension
+    /// fields (`$pid`, `$hostname`, ...). The helper's properties win over extensions of the same
+    /// name; the event's `timestamp` is the helper's `$timestamp` when it has one.
+    pub fn hit(
+        distinct_id: &str,
+        helper_properties: Map<String, Value>,
+        extensions: impl IntoIterator<Item = (String, Value)>,
+    ) -> Self {
+        let mut props: Map<String, Value> = extensions.into_iter().collect();
+        props.extend(helper_properties);
+        let ts = props
+            .get("$timestamp")
+            .and_then(Value::as_str)
+            .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
+            .map(str::to_owned);
+        let mut ev = Event::new(HIT_EVENT, distinct_id, props);
+        if let Some(ts) = ts {
+            ev.timestamp = ts;
+        }
+        ev
+    }
+
+    /// [`Event::hit`] from the raw bytes of a helper HIT message (a JSON object).
+    pub fn hit_from_json(
+        distinct_id: &str,
+        message: &[u8],
+        extensions: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<Self, HitError> {
+        match serde_json::from_slice::<Value>(message) {
+            Ok(Value::Object(props)) => Ok(Event::hit(distinct_id, props, extensions)),
+            Ok(other) => Err(HitError::NotAnObject {
+                kind: match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                },
+            }),
+            Err(source) => Err(HitError::Json { source }),
+        }
+    }
+
+    /// A `$data_breakpoint_status` event: `$breakpoint_id`, `$status` (e.g. `armed`, `pending`,
+    /// `error`, `throttled`) and `$error` (null unless there is one), plus `extensions`.
+    pub fn breakpoint_status(
+        distinct_id: &str,
+        update: &StatusUpdate,
+        extensions: impl IntoIterator<Item = (String, Value)>,
+    ) -> Self {
+        let mut props: Map<String, Value> = extensions.into_iter().collect();
+        props.insert(
+            "$breakpoint_id".into(),
+            Value::String(update.breakpoint_id.clone()),
+        );
+        props.insert("$status".into(), Value::String(update.status.clone()));
+        props.insert(
+            "$error".into(),
+            update
+                .error
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        );
+        Event::new(STATUS_EVENT, distinct_id, props)
+    }
+
+    /// The event encoded as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of strings and a `serde_json::Map` cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A helper HIT message that cannot become an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HitError {
+    /// Not valid JSON.
+    #[error("the helper's hit message is not valid JSON: {source}")]
+    Json {
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Valid JSON, but not an object of properties.
+    #[error("the helper's hit message is {kind}, not a JSON object of properties")]
+    NotAnObject {
+        /// What it is instead.
+        kind: &'static str,
+    },
+}
+
+/// The event is too large even after cutting its captured values.
+#[derive(Debug, thiserror::Error)]
+#[error("event {uuid} is {bytes} bytes even after truncating its captured values (limit {limit})")]
+pub struct TooLarge {
+    /// The event's uuid.
+    pub uuid: Uuid,
+    /// Its encoded size after truncation.
+    pub bytes: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+fn encoded_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map(|v| v.len()).unwrap_or(0)
+}
+
+/// Makes `event` encode to at most `limit` bytes and returns its encoding. The largest
+/// `$locals_variables` values are replaced first by the string `"<truncated: N bytes>"`; then the
+/// stack is cut to its 20 innermost frames. When anything was cut, `$truncated: true` and
+/// `$truncated_variables: [names]` mark it.
+pub fn fit_event(event: &mut Event, limit: usize) -> Result<Vec<u8>, TooLarge> {
+    let mut encoded = event.to_json();
+    if encoded.len() <= limit {
+        return Ok(encoded);
+    }
+    let mut over = encoded.len() - limit;
+    let mut cut_names = Vec::new();
+    if let Some(Value::Object(locals)) = event.properties.get_mut("$locals_variables") {
+        let mut sizes: Vec<(String, usize)> = locals
+            .iter()
+            .map(|(k, v)| (k.clone(), encoded_len(v)))
+            .collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for (name, size) in sizes {
+            let marker = Value::String(format!("<truncated: {size} bytes>"));
+            let saved = size.saturating_sub(encoded_len(&marker));
+            if saved == 0 {
+                continue;
+            }
+            locals.insert(name.clone(), marker);
+            cut_names.push(Value::String(name));
+            if saved >= over {
+                over = 0;
+                break;
+            }
+            over -= saved;
+        }
+    }
+    if over > 0
+        && let Some(Value::Array(frames)) = event.properties.get_mut("$stack_trace")
+        && frames.len() > 20
+    {
+        frames.truncate(20);
+        event
+            .properties
+            .insert("$stack_truncated".into(), Value::Bool(true));
+    }
+    event
+        .properties
+        .insert("$truncated".into(), Value::Bool(true));
+    if !cut_names.is_empty() {
+        event
+            .properties
+            .insert("$truncated_variables".into(), Value::Array(cut_names));
+    }
+    encoded = event.to_json();
+    if encoded.len() <= limit {
+        Ok(encoded)
+    } else {
+        Err(TooLarge {
+            uuid: event.uuid,
+            bytes: encoded.len(),
+            limit,
+        })
+    }
+}
+
+/// A breakpoint status to report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusUpdate {
+    /// The breakpoint's id as received.
+    pub breakpoint_id: String,
+    /// `armed`, `pending`, `error`, `throttled`, ...
+    pub status: String,
+    /// The reason, for `error` (and anything else that has one).
+    pub error: Option<String>,
+}
+
+/// Rate limit of `$data_breakpoint_status` events: per breakpoint, a status is sent only when it
+/// differs from the last one sent, and at most once per `min_interval`. A change arriving sooner
+/// is held back and [`StatusLimiter::due`] releases the latest held status once its time comes
+/// (so the final state always reaches PostHog, intermediate flapping does not).
+#[derive(Debug)]
+pub struct StatusLimiter {
+    min_interval: Duration,
+    sent: HashMap<String, (StatusUpdate, Instant)>,
+    held: HashMap<String, StatusUpdate>,
+}
+
+impl StatusLimiter {
+    /// A limiter allowing one status event per breakpoint per `min_interval`.
+    pub fn new(min_interval: Duration) -> Self {
+        Self {
+            min_interval,
+            sent: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
+
+    /// Offers a status seen at `now`; returns it when it should be sent now.
+    pub fn offer(&mut self, update: StatusUpdate, now: Instant) -> Option<StatusUpdate> {
+        match self.sent.get(&update.breakpoint_id) {
+            Some((last, _)) if *last == update => {
+                self.held.remove(&update.breakpoint_id);
+                None
+            }
+            Some((_, at)) if now.duration_since(*at) < self.min_interval => {
+                self.held.insert(update.breakpoint_id.clone(), update);
+                None
+            }
+            _ => {
+                self.held.remove(&update.breakpoint_id);
+                self.sent
+                    .insert(update.breakpoint_id.clone(), (update.clone(), now));
+                Some(update)
+            }
+        }
+    }
+
+    /// Held statuses whose interval has passed at `now`; they count as sent.
+    pub fn due(&mut self, now: Instant) -> Vec<StatusUpdate> {
+        let ready: Vec<String> = self
+            .held
+            .keys()
+            .filter(|id| {
+                self.sent
+                    .get(*id)
+                    .is_none_or(|(_, at)| now.duration_since(*at) >= self.min_interval)
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for id in ready {
+            if let Some(u) = self.held.remove(&id) {
+                self.sent.insert(id, (u.clone(), now));
+                out.push(u);
+            }
+        }
+        out
+    }
+
+    /// Forgets a breakpoint (after it was deleted).
+    pub fn forget(&mut self, breakpoint_id: &str) {
+        self.sent.remove(breakpoint_id);
+        self.held.remove(breakpoint_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hit_keeps_helper_properties_and_timestamp() {
+        let props = json!({"$breakpoint_id": "b", "$file_path": "a.py", "$line_number": 3,
+            "$timestamp": "2026-01-02T03:04:05.123Z", "$pid": 9});
+        let Value::Object(props) = props else {
+            unreachable!()
+        };
+        let ev = Event::hit(
+            "d",
+            props,
+            [("$pid".to_string(), json!(1)), ("$host".into(), json!("h"))],
+        );
+        assert_eq!(ev.event, HIT_EVENT);
+        assert_eq!(ev.timestamp, "2026-01-02T03:04:05.123Z");
+        assert_eq!(ev.properties["$pid"], json!(9));
+        assert_eq!(ev.properties["$host"], json!("h"));
+        assert_eq!(ev.properties["$process_person_profile"], json!(false));
+        assert_eq!(ev.uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn hit_from_raw_message() {
+        let ev = Event::hit_from_json("d", br#"{"$breakpoint_id": "b"}"#, []).unwrap();
+        assert_eq!(ev.properties["$breakpoint_id"], json!("b"));
+        assert!(matches!(
+            Event::hit_from_json("d", b"[1]", []),
+            Err(HitError::NotAnObject { kind: "an array" })
+        ));
+        assert!(matches!(
+            Event::hit_from_json("d", b"{", []),
+            Err(HitError::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn fit_cuts_largest_locals_first() {
+        let big = "x".repeat(5000);
+        let mid = "y".repeat(2000);
+        let Value::Object(props) = json!({"$locals_variables": {"big": big, "mid": mid, "n": 1}})
+        else {
+            unreachable!()
+        };
+        let mut ev = Event::new(HIT_EVENT, "d", props);
+        let full = ev.to_json().len();
+        let out = fit_event(&mut ev, full - 1000).unwrap();
+        assert!(out.len() <= full - 1000);
+        let locals = &ev.properties["$locals_variables"];
+        assert_eq!(locals["big"], json!("<truncated: 5002 bytes>"));
+        assert_eq!(locals["mid"], json!(mid));
+        assert_eq!(ev.properties["$truncated"], json!(true));
+        assert_eq!(ev.properties["$truncated_variables"], json!(["big"]));
+        assert!(fit_event(&mut ev, 100).is_err());
+    }
+
+    #[test]
+    fn status_limiter_dedups_and_holds() {
+        let t0 = Instant::now();
+        let mut l = StatusLimiter::new(Duration::from_secs(10));
+        let s = |st: &str| StatusUpdate {
+            breakpoint_id: "b".into(),
+            status: st.into(),
+            error: None,
+        };
+        assert!(l.offer(s("pending"), t0).is_some());
+        assert!(l.offer(s("pending"), t0).is_none());
+        assert!(l.offer(s("armed"), t0 + Duration::from_secs(1)).is_none());
+        assert!(l.offer(s("error"), t0 + Duration::from_secs(2)).is_none());
+        assert!(l.due(t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(l.due(t0 + Duration::from_secs(10)), vec![s("error")]);
+        assert!(l.offer(s("armed"), t0 + Duration::from_secs(21)).is_some());
+    }
+}

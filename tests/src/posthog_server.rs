@@ -1,0 +1,600 @@
+//! A PostHog-compatible test server on 127.0.0.1 (never another interface).
+//!
+//! It serves the two endpoints the agent uses, validating as PostHog does:
+//!
+//! * `GET /api/projects/{id|@current}/live_debugger_breakpoints/active/`: needs
+//!   `Authorization: Bearer <personal key>` (else 401 `{"detail": …}`); a numeric id must be the
+//!   server's project (else 403); `@current` takes `?token=<project key>` (a wrong token is a 401;
+//!   requests without one are counted in [`PosthogServer::current_without_token`]). Answers
+//!   `{"results": [...], "count", "has_more": false}` (or `breakpoints` as the list name, see
+//!   [`PosthogServer::set_list_key`]), filtered by `enabled` (default true), `repository` and
+//!   `filename` like the real endpoint.
+//! * `POST /batch/`: gzip (`Content-Encoding: gzip`) or plain JSON, body ≤ 20 MB (else 413);
+//!   `api_key` must be the project key (missing → 400, wrong → 401); every event needs `event`
+//!   and `distinct_id` (else 400, and nothing of the batch is recorded). Accepted events are
+//!   recorded ([`PosthogServer::events`]).
+//!
+//! Faults are injected per endpoint: queued one-shot faults ([`PosthogServer::fail_batch`]) and a
+//! persistent one ([`PosthogServer::set_batch_down`]), likewise for the breakpoints endpoint;
+//! [`PosthogServer::set_breakpoints_raw`] makes it answer a fixed (e.g. malformed) body.
+//!
+//! The server runs on its own thread and runtime, so sync and async tests can use it alike; the
+//! handle is `Send + Sync`.
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use parking_lot::{Condvar, Mutex};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `/batch/` body limit of PostHog's capture service.
+pub const BATCH_BODY_LIMIT: usize = 20 * 1024 * 1024;
+
+/// One injected fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status with `{"detail": "injected fault"}`.
+    Status(u16),
+    /// 429 with `Retry-After: <secs>`.
+    TooManyRequests {
+        /// The `Retry-After` value in seconds.
+        retry_after_secs: u64,
+    },
+    /// Wait this long, then answer normally.
+    Slow(Duration),
+    /// Close the connection without answering.
+    DropConnection,
+    /// 401 with PostHog's detail for a bad key.
+    Unauthorized,
+}
+
+/// What the server saw of one request.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// Arrival time.
+    pub at: Instant,
+    /// Method and path.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// The status answered (0 = connection dropped).
+    pub status: u16,
+    /// `Content-Encoding` of the request.
+    pub content_encoding: Option<String>,
+    /// For accepted `/batch/` requests: the number of events.
+    pub batch_len: Option<usize>,
+}
+
+#[derive(Default)]
+struct Faults {
+    queued: VecDeque<Fault>,
+    persistent: Option<Fault>,
+}
+
+impl Faults {
+    fn next(&mut self) -> Option<Fault> {
+        self.queued.pop_front().or_else(|| self.persistent.clone())
+    }
+}
+
+struct State {
+    personal_key: String,
+    project_key: String,
+    project_id: u64,
+    breakpoints: Mutex<Vec<Value>>,
+    list_key: Mutex<String>,
+    raw_breakpoints: Mutex<Option<(u16, String)>>,
+    batch_faults: Mutex<Faults>,
+    bp_faults: Mutex<Faults>,
+    events: Mutex<Vec<Value>>,
+    requests: Mutex<Vec<RequestRecord>>,
+    changed: Condvar,
+    changed_lock: Mutex<()>,
+    current_without_token: Mutex<u64>,
+}
+
+/// A running test server. Dropping it stops the server.
+pub struct PosthogServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The personal API key the server accepts by default.
+pub const PERSONAL_KEY: &str = "phx_test_personal_key";
+/// The project API key the server accepts by default.
+pub const PROJECT_KEY: &str = "phc_test_project_key";
+/// The project id the server serves by default.
+pub const PROJECT_ID: u64 = 4242;
+
+/// A dropped connection: returning it from the service makes hyper close the connection.
+#[derive(Debug)]
+struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+impl std::error::Error for Dropped {}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_resp(status: u16, body: &Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn detail(status: u16, msg: &str) -> Resp {
+    json_resp(status, &json!({"type": "validation_error", "detail": msg}))
+}
+
+impl PosthogServer {
+    /// Starts a server with the default keys and project ([`PERSONAL_KEY`], [`PROJECT_KEY`],
+    /// [`PROJECT_ID`]).
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(PERSONAL_KEY, PROJECT_KEY, PROJECT_ID)
+    }
+
+    /// Starts a server accepting these credentials.
+    pub fn start_with(
+        personal_key: &str,
+        project_key: &str,
+        project_id: u64,
+    ) -> anyhow::Result<Self> {
+        let state = Arc::new(State {
+            personal_key: personal_key.into(),
+            project_key: project_key.into(),
+            project_id,
+            breakpoints: Mutex::new(Vec::new()),
+            list_key: Mutex::new("results".into()),
+            raw_breakpoints: Mutex::new(None),
+            batch_faults: Mutex::new(Faults::default()),
+            bp_faults: Mutex::new(Faults::default()),
+            events: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
+            changed: Condvar::new(),
+            changed_lock: Mutex::new(()),
+            current_without_token: Mutex::new(0),
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("posthog-test-server".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    let mut stop_rx = stop_rx;
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => break,
+                            acc = listener.accept() => {
+                                let Ok((stream, _)) = acc else { continue };
+                                let st = st.clone();
+                                tokio::spawn(async move {
+                                    let svc = hyper::service::service_fn(move |req| {
+                                        let st = st.clone();
+                                        async move { handle(st, req).await }
+                                    });
+                                    let _ = hyper::server::conn::http1::Builder::new()
+                                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                        .await;
+                                });
+                            }
+                        }
+                    }
+                });
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: use it as both the REST and the ingestion host.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The project id served.
+    pub fn project_id(&self) -> u64 {
+        self.state.project_id
+    }
+
+    /// Replaces the breakpoint list (objects as the API returns them).
+    pub fn set_breakpoints(&self, list: Vec<Value>) {
+        *self.state.breakpoints.lock() = list;
+    }
+
+    /// Names the list `results` (default) or `breakpoints`.
+    pub fn set_list_key(&self, key: &str) {
+        *self.state.list_key.lock() = key.into();
+    }
+
+    /// Makes the breakpoints endpoint answer `status` with `body` as is (`None`: back to normal).
+    pub fn set_breakpoints_raw(&self, raw: Option<(u16, &str)>) {
+        *self.state.raw_breakpoints.lock() = raw.map(|(s, b)| (s, b.to_owned()));
+    }
+
+    /// Queues `fault` for the next `times` `/batch/` requests.
+    pub fn fail_batch(&self, fault: Fault, times: usize) {
+        self.state
+            .batch_faults
+            .lock()
+            .queued
+            .extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Makes every `/batch/` request fail with `fault` until called with `None`.
+    pub fn set_batch_down(&self, fault: Option<Fault>) {
+        self.state.batch_faults.lock().persistent = fault;
+    }
+
+    /// Queues `fault` for the next `times` breakpoints requests.
+    pub fn fail_breakpoints(&self, fault: Fault, times: usize) {
+        self.state
+            .bp_faults
+            .lock()
+            .queued
+            .extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Makes every breakpoints request fail with `fault` until called with `None`.
+    pub fn set_breakpoints_down(&self, fault: Option<Fault>) {
+        self.state.bp_faults.lock().persistent = fault;
+    }
+
+    /// Every event accepted so far, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.state.events.lock().clone()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.requests.lock().clone()
+    }
+
+    /// Requests to paths starting with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+
+    /// Requests to the breakpoints endpoint.
+    pub fn breakpoint_requests(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/live_debugger_breakpoints/active/"))
+            .collect()
+    }
+
+    /// `@current` requests that came without `?token=`.
+    pub fn current_without_token(&self) -> u64 {
+        *self.state.current_without_token.lock()
+    }
+
+    /// Waits until `pred(events)` holds or `timeout` passes; returns whether it held. Blocking:
+    /// from async code use [`PosthogServer::wait_events_async`].
+    pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state.changed_lock.lock();
+        loop {
+            if pred(&self.state.events.lock()) {
+                return true;
+            }
+            if self
+                .state
+                .changed
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return pred(&self.state.events.lock());
+            }
+        }
+    }
+
+    /// Waits until `pred(requests)` holds or `timeout` passes (blocking).
+    pub fn wait_requests(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[RequestRecord]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state.changed_lock.lock();
+        loop {
+            if pred(&self.state.requests.lock()) {
+                return true;
+            }
+            if self
+                .state
+                .changed
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return pred(&self.state.requests.lock());
+            }
+        }
+    }
+
+    /// [`PosthogServer::wait_events`] for async tests (checks every 10 ms until the deadline).
+    pub async fn wait_events_async(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if pred(&self.state.events.lock()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// [`PosthogServer::wait_requests`] for async tests.
+    pub async fn wait_requests_async(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[RequestRecord]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if pred(&self.state.requests.lock()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for PosthogServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch_len: Option<usize>) {
+    st.requests.lock().push(RequestRecord {
+        at: Instant::now(),
+        method: req.method.to_string(),
+        path: req.uri.path().to_owned(),
+        query: req.uri.query().map(str::to_owned),
+        status,
+        content_encoding: req
+            .headers
+            .get(hyper::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        batch_len,
+    });
+    let _g = st.changed_lock.lock();
+    st.changed.notify_all();
+}
+
+/// Applies a fault: `Some(response)` to answer it, `Err` to drop the connection, `None` to go on.
+async fn apply_fault(fault: Option<Fault>) -> Result<Option<Resp>, Dropped> {
+    match fault {
+        None => Ok(None),
+        Some(Fault::Status(code)) => Ok(Some(detail(code, "injected fault"))),
+        Some(Fault::Unauthorized) => Ok(Some(detail(401, "Invalid personal API key."))),
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut r = detail(429, "Rate limit exceeded");
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+            Ok(Some(r))
+        }
+        Some(Fault::Slow(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(None)
+        }
+        Some(Fault::DropConnection) => Err(Dropped),
+    }
+}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let mut batch_len = None;
+    let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
+        let fault = st.batch_faults.lock().next();
+        match apply_fault(fault).await {
+            Err(d) => Err(d),
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => {
+                let (resp, n) = batch(&st, &parts, body).await;
+                batch_len = n;
+                Ok(resp)
+            }
+        }
+    } else if parts.method == Method::GET
+        && path.starts_with("/api/projects/")
+        && path.ends_with("/live_debugger_breakpoints/active/")
+    {
+        let fault = st.bp_faults.lock().next();
+        match apply_fault(fault).await {
+            Err(d) => Err(d),
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Ok(active_breakpoints(&st, &parts)),
+        }
+    } else {
+        Ok(detail(404, "Not found."))
+    };
+    record(
+        &st,
+        &parts,
+        result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+        batch_len,
+    );
+    result
+}
+
+fn query_param(parts: &hyper::http::request::Parts, name: &str) -> Option<String> {
+    parts.uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| v.replace("%2F", "/").replace("%2f", "/"))
+    })
+}
+
+fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
+    let auth = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bearer {}", st.personal_key) {
+        return detail(401, "Invalid personal API key.");
+    }
+    let project = parts
+        .uri
+        .path()
+        .trim_start_matches("/api/projects/")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if project == "@current" {
+        match query_param(parts, "token") {
+            Some(t) if t == st.project_key => {}
+            Some(_) => {
+                return detail(
+                    401,
+                    "Project API key invalid. You can find your project API key in PostHog project settings.",
+                );
+            }
+            None => *st.current_without_token.lock() += 1,
+        }
+    } else if project != st.project_id.to_string() {
+        return detail(403, "You don't have access to the project.");
+    }
+    if let Some((status, body)) = st.raw_breakpoints.lock().clone() {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        return r;
+    }
+    let enabled = query_param(parts, "enabled").is_none_or(|v| v != "false");
+    let repository = query_param(parts, "repository");
+    let filename = query_param(parts, "filename");
+    let list: Vec<Value> = st
+        .breakpoints
+        .lock()
+        .iter()
+        .filter(|b| b.get("enabled").and_then(Value::as_bool).unwrap_or(true) == enabled)
+        .filter(|b| {
+            repository
+                .as_deref()
+                .is_none_or(|r| b.get("repository").and_then(Value::as_str) == Some(r))
+        })
+        .filter(|b| {
+            filename
+                .as_deref()
+                .is_none_or(|f| b.get("filename").and_then(Value::as_str) == Some(f))
+        })
+        .cloned()
+        .collect();
+    let key = st.list_key.lock().clone();
+    json_resp(
+        200,
+        &json!({ key: list.clone(), "count": list.len(), "has_more": false }),
+    )
+}
+
+fn reject(status: u16, msg: &str) -> (Resp, Option<usize>) {
+    (detail(status, msg), None)
+}
+
+async fn batch(
+    st: &State,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+) -> (Resp, Option<usize>) {
+    let raw = match Limited::new(body, BATCH_BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reject(413, "Request body too large (limit 20 MB)."),
+    };
+    let gzip = parts
+        .headers
+        .get(hyper::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let data = if gzip {
+        let mut out = Vec::new();
+        let dec = flate2::read::GzDecoder::new(&raw[..]);
+        match dec.take(BATCH_BODY_LIMIT as u64 + 1).read_to_end(&mut out) {
+            Ok(_) if out.len() > BATCH_BODY_LIMIT => {
+                return reject(413, "Request body too large (limit 20 MB).");
+            }
+            Ok(_) => out,
+            Err(e) => return reject(400, &format!("Invalid gzip body: {e}")),
+        }
+    } else {
+        raw.to_vec()
+    };
+    let payload: Value = match serde_json::from_slice(&data) {
+        Ok(v) => v,
+        Err(e) => return reject(400, &format!("Malformed request data: {e}")),
+    };
+    let Some(api_key) = payload.get("api_key").and_then(Value::as_str) else {
+        return reject(400, "API key is missing (api_key).");
+    };
+    if api_key != st.project_key {
+        return reject(401, "Project API key invalid.");
+    }
+    let Some(batch) = payload.get("batch").and_then(Value::as_array) else {
+        return reject(400, "batch is missing or not a list.");
+    };
+    for (i, ev) in batch.iter().enumerate() {
+        if ev
+            .get("event")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return reject(400, &format!("event {i}: `event` is required."));
+        }
+        let distinct_ok = match ev.get("distinct_id") {
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Number(_)) => true,
+            _ => false,
+        };
+        if !distinct_ok {
+            return reject(400, &format!("event {i}: `distinct_id` is required."));
+        }
+    }
+    st.events.lock().extend(batch.iter().cloned());
+    (json_resp(200, &json!({"status": 1})), Some(batch.len()))
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask demo`: the README's first command. Builds everything, starts the bundled sample
+//! service (xtask/demo/shop), starts the agent in local mode with the bundled breakpoint, prints
+//! the hits it captures, then stops everything.
+use crate::util::{root, run};
+use crate::{ebpf, helper};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hits to show before stopping.
+const HITS_WANTED: usize = 3;
+/// How long to wait for them.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct KillOnDrop(Child, &'static str);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SIGTERM first so the agent removes its breakpoints and flushes; then make sure.
+        // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("xtask: {} did not stop on SIGTERM; killing it", self.1);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The interpreter the demo service runs on: pyenv's 3.12 if present, else `python3`.
+fn demo_python() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let pyenv = home.join(".pyenv/versions/3.12.1/bin/python3");
+    if pyenv.exists() {
+        pyenv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+pub fn run_demo() -> Result<()> {
+    crate::util::ensure_debian_packages(crate::util::DEBIAN_PACKAGES)?;
+    ebpf::build()?;
+    helper::build()?;
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "-p",
+        "libdebugger-agent",
+    ]))?;
+    let agent_bin = root().join("target/debug/libdebugger-agent");
+    let demo_dir = root().join("xtask/demo");
+    let out_dir = root().join("target/demo");
+    std::fs::create_dir_all(&out_dir)?;
+    let events = out_dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&events);
+
+    let python = demo_python();
+    eprintln!(
+        "xtask: starting the sample service (xtask/demo/shop) on {}",
+        python.display()
+    );
+    let mut service = Command::new(&python)
+        .args(["-m", "shop.service"])
+        .current_dir(&demo_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    let mut first = String::new();
+    BufReader::new(service.stdout.take().context("service stdout")?).read_line(&mut first)?;
+    let service = KillOnDrop(service, "the sample service");
+    eprintln!("xtask: {}", first.trim());
+
+    eprintln!(
+        "xtask: starting the agent in local mode: breakpoints from xtask/demo/breakpoints.toml, events to {}",
+        events.display()
+    );
+    let agent = Command::new(&agent_bin)
+        .args(["run", "--breakpoints"])
+        .arg(demo_dir.join("breakpoints.toml"))
+        .arg("--events-file")
+        .arg(&events)
+        .spawn()
+        .with_context(|| format!("starting {}", agent_bin.display()))?;
+    let agent = KillOnDrop(agent, "the agent");
+
+    let started = Instant::now();
+    let mut hits = Vec::new();
+    while hits.len() < HITS_WANTED {
+        if started.elapsed() > DEADLINE {
+            bail!(
+                "no {HITS_WANTED} hits within {DEADLINE:?} (got {}); see the agent's log above and {}",
+                hits.len(),
+                events.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        hits = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "$data_breakpoint_hit")
+            .collect();
+    }
+    drop(agent);
+    drop(service);
+    println!(
+        "\nCaptured {} hits of breakpoint checkout-total (shop/cart.py:40 if subtotal > 50) in {:.1} s:\n",
+        hits.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for hit in hits.iter().take(HITS_WANTED) {
+        let p = &hit["properties"];
+        println!(
+            "thread {} ({}), pid {}",
+            p["$thread_name"].as_str().unwrap_or("?"),
+            p["$thread_id"],
+            p["$pid"]
+        );
+        println!("  stack (innermost first):");
+        for frame in p["$stack_trace"].as_array().into_iter().flatten().take(4) {
+            println!(
+                "    {}:{} in {}",
+                frame[0].as_str().unwrap_or("?"),
+                frame[2],
+                frame[1].as_str().unwrap_or("?")
+            );
+        }
+        println!("  locals:");
+        if let Some(locals) = p["$locals_variables"].as_object() {
+            for (name, value) in locals {
+                println!("    {name} = {value}");
+            }
+        }
+        println!();
+    }
+    println!(
+        "All events (JSON Lines, as they would be sent to PostHog): {}",
+        events.display()
+    );
+    Ok(())
+}
