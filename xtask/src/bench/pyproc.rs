@@ -160,6 +160,33 @@ impl Proc {
         }
     }
 
+    /// The next stdout line within `timeout`; None once stdout is closed.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<Option<String>> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(Some(line)),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("no output within {timeout:?} from {}", self.what)
+            }
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+        }
+    }
+
+    /// The next stdout JSON value (any JSON, not only objects), reading until the stream ends:
+    /// `trace --json` pretty-prints one array over many lines.
+    pub fn next_json_value(&mut self, timeout: Duration) -> Result<Value> {
+        let mut text = String::new();
+        let deadline = Instant::now() + timeout;
+        while let Some(line) = self.next_line(deadline.saturating_duration_since(Instant::now()))? {
+            text.push_str(&line);
+            text.push('\n');
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                return Ok(v);
+            }
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("no JSON from trace ({e}): {}", self.stderr_tail()))
+    }
+
     /// Writes one line to the child's stdin (the `--wait-go` handshake).
     pub fn go(&mut self) -> Result<()> {
         let stdin = self
