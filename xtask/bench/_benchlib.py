@@ -102,14 +102,59 @@ def statuses(result):
     return []
 
 
-def arm(helper, breakpoints):
-    """Sets `breakpoints` and fails unless every one reports `armed`."""
-    result = helper.set_breakpoints(breakpoints)
+def arm(helper, breakpoints, settings=None):
+    """Sets `breakpoints` (with process `settings` if given) and fails unless every one reports
+    `armed`."""
+    if settings:
+        result = helper.set_breakpoints(breakpoints, settings)
+    else:
+        result = helper.set_breakpoints(breakpoints)
     st = statuses(result)
     bad = [s for s in st if str(s.get("status", "")).lower() != "armed"]
     if bad or len(st) != len(breakpoints):
         fail(f"breakpoints not armed: {json.dumps(st, default=repr)[:500]}")
     return st
+
+
+def bench_settings():
+    """Process settings for `set_breakpoints(..., settings)` from LIBDEBUGGER_BENCH_SETTINGS
+    (JSON), e.g. a lifted per-process rate cap for B2; None when unset."""
+    raw = os.environ.get("LIBDEBUGGER_BENCH_SETTINGS", "")
+    if not raw:
+        return None
+    try:
+        settings = json.loads(raw)
+    except ValueError as exc:
+        fail(f"LIBDEBUGGER_BENCH_SETTINGS is not JSON: {exc}")
+    return settings
+
+
+def counter(status, bp_id, names):
+    """The first of the counters `names` of breakpoint `bp_id` in a status() report (0 when
+    absent): the report is read tolerantly, as a dict with a `breakpoints` list or a list."""
+    items = status.get("breakpoints", []) if isinstance(status, dict) else status
+    for bp in items or []:
+        if isinstance(bp, dict) and bp.get("id") == bp_id:
+            counters = bp.get("counters") or {}
+            for name in names:
+                if isinstance(counters.get(name), (int, float)):
+                    return counters[name]
+    return 0
+
+
+class Sink:
+    """An in-process sink: `sink(kind, json_text)` (or `sink(json_text)`); keeps hit sizes."""
+
+    def __init__(self):
+        self.hits = 0
+        self.sizes = []
+
+    def __call__(self, *args):
+        kind = args[0] if len(args) > 1 else "hit"
+        if kind == "hit":
+            self.hits += 1
+            if len(self.sizes) < 1000:
+                self.sizes.append(len(args[-1]))
 
 
 def bench_limits():

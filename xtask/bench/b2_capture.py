@@ -12,11 +12,13 @@ list, a dict, a small object and a float; larger K repeats that mix), called at 
                of f_locals with `default=repr`, the stack from `traceback.extract_stack`
                (innermost first, as [file, function, line]), thread ident and name, and an
                RFC 3339 timestamp. Each capture is timed alone with time.perf_counter_ns.
---mode helper  the helper's capture: a breakpoint on the frame's capture line. Each call of the
-               frame function is timed; rounds alternate unarmed and armed blocks, and the cost
-               of a snapshot is (armed call − median unarmed call). Only calls that produced an
-               event (the sink was called during the call) count as snapshots; calls the helper
-               rate-limited are reported separately (`ratelimited_ns`, the B3 figure's neighbour).
+--mode helper  the helper's capture: a breakpoint on the frame's capture line, with the rate
+               limits lifted (LIBDEBUGGER_BENCH_BP_EXTRA / LIBDEBUGGER_BENCH_SETTINGS) so that
+               every armed call takes a snapshot; `captured` (from status()) says whether it
+               did. Rounds alternate unarmed and armed blocks: per armed call, wall time minus
+               the median unarmed call (`capture_ns`, what the application thread feels); per
+               round, process CPU time of the armed block minus the unarmed one per snapshot
+               (`cpu_ns_per_snapshot`, including the helper's encoder thread).
 
 Output: {"mode", "locals", "depth", "stack_depth", "python", "capture_ns": {n, median, p99, ...},
 "unarmed_call_ns": {...}, "event_bytes": median size of one event (helper) or capture (plain)}.
@@ -123,9 +125,11 @@ def run_plain(module, depth, iterations):
 
 
 def run_helper(module, path, line, depth, iterations, rounds):
+    """Alternating unarmed/armed blocks. Per armed call: wall time minus the median unarmed call
+    (what the application thread feels). Per block: process CPU time (all threads, so the
+    helper's encoder thread counts) of the armed block minus the unarmed one, after flush()."""
     helper = _benchlib.import_helper()
-    events = []
-    helper.set_sink(events.append)
+    settings = _benchlib.bench_settings()
     bp = {"id": "b2-frame", "file": path, "line": line, "condition": None}
     bp.update(_benchlib.bench_limits())
 
@@ -135,18 +139,15 @@ def run_helper(module, path, line, depth, iterations, rounds):
     def call():
         return module.frame(noop)
 
-    def timed_block(n, out_all, out_hit, out_limited):
+    def timed_block(n, out):
+        c0 = time.process_time_ns()
         for _ in range(n):
-            before = len(events)
             t0 = time.perf_counter_ns()
             descend(depth - 7, call)
-            dt = time.perf_counter_ns() - t0
-            if out_all is not None:
-                out_all.append(dt)
-            elif len(events) > before:
-                out_hit.append(dt)
-            else:
-                out_limited.append(dt)
+            out.append(time.perf_counter_ns() - t0)
+        if hasattr(helper, "flush"):
+            helper.flush(10.0)
+        return time.process_time_ns() - c0
 
     # Above descend(): module, main(), run_helper(), timed_block(); below it call() and frame().
     depth_seen = []
@@ -154,28 +155,43 @@ def run_helper(module, path, line, depth, iterations, rounds):
     def probe():
         depth_seen.append(len(traceback.extract_stack(sys._getframe(1))))
 
-    def probe_block():
+    def probe_block():  # the same depth as timed_block()
         descend(depth - 7, lambda: module.frame(probe))
 
     probe_block()
-    unarmed, hit, limited = [], [], []
-    per_block = max(1, iterations // rounds)
-    timed_block(per_block, [], None, None)  # warm up
+    unarmed, armed, cpu_per_snapshot = [], [], []
+    per_block = max(1, min(500, iterations // rounds))  # below the helper's queue capacity
+    timed_block(per_block, [])  # warm up
     for _ in range(rounds):
         helper.set_breakpoints([])
-        timed_block(per_block, unarmed, None, None)
-        _benchlib.arm(helper, [bp])
-        timed_block(per_block, None, hit, limited)
+        cpu_a = timed_block(per_block, unarmed)
+        _benchlib.arm(helper, [bp], settings)
+        cpu_b = timed_block(per_block, armed)
+        cpu_per_snapshot.append((cpu_b - cpu_a) / per_block)
+    status = helper.status()
+    captured = _benchlib.counter(status, "b2-frame", ("captured", "snapshots", "emitted"))
     helper.set_breakpoints([])
-    if not hit:
-        fail_msg = "no snapshot arrived at the sink during any armed call"
-        if events:
-            fail_msg += f" ({len(events)} arrived later: the sink is not called synchronously)"
-        _benchlib.fail(fail_msg)
+    # Event size, with a sink (not during the timing: a Python sink costs GIL time).
+    sink = _benchlib.Sink()
+    helper.set_sink(sink)
+    _benchlib.arm(helper, [bp], settings)
+    for _ in range(5):
+        descend(depth - 7, call)
+    if hasattr(helper, "flush"):
+        helper.flush(10.0)
+    helper.set_breakpoints([])
+    helper.set_sink(None)
     base = _benchlib.summarize(unarmed)["median"]
-    sizes = sorted(len(e) for e in events if isinstance(e, (bytes, bytearray, str)))
-    return ([max(0, x - base) for x in hit], [max(0, x - base) for x in limited], unarmed,
-            sizes, depth_seen[0])
+    return {
+        "capture_ns": _benchlib.summarize([max(0, x - base) for x in armed]),
+        "cpu_ns_per_snapshot": _benchlib.summarize(cpu_per_snapshot),
+        "unarmed_call_ns": _benchlib.summarize(unarmed),
+        "armed_calls": len(armed),
+        "captured": captured,
+        "event_bytes": _benchlib.summarize(sink.sizes)["median"] if sink.sizes else None,
+        "stack_depth": depth_seen[0],
+        "status": status,
+    }
 
 
 def main():
@@ -201,13 +217,7 @@ def main():
         result["stack_depth"] = stack_depth
         result["event_bytes"] = _benchlib.summarize(sizes)["median"]
     else:
-        hit, limited, unarmed, sizes, stack_depth = run_helper(module, path, line, args.depth,
-                                                  args.iterations, args.rounds)
-        result["capture_ns"] = _benchlib.summarize(hit)
-        result["ratelimited_ns"] = _benchlib.summarize(limited) if limited else None
-        result["unarmed_call_ns"] = _benchlib.summarize(unarmed)
-        result["event_bytes"] = _benchlib.summarize(sizes)["median"] if sizes else None
-        result["stack_depth"] = stack_depth
+        result.update(run_helper(module, path, line, args.depth, args.iterations, args.rounds))
     _benchlib.emit(result)
 
 

@@ -49,8 +49,6 @@ def main():
     args = ap.parse_args()
 
     helper = _benchlib.import_helper()
-    events = []
-    helper.set_sink(events.append)
     here = os.path.abspath(__file__)
     (line,) = _benchlib.find_marker_lines(here, HOT_MARK)
     bp = {"id": f"b3-{args.kind}", "file": here, "line": line,
@@ -66,6 +64,7 @@ def main():
         b = timed(n)
         diffs.append((b - a) / n)
         unarmed.append(a / n)
+    status = helper.status()
     helper.set_breakpoints([])
     s = _benchlib.summarize(diffs)
     _benchlib.emit({
@@ -75,8 +74,8 @@ def main():
         "per_hit_ns": {"median": s["median"], "min": s["min"], "max": s["max"], "n": s["n"]},
         "pairs_ns": diffs,
         "unarmed_ns_per_iteration": _benchlib.summarize(unarmed)["median"],
-        "captured": len(events),
-        "status": helper.status(),
+        "captured": _benchlib.counter(status, bp["id"], ("captured", "snapshots", "emitted")),
+        "status": status,
     })
 
 

@@ -75,11 +75,15 @@ impl Agent {
         let config = dir.join("agent.toml");
         // Only processes that carry the bench tag: a benchmark must never inject into the
         // other Python processes on this host.
+        // `source_roots` as well: an agent without selector support still only matches
+        // breakpoints to files of the benchmark.
         std::fs::write(
             &config,
             format!(
-                "[selectors]\ninclude = [{{ cmdline = {} }}]\n\n{extra_config}",
-                toml_str(TAG)
+                "[selectors]\ninclude = [{{ cmdline = {} }}]\n\n[breakpoints]\nsource_roots = [{}, {}]\n\n{extra_config}",
+                toml_str(TAG),
+                toml_str(&crate::bench::pyproc::scripts_dir().display().to_string()),
+                toml_str(&dir.display().to_string()),
             ),
         )?;
         let breakpoints_file = dir.join("breakpoints.toml");
@@ -109,7 +113,8 @@ impl Agent {
             if agent.proc.exited() {
                 bail!("agent exited at start: {}", agent.proc.stderr_tail());
             }
-            if agent.status().is_ok() {
+            if let Ok(st) = agent.status() {
+                agent.guard(&st)?;
                 return Ok(agent);
             }
             if Instant::now() >= deadline {
@@ -148,6 +153,28 @@ impl Agent {
         serde_json::from_slice(&out.stdout).context("`status --json` printed no JSON")
     }
 
+    /// Fails if the agent lists a process that is not a benchmark process: it does not honour
+    /// the selectors, and must not go on touching other people's Python processes. The caller
+    /// drops the agent (SIGKILL on drop, SIGTERM through [`Agent::stop`]).
+    fn guard(&self, status: &Value) -> Result<()> {
+        for p in status["processes"].as_array().into_iter().flatten() {
+            let Some(pid) = p["pid"].as_u64() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue; // gone
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !cmdline.contains(TAG) {
+                bail!(
+                    "the agent selected pid {pid} ({}), which is not a benchmark process: it does not honour `[selectors]`; stopped it to leave other processes alone",
+                    cmdline.trim()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces the breakpoints file atomically (the agent watches it).
     pub fn set_breakpoints(&self, bps: &[Breakpoint]) -> Result<()> {
         let tmp = self.dir.join(".breakpoints.toml.tmp");
@@ -161,10 +188,11 @@ impl Agent {
     pub fn wait_armed(&self, pid: u32, ids: &[String], timeout: Duration) -> Result<Duration> {
         let t0 = Instant::now();
         loop {
-            if let Ok(st) = self.status()
-                && ids.iter().all(|id| armed_in(&st, pid, id))
-            {
-                return Ok(t0.elapsed());
+            if let Ok(st) = self.status() {
+                self.guard(&st)?;
+                if ids.iter().all(|id| armed_in(&st, pid, id)) {
+                    return Ok(t0.elapsed());
+                }
             }
             if t0.elapsed() >= timeout {
                 let st = self.status().map(|s| s.to_string()).unwrap_or_default();
@@ -180,10 +208,11 @@ impl Agent {
     pub fn wait_known(&self, pid: u32, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();
         loop {
-            if let Ok(st) = self.status()
-                && process_entry(&st, pid).is_some()
-            {
-                return Ok(());
+            if let Ok(st) = self.status() {
+                self.guard(&st)?;
+                if process_entry(&st, pid).is_some() {
+                    return Ok(());
+                }
             }
             if t0.elapsed() >= timeout {
                 bail!("the agent did not list pid {pid} within {timeout:?}");
@@ -205,6 +234,14 @@ impl Agent {
     /// SIGTERM, then wait ≤ 10 s.
     pub fn stop(mut self) -> Result<()> {
         self.proc.terminate(Duration::from_secs(10)).map(|_| ())
+    }
+}
+
+impl Drop for Agent {
+    /// SIGTERM (the agent removes its breakpoints from every process on the way out), not the
+    /// SIGKILL a dropped [`Proc`] gets.
+    fn drop(&mut self) {
+        let _ = self.proc.terminate(Duration::from_secs(10));
     }
 }
 

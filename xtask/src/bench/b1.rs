@@ -78,7 +78,14 @@ fn one_run(ctx: &Ctx, py: &Python, variant: &str, p: &Params, side: &Side<'_>) -
         }
         Side::Helper(dir) => {
             a.push("--helper-breakpoints".into());
-            run_script(py, SCRIPT, &a, &helper_env(dir), &ctx.log_dir, timeout)?
+            run_script(
+                py,
+                SCRIPT,
+                &a,
+                &helper_env(dir, false),
+                &ctx.log_dir,
+                timeout,
+            )?
         }
         Side::Agent { agent, attached } => {
             a.push("--wait-go".into());

@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                     py,
                     "b3_hotline.py",
                     &a,
-                    &helper_env(dir),
+                    &helper_env(dir, false),
                     &ctx.log_dir,
                     Duration::from_secs(300),
                 )

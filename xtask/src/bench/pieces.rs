@@ -10,22 +10,29 @@ use std::process::Command;
 /// Why a piece is not available, as the report's N/A note says it.
 pub type Missing = String;
 
-/// Per-breakpoint settings (JSON, merged into each breakpoint dict the bench scripts pass to
-/// `set_breakpoints`, through `LIBDEBUGGER_BENCH_BP_EXTRA`) that lift the rate limit where a
-/// figure measures the capture itself (B2). Empty until the helper documents its limit keys: with
-/// the default limit (5/s, burst 10) B2 still measures, only from fewer snapshots (it classifies
-/// each timed call by whether the sink received an event during it).
-pub const HELPER_BP_EXTRA: &str = "";
+/// Per-breakpoint settings (JSON, merged into each breakpoint dict B2 passes to
+/// `set_breakpoints`, through `LIBDEBUGGER_BENCH_BP_EXTRA`) and process settings (the second
+/// argument of `set_breakpoints`, through `LIBDEBUGGER_BENCH_SETTINGS`) that lift the rate
+/// limits, so that every armed call of B2 takes a snapshot (B2 checks it with the helper's
+/// `captured` counter and reports N/A otherwise). Names as in the helper's `spec.rs`.
+pub const HELPER_BP_EXTRA: &str = r#"{"limits": {"rate": 1e9, "burst": 1e9}}"#;
+/// See [`HELPER_BP_EXTRA`].
+pub const HELPER_SETTINGS: &str =
+    r#"{"process_rate": 1e9, "cpu_budget": 1.0, "queue_capacity": 65536}"#;
 
 /// `[capture]` settings written into the agent's configuration for B5 (passed to the helper as
 /// is): B5 measures the pipeline, so the helper's rate limits and CPU budget must not be what
-/// limits it. Key names follow issue 3 item 8; adjust here if the helper names them otherwise.
+/// limits it. Names as in the helper's `spec.rs` (process settings, and `limits` for every
+/// breakpoint); adjust here if the agent maps `[capture]` differently.
 pub const AGENT_CAPTURE_UNLIMITED: &str = "\
 [capture]
-rate_limit_per_s = 1000000.0
-rate_limit_burst = 1000000
-process_rate_limit_per_s = 1000000.0
-cpu_budget_fraction = 1.0
+process_rate = 1e9
+cpu_budget = 1.0
+queue_capacity = 65536
+
+[capture.limits]
+rate = 1e9
+burst = 1e9
 ";
 
 /// Finds and builds pieces lazily, once each.
@@ -131,14 +138,16 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The environment of a bench script that imports the helper.
-pub fn helper_env(helper_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+/// The environment of a bench script that imports the helper; `unlimited` lifts the rate
+/// limits (B2).
+pub fn helper_env(helper_dir: &std::path::Path, unlimited: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![(
         "PYTHONPATH",
         format!("{}:{}", helper_dir.display(), scripts_dir().display()),
     )];
-    if !HELPER_BP_EXTRA.is_empty() {
+    if unlimited {
         env.push(("LIBDEBUGGER_BENCH_BP_EXTRA", HELPER_BP_EXTRA.to_owned()));
+        env.push(("LIBDEBUGGER_BENCH_SETTINGS", HELPER_SETTINGS.to_owned()));
     }
     env
 }
