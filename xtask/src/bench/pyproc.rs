@@ -286,3 +286,65 @@ pub fn num(v: &Value, path: &str) -> Result<f64> {
         .and_then(Value::as_f64)
         .ok_or_else(|| anyhow!("result has no number at {path}: {v}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn reads_json_lines_and_skips_other_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Proc::spawn(
+            sh("echo starting; echo '[1]'; echo '{\"ready\": 7}'; read x; echo \"{\\\"got\\\": \\\"$x\\\"}\""),
+            "t",
+            dir.path(),
+        )
+        .expect("spawn");
+        let v = p.next_json(Duration::from_secs(10)).expect("ready line");
+        assert_eq!(v["ready"], 7);
+        p.go().expect("go");
+        let v = p.next_json(Duration::from_secs(10)).expect("result");
+        assert_eq!(v["got"], "go");
+        assert!(p.wait(Duration::from_secs(10)).expect("exit").success());
+    }
+
+    #[test]
+    fn error_objects_and_early_exit_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Proc::spawn(
+            sh("echo '{\"error\": \"helper not built\"}'"),
+            "e",
+            dir.path(),
+        )
+        .expect("spawn");
+        let err = p
+            .next_json(Duration::from_secs(10))
+            .expect_err("error object");
+        assert_eq!(err.to_string(), "helper not built");
+
+        let mut p = Proc::spawn(sh("echo oops >&2; exit 4"), "x", dir.path()).expect("spawn");
+        let err = p.next_json(Duration::from_secs(10)).expect_err("no result");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("without a result") && msg.contains("oops"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn silence_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Proc::spawn(sh("read x"), "s", dir.path()).expect("spawn");
+        let err = p
+            .next_json(Duration::from_millis(200))
+            .expect_err("timeout");
+        assert!(err.to_string().contains("no result within"), "{err}");
+        // Dropping the Proc kills the child (it would wait on stdin forever).
+    }
+}
