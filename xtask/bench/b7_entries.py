@@ -1,6 +1,6 @@
 """B7: frame entries from C, for the cost of the frame-entry probe and its governor.
 
-    python3 b7_entries.py [--entries N] [--reps R] [--rate E --seconds S] [--wait-go]
+    python3 b7_entries.py [--entries N] [--reps R] [--rate E --seconds S] [--wait-go] [--linger]
                           [--libdebugger-bench]
 
 Default mode: times `list(map(f, range(N)))` R times in process CPU time (user + system: the
@@ -57,6 +57,9 @@ def main():
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--wait-go", action="store_true")
+    ap.add_argument("--linger", action="store_true",
+                    help="after the result, wait for another line on stdin before exiting "
+                         "(a tracer reads the code objects' names from the live process)")
     ap.add_argument(_benchlib.TAG, action="store_true")
     args = ap.parse_args()
     list(map(f, range(args.entries // 10)))  # warm up
@@ -81,6 +84,8 @@ def main():
                     "ns_per_entry": {"median": s["median"], "min": s["min"], "max": s["max"],
                                      "n": s["n"]},
                     "reps_ns": reps, "wall_s": wall})
+    if args.linger:
+        sys.stdin.readline()
 
 
 if __name__ == "__main__":

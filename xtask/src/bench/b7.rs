@@ -87,6 +87,7 @@ fn one_run(ctx: &Ctx, py: &Python, p: &Params, bin: Option<&Path>, trace_for: f6
         "--reps".to_owned(),
         p.reps.to_string(),
         "--wait-go".to_owned(),
+        "--linger".to_owned(),
     ]);
     let mut w = Proc::script(py, "b7_entries.py", &a, &[], &ctx.log_dir)?;
     let ready = w.next_json(Duration::from_secs(30))?;
@@ -109,9 +110,12 @@ fn one_run(ctx: &Ctx, py: &Python, p: &Params, bin: Option<&Path>, trace_for: f6
     let v = w.next_json(Duration::from_secs(300))?;
     let mut traced_f = None;
     if let Some(mut t) = trace {
+        // The workload lingers until trace has read the code objects' names out of it.
         let json = t.next_json_value(Duration::from_secs_f64(trace_for + 30.0))?;
         traced_f = Some(f_entries(&json));
     }
+    w.go()?;
+    w.wait(Duration::from_secs(10))?;
     Ok(Run {
         ns_per_entry: num(&v, "/ns_per_entry/median")?,
         wall_s: num(&v, "/wall_s")?,
@@ -157,7 +161,7 @@ fn governor(ctx: &Ctx, py: &Python, bin: &Path) -> Result<(bool, String, bool, f
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let p = Params {
         entries: 1_000_000,
-        reps: ctx.pick(5, 2),
+        reps: ctx.pick(3, 2),
     };
     let pairs = ctx.pick(5, 1);
     let agent = ctx.agent();
@@ -181,10 +185,19 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             let mut b_ns = Vec::new();
             let mut discarded = 0;
             let mut last_err = None;
+            // trace counts for a fixed time: long enough to cover the traced run, which is
+            // many times slower than the untraced one. The first estimate is generous, later
+            // ones follow the traced runs measured so far.
+            let mut last_traced_wall: Option<f64> = None;
             for _ in 0..pairs {
                 let pair = one_run(ctx, py, &p, None, 0.0).and_then(|a| {
-                    let trace_for = (a.wall_s * 4.0 + 3.0).min(120.0);
+                    let trace_for = match last_traced_wall {
+                        None => a.wall_s * 25.0 + 3.0,
+                        Some(w) => w * 2.0 + 2.0,
+                    }
+                    .min(120.0);
                     let b = one_run(ctx, py, &p, Some(bin), trace_for)?;
+                    last_traced_wall = Some(b.wall_s);
                     Ok((a, b))
                 });
                 match pair {
