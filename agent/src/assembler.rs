@@ -1,15 +1,15 @@
 //! Event assembly: turns the records the `ldbg_emit` uprobe writes to the ring buffer back into
 //! the helper's messages.
 //!
-//! A record is an [`EmitRecordHeader`] (written by the eBPF program: pid, tid, bytes copied)
-//! followed by what the helper passed to `ldbg_emit`: a [`ChunkHeader`] and that chunk's data.
+//! A record ([`EmitChunk`], decoded by `bpf::ring`) carries the pid and tid the eBPF program saw
+//! and the bytes the helper passed to `ldbg_emit`: a [`ChunkHeader`] and that chunk's data.
 //! A message larger than one chunk arrives as several records with the same `(pid, msg_id)`.
 //! Chunks of one message come from one thread in order, but nothing here relies on that.
 //!
 //! Memory is bounded: at most [`Limits::max_pending_bytes`] of incomplete messages are held;
 //! beyond that, and for messages left incomplete longer than [`Limits::max_age`], the message is
 //! dropped and counted in [`Counters`] (never silently).
-use libdebugger_common::bpf::EmitRecordHeader;
+use crate::bpf::ring::EmitChunk;
 use libdebugger_common::helper_abi::{ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -97,16 +97,16 @@ impl Assembler {
     }
 
     /// Feeds one ring-buffer record; returns a message when this record completes one.
-    pub fn push(&mut self, record: &[u8], now: Instant) -> Option<Message> {
+    pub fn push(&mut self, rec: &EmitChunk, now: Instant) -> Option<Message> {
         self.counters.records += 1;
-        let Some((rec, chunk, data)) = parse(record) else {
-            self.counters.malformed += 1;
-            return None;
-        };
-        if rec.requested_len > rec.len {
+        if rec.requested_len as usize > rec.payload.len() {
             self.counters.truncated += 1;
             return None;
         }
+        let Some((chunk, data)) = parse(&rec.payload) else {
+            self.counters.malformed += 1;
+            return None;
+        };
         let total_len = chunk.total_len as usize;
         if chunk.total_chunks == 0
             || chunk.seq >= chunk.total_chunks
@@ -220,21 +220,16 @@ impl Assembler {
     }
 }
 
-fn parse(record: &[u8]) -> Option<(EmitRecordHeader, ChunkHeader, &[u8])> {
-    let rec_len = std::mem::size_of::<EmitRecordHeader>();
-    let head = record.get(..rec_len)?;
-    // SAFETY: `head` is exactly size_of::<EmitRecordHeader>() bytes; the type is repr(C) with
-    // only integer fields, so any bytes are a valid value; read_unaligned needs no alignment.
-    let rec: EmitRecordHeader = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
-    let payload = record.get(rec_len..rec_len + rec.len as usize)?;
+fn parse(payload: &[u8]) -> Option<(ChunkHeader, &[u8])> {
     let chunk_bytes = payload.get(..CHUNK_HEADER_LEN)?;
-    // SAFETY: as above, for ChunkHeader.
+    // SAFETY: `chunk_bytes` is exactly size_of::<ChunkHeader>() bytes; the type is repr(C) with
+    // only integer fields, so any bytes are a valid value; read_unaligned needs no alignment.
     let chunk: ChunkHeader = unsafe { std::ptr::read_unaligned(chunk_bytes.as_ptr().cast()) };
     if chunk.magic != CHUNK_MAGIC || u32::from(chunk.abi_version) != ABI_VERSION {
         return None;
     }
     let data = payload.get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + chunk.data_len as usize)?;
-    Some((rec, chunk, data))
+    Some((chunk, data))
 }
 
 /// Encodes a message as the records the uprobe would produce; used by tests and benchmarks.
@@ -245,7 +240,7 @@ pub fn encode_records(
     msg_id: u64,
     data: &[u8],
     max_data: usize,
-) -> Vec<Vec<u8>> {
+) -> Vec<EmitChunk> {
     let chunks: Vec<&[u8]> = if data.is_empty() {
         vec![&[][..]]
     } else {
@@ -266,18 +261,15 @@ pub fn encode_records(
                 total_len: data.len() as u32,
                 data_len: part.len() as u32,
             };
-            let len = (CHUNK_HEADER_LEN + part.len()) as u32;
-            let rec = EmitRecordHeader {
+            let mut payload = Vec::with_capacity(CHUNK_HEADER_LEN + part.len());
+            payload.extend_from_slice(pod_bytes(&chunk));
+            payload.extend_from_slice(part);
+            EmitChunk {
                 tgid: pid,
                 tid,
-                len,
-                requested_len: len,
-            };
-            let mut out = Vec::new();
-            out.extend_from_slice(pod_bytes(&rec));
-            out.extend_from_slice(pod_bytes(&chunk));
-            out.extend_from_slice(part);
-            out
+                requested_len: payload.len() as u32,
+                payload,
+            }
         })
         .collect()
 }
@@ -344,14 +336,17 @@ mod tests {
             ..Limits::default()
         });
         let now = Instant::now();
-        assert!(a.push(b"short", now).is_none());
+        let mut short = encode_records(1, 1, 1, 1, b"x", 100).remove(0);
+        short.payload.truncate(3);
+        short.requested_len = 3;
+        assert!(a.push(&short, now).is_none());
         let mut bad = encode_records(1, 1, 1, 1, b"x", 100).remove(0);
-        bad[std::mem::size_of::<EmitRecordHeader>()] ^= 0xff; // break the magic
+        bad.payload[0] ^= 0xff; // break the magic
         assert!(a.push(&bad, now).is_none());
         assert_eq!(a.counters().malformed, 2);
 
         let mut cut = encode_records(1, 1, 1, 2, b"abc", 100).remove(0);
-        cut[12] = 0xff; // requested_len > len: the uprobe cut the chunk
+        cut.requested_len = 100_000; // the helper passed more than the uprobe copies
         assert!(a.push(&cut, now).is_none());
         assert_eq!(a.counters().truncated, 1);
 

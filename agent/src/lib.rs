@@ -18,6 +18,7 @@ pub mod bpf;
 pub mod breakpoints;
 pub mod cli;
 pub mod control;
+pub mod daemon;
 pub mod delivery;
 pub mod doctor;
 pub mod inject;

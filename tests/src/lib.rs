@@ -1,5 +1,6 @@
 //! Shared support for the end-to-end tests: finding interpreters, running Python snippets,
 //! waiting for readiness with deadlines.
 pub mod agent;
+pub mod helper;
 pub mod posthog_server;
 pub mod python;

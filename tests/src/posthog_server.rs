@@ -70,6 +70,8 @@ pub struct RequestRecord {
     pub content_encoding: Option<String>,
     /// For accepted `/batch/` requests: the number of events.
     pub batch_len: Option<usize>,
+    /// For `/batch/` requests: the body size after decompression.
+    pub body_bytes: Option<usize>,
 }
 
 #[derive(Default)]
@@ -389,7 +391,13 @@ impl Drop for PosthogServer {
     }
 }
 
-fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch_len: Option<usize>) {
+fn record(
+    st: &State,
+    req: &hyper::http::request::Parts,
+    status: u16,
+    batch_len: Option<usize>,
+    body_bytes: Option<usize>,
+) {
     st.requests.lock().push(RequestRecord {
         at: Instant::now(),
         method: req.method.to_string(),
@@ -402,6 +410,7 @@ fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch_len:
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         batch_len,
+        body_bytes,
     });
     let _g = st.changed_lock.lock();
     st.changed.notify_all();
@@ -432,14 +441,16 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let mut batch_len = None;
+    let mut body_bytes = None;
     let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
         let fault = st.batch_faults.lock().next();
         match apply_fault(fault).await {
             Err(d) => Err(d),
             Ok(Some(r)) => Ok(r),
             Ok(None) => {
-                let (resp, n) = batch(&st, &parts, body).await;
+                let (resp, n, size) = batch(&st, &parts, body).await;
                 batch_len = n;
+                body_bytes = size;
                 Ok(resp)
             }
         }
@@ -461,6 +472,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
         &parts,
         result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
         batch_len,
+        body_bytes,
     );
     result
 }
@@ -534,15 +546,15 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
     )
 }
 
-fn reject(status: u16, msg: &str) -> (Resp, Option<usize>) {
-    (detail(status, msg), None)
+fn reject(status: u16, msg: &str) -> (Resp, Option<usize>, Option<usize>) {
+    (detail(status, msg), None, None)
 }
 
 async fn batch(
     st: &State,
     parts: &hyper::http::request::Parts,
     body: Incoming,
-) -> (Resp, Option<usize>) {
+) -> (Resp, Option<usize>, Option<usize>) {
     let raw = match Limited::new(body, BATCH_BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reject(413, "Request body too large (limit 20 MB)."),
@@ -596,5 +608,9 @@ async fn batch(
         }
     }
     st.events.lock().extend(batch.iter().cloned());
-    (json_resp(200, &json!({"status": 1})), Some(batch.len()))
+    (
+        json_resp(200, &json!({"status": 1})),
+        Some(batch.len()),
+        Some(data.len()),
+    )
 }

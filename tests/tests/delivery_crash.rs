@@ -68,6 +68,25 @@ impl Drop for ChildGuard {
 
 /// Starts the child and waits (deadline 60 s) for `READY`; returns it and the uuids it printed.
 fn spawn_child(url: &str, dir: &std::path::Path, n: usize) -> (ChildGuard, Vec<String>) {
+    let (child, ids, _) = spawn_child_until(url, dir, n, usize::MAX);
+    (child, ids)
+}
+
+/// The uuid a child output line acknowledges, if it is one. (The harness prints
+/// "test child_delivery_process ... " before the child's output, on the same line.)
+fn uuid_of(line: &str) -> Option<String> {
+    line.find("UUID ")
+        .map(|at| line[at + 5..].trim().to_owned())
+}
+
+/// Like [`spawn_child`], but returns as soon as `until` uuids were printed (the child is still
+/// sending).
+fn spawn_child_until(
+    url: &str,
+    dir: &std::path::Path,
+    n: usize,
+    until: usize,
+) -> (ChildGuard, Vec<String>, mpsc::Receiver<String>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
@@ -94,18 +113,18 @@ fn spawn_child(url: &str, dir: &std::path::Path, n: usize) -> (ChildGuard, Vec<S
     let mut ids = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
-            // The harness prints "test child_delivery_process ... " before the child's output,
-            // on the same line.
-            Ok(l) if l.contains("UUID ") => {
-                let at = l.find("UUID ").unwrap_or(0) + 5;
-                ids.push(l[at..].trim().to_owned());
+            Ok(l) if uuid_of(&l).is_some() => {
+                ids.extend(uuid_of(&l));
+                if ids.len() >= until {
+                    break;
+                }
             }
             Ok(l) if l.trim_end().ends_with("READY") => break,
             Ok(_) => {}
             Err(e) => panic!("the child did not get ready: {e}"),
         }
     }
-    (guard, ids)
+    (guard, ids, rx)
 }
 
 #[test]
@@ -143,4 +162,41 @@ fn kill_9_during_an_outage_loses_nothing() {
     // Delivered oldest first: the events of the first batch after recovery are the oldest.
     let first = server.events()[0]["properties"]["$locals_variables"]["i"].clone();
     assert_eq!(first, json!(0));
+}
+
+#[test]
+fn kill_9_while_sending_loses_no_acknowledged_event() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let server = PosthogServer::start().unwrap();
+    server.set_batch_down(Some(Fault::Status(503)));
+    let dir = tempfile::tempdir().unwrap();
+    // The child would send a million events; it is killed mid-stream once 2000 were
+    // acknowledged.
+    let (mut child, mut ids, rx) = spawn_child_until(&server.url(), dir.path(), 1_000_000, 2000);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // Every acknowledgement it printed before dying (the pipe is closed now, so this ends).
+    ids.extend(rx.iter().filter_map(|l| uuid_of(&l)));
+    assert!(ids.len() >= 2000);
+
+    server.set_batch_down(None);
+    let (_child2, _) = spawn_child(&server.url(), dir.path(), 0);
+    let want: HashSet<String> = ids.into_iter().collect();
+    let ok = server.wait_events(Duration::from_secs(60), |evs| {
+        let got: HashSet<&str> = evs.iter().filter_map(|e| e["uuid"].as_str()).collect();
+        want.iter().all(|id| got.contains(id.as_str()))
+    });
+    let got: HashSet<String> = server
+        .events()
+        .iter()
+        .filter_map(|e| e["uuid"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        ok,
+        "lost {} of {} acknowledged events",
+        want.difference(&got).count(),
+        want.len()
+    );
 }

@@ -434,3 +434,143 @@ async fn breakpoint_statuses_are_rate_limited_per_breakpoint() {
     drop(reporter);
     handle.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_wire_posthog_and_events_file_together() {
+    use libdebugger_agent::delivery::Delivery;
+    use libdebugger_agent::posthog::PosthogArgs;
+    use libdebugger_agent::posthog::config::resolve_with_file;
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let url = server.url();
+    let project = server.project_id().to_string();
+    let spool_s = spool.display().to_string();
+    let env = move |k: &str| -> Option<String> {
+        Some(match k {
+            "POSTHOG_HOST" => url.clone(),
+            "POSTHOG_API_KEY" => posthog_server::PROJECT_KEY.into(),
+            "POSTHOG_PERSONAL_API_KEY" => posthog_server::PERSONAL_KEY.into(),
+            "POSTHOG_PROJECT_ID" => project.clone(),
+            "LIBDEBUGGER_SPOOL_DIR" => spool_s.clone(),
+            _ => return None,
+        })
+    };
+    let file = Some((
+        std::path::Path::new("agent.toml"),
+        "[delivery]\nflush_interval_ms = 100\n",
+    ));
+    let settings = resolve_with_file(&PosthogArgs::default(), &env, file).unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    let delivery = Delivery::start(&settings, Some(&events_file)).unwrap();
+    let ev = hit(1);
+    let id = ev.uuid.to_string();
+    delivery.sender().send(ev).unwrap();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(10), |e| uuids(e).contains(&id))
+            .await
+    );
+    let stats = delivery.shutdown(Duration::from_secs(2)).await;
+    let names: Vec<&str> = stats.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["posthog", "events-file"]);
+    assert!(stats.iter().all(|(_, s)| s.delivered == 1), "{stats:?}");
+    assert!(std::fs::read_to_string(&events_file).unwrap().contains(&id));
+    assert!(spool.join("posthog").is_dir() && spool.join("events-file").is_dir());
+}
+
+/// Throughput of the acknowledged path (fit + spool append) and of delivery to the test server.
+/// Run with `cargo test -p libdebugger-tests --test delivery_pipeline -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_throughput() {
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server.set_batch_down(Some(Fault::Status(503)));
+    let (tx, handle) = Pipeline::start(config(dir.path()), sink(&server)).unwrap();
+    let n = 50_000;
+    let events: Vec<Event> = (0..n).map(hit).collect();
+    let bytes: usize = events.iter().map(|e| e.to_json().len()).sum();
+    let t0 = Instant::now();
+    for ev in events {
+        tx.send(ev).unwrap();
+    }
+    let send = t0.elapsed();
+    println!(
+        "send: {n} events ({} KiB) in {send:?} = {:.1} µs/event",
+        bytes / 1024,
+        send.as_secs_f64() * 1e6 / n as f64
+    );
+    server.set_batch_down(None);
+    let t1 = Instant::now();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(120), |e| e.len() >= n)
+            .await
+    );
+    let d = t1.elapsed();
+    println!(
+        "deliver after recovery: {n} events in {d:?} = {:.0} events/s",
+        n as f64 / d.as_secs_f64()
+    );
+    println!("{:?}", handle.shutdown(Duration::from_secs(1)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_spool_records_are_skipped_and_counted() {
+    use libdebugger_agent::delivery::Counters;
+    use libdebugger_agent::delivery::spool::Spool;
+    use std::sync::Arc;
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (hit(1), hit(2));
+    {
+        // A previous (or foreign) writer left a record with a valid checksum that is no event.
+        let spool =
+            Spool::open(dir.path(), 1 << 20, 1 << 20, Arc::new(Counters::default())).unwrap();
+        spool.append(&a.to_json()).unwrap();
+        spool.append(b"{\"not\": \"an event\"}").unwrap();
+        spool.append(&b.to_json()).unwrap();
+    }
+    let (_tx, handle) = Pipeline::start(config(dir.path()), sink(&server)).unwrap();
+    let want: HashSet<String> = [a.uuid.to_string(), b.uuid.to_string()].into();
+    assert!(
+        server
+            .wait_events_async(Duration::from_secs(10), all_delivered(&want))
+            .await
+    );
+    let stats = handle.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (stats.delivered, stats.corrupt, stats.queued),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_stay_under_5_mib() {
+    let server = PosthogServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_interval = Duration::from_secs(3600);
+    let (tx, handle) = Pipeline::start(cfg, sink(&server)).unwrap();
+    let mut sent = HashSet::new();
+    for i in 0..20 {
+        let mut ev = hit(i);
+        // ~600 KiB each, under the per-event limit: 20 of them are ~12 MiB.
+        ev.properties["$locals_variables"]["blob"] = json!("q".repeat(600 * 1024));
+        sent.insert(ev.uuid.to_string());
+        tx.send(ev).unwrap();
+    }
+    let stats = handle.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(stats.delivered, 20, "{stats:?}");
+    assert_eq!(stats.truncated, 0);
+    assert!(all_delivered(&sent)(&server.events()));
+    let sizes: Vec<usize> = server
+        .requests_to("/batch/")
+        .iter()
+        .filter_map(|r| r.body_bytes)
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s < 5 * 1024 * 1024), "{sizes:?}");
+}

@@ -76,6 +76,7 @@ pub fn run_demo() -> Result<()> {
         .with_context(|| format!("starting {}", python.display()))?;
     let mut first = String::new();
     BufReader::new(service.stdout.take().context("service stdout")?).read_line(&mut first)?;
+    let service_pid = service.id();
     let service = KillOnDrop(service, "the sample service");
     eprintln!("xtask: {}", first.trim());
 
@@ -88,6 +89,8 @@ pub fn run_demo() -> Result<()> {
         .arg(demo_dir.join("breakpoints.toml"))
         .arg("--events-file")
         .arg(&events)
+        // Only the demo's service: the agent's default is every CPython process on the host.
+        .args(["--pid", &service_pid.to_string()])
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
     let agent = KillOnDrop(agent, "the agent");

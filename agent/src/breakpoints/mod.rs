@@ -5,7 +5,7 @@
 //! now. Sources publish a new [`DesiredSet`] on a `tokio::sync::watch` channel whenever any field
 //! of any breakpoint changes; consumers compute a [`Diff`] against what they applied last.
 //!
-//! * [`file`]: the local breakpoints file (TOML or PostHog's JSON), watched for changes.
+//! * [`self::file`]: the local breakpoints file (TOML or PostHog's JSON), watched for changes.
 //! * [`pathmatch`]: maps a breakpoint's repository-relative `file` to a code object's absolute
 //!   path.
 pub mod file;

@@ -1,20 +1,120 @@
 //! `run` (the default subcommand): the daemon.
+use crate::daemon::{Daemon, Source, host};
+use crate::posthog::{Mode, Poller, PollerConfig};
+use crate::selectors::{Matcher, Rule, Selectors};
+use anyhow::Context;
 use clap::Args;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// Local breakpoints file (TOML, or JSON as PostHog's active-breakpoints endpoint returns).
+    /// Local breakpoints file (TOML, or JSON as PostHog's active-breakpoints endpoint returns),
+    /// watched for changes.
     #[arg(long, value_name = "FILE")]
     pub breakpoints: Option<PathBuf>,
     /// Write events as JSON Lines to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub events_file: Option<PathBuf>,
+    /// The helper library to inject (default: next to this binary, or `../helper/`).
+    #[arg(long, value_name = "PATH")]
+    pub helper: Option<Box<std::path::Path>>,
+    /// Debug only these processes (repeatable). Default: every CPython 3.11+ process.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<i32>,
+    /// Debug only processes whose command line matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub cmdline: Option<Box<str>>,
+    /// The control socket (default /run/libdebugger/agent.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<Box<std::path::Path>>,
     #[command(flatten)]
     pub posthog: crate::posthog::PosthogArgs,
 }
 
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`run` is not available yet in this build")
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("ldbg-agent")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run_async(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let settings = crate::posthog::config::load(&args.posthog)?;
+    let helper_so = host::find_helper(args.helper.as_deref()).map_err(anyhow::Error::msg)?;
+    let mut selectors = Selectors::default();
+    for pid in &args.pids {
+        selectors.include.push(Rule {
+            pid: Some(*pid),
+            ..Rule::default()
+        });
+    }
+    if let Some(re) = &args.cmdline {
+        selectors.include.push(Rule {
+            cmdline: Some(re.to_string()),
+            ..Rule::default()
+        });
+    }
+    let selectors = Matcher::new(&selectors)?;
+    let (source, mode_label) = match (&settings.mode, &args.breakpoints) {
+        (Mode::PostHog(ph), None) => {
+            let poller = Poller::start(PollerConfig::from_settings(ph))?;
+            let rx = poller.desired.clone();
+            (
+                Source::Watch {
+                    rx,
+                    _guard: Box::new(poller),
+                },
+                "posthog",
+            )
+        }
+        (Mode::PostHog(_), Some(_)) => anyhow::bail!(
+            "--breakpoints is for local mode, but PostHog credentials are configured (breakpoints come from PostHog); remove one of the two"
+        ),
+        (Mode::Local, Some(path)) => {
+            let watch = crate::breakpoints::file::watch_file(path)?;
+            let rx = watch.desired.clone();
+            (
+                Source::Watch {
+                    rx,
+                    _guard: Box::new(watch),
+                },
+                "local",
+            )
+        }
+        (Mode::Local, None) => (Source::CliOnly, "local"),
+    };
+    let events_to_stdout = args.events_file.as_deref() == Some(std::path::Path::new("-"));
+    let echo_to_terminal =
+        args.events_file.is_some() && !events_to_stdout && std::io::stdout().is_terminal();
+    let delivery = crate::delivery::Delivery::start(&settings, args.events_file.as_deref())?;
+    let helper_settings = serde_json::json!({
+        "capture": settings.capture,
+        "redaction": settings.redaction,
+    });
+    let daemon = Daemon {
+        platform: Arc::new(host::Host {
+            helper_so,
+            options: crate::inject::InjectOptions::default(),
+        }),
+        source,
+        delivery,
+        distinct_id: settings.distinct_id.clone(),
+        helper_settings,
+        selectors,
+        mode_label,
+        echo_to_terminal,
+    };
+    let socket = args
+        .socket
+        .as_deref()
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::paths::control_socket);
+    daemon.run(Some(socket)).await
 }

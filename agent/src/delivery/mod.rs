@@ -25,11 +25,13 @@
 //! * Shutdown ([`PipelineHandle::shutdown`]): sends what the spool holds until a deadline; what
 //!   is left stays on disk for the next start.
 pub mod event;
+pub mod setup;
 pub mod sinks;
 pub mod spool;
 pub mod status;
 
 pub use event::{Event, HitError, StatusLimiter, StatusUpdate};
+pub use setup::{Delivery, FanOut, SetupError};
 pub use sinks::{AnySink, JsonLinesSink, PosthogSink, TerminalSink};
 pub use status::StatusReporter;
 
@@ -217,6 +219,24 @@ pub enum DeliveryError {
     Closed,
 }
 
+/// Anything events can be handed to: [`EventSender`] (one pipeline) or [`FanOut`] (all).
+pub trait Enqueue: Send + Sync + 'static {
+    /// Accepts an event; `Ok` means it is durable (spooled).
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError>;
+}
+
+impl Enqueue for EventSender {
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError> {
+        self.send(event)
+    }
+}
+
+impl Enqueue for FanOut {
+    fn enqueue(&self, event: Event) -> Result<(), DeliveryError> {
+        self.send(event)
+    }
+}
+
 /// The producers' side: cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct EventSender {
@@ -351,6 +371,7 @@ impl Pipeline {
             last_error: last_error.clone(),
             shutdown: shutdown_rx,
             held: None,
+            skipped: None,
             misconfigured_reported: false,
         };
         let task = tokio::spawn(worker.run());
@@ -413,6 +434,10 @@ struct Worker<S: Sink> {
     /// A record read but not fitting in the previous batch.
     held: Option<(Event, usize, Position)>,
     misconfigured_reported: bool,
+    /// Records skipped as unreadable since the last commit: the position after the last one and
+    /// how many. Committed with the next batch (committing earlier would also mark the
+    /// undelivered events of the batch being built as done).
+    skipped: Option<(Position, u64)>,
 }
 
 enum Wait {
@@ -458,7 +483,8 @@ impl<S: Sink> Worker<S> {
                         // A record with a valid checksum that is not an event: written by an
                         // incompatible version. Skip it, counted.
                         self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                        self.spool.commit(pos, 1);
+                        let n = self.skipped.map_or(0, |(_, n)| n);
+                        self.skipped = Some((pos, n + 1));
                         tracing::warn!(error = %e, "skipping a spool record that is not an event");
                     }
                 },
@@ -485,7 +511,9 @@ impl<S: Sink> Worker<S> {
                 }
                 match self.next_event() {
                     Some((ev, len, pos)) => {
-                        if !batch.is_empty() && bytes + len + 1 > self.config.max_request_bytes {
+                        // 1 KiB for the request's envelope (api_key, sentAt, brackets).
+                        let budget = self.config.max_request_bytes.saturating_sub(1024);
+                        if !batch.is_empty() && bytes + len + 1 > budget {
                             self.held = Some((ev, len, pos));
                             break;
                         }
@@ -495,6 +523,11 @@ impl<S: Sink> Worker<S> {
                         first_at.get_or_insert_with(Instant::now);
                     }
                     None => {
+                        if batch.is_empty()
+                            && let Some((pos, n)) = self.skipped.take()
+                        {
+                            self.spool.commit(pos, n);
+                        }
                         let shutting_down = self.deadline().is_some();
                         if shutting_down {
                             if batch.is_empty() {
@@ -520,11 +553,15 @@ impl<S: Sink> Worker<S> {
                     }
                 }
             }
-            let Some(end) = end else { continue };
-            let n = batch.len() as u64;
+            let Some(mut end) = end else { continue };
+            let mut n = batch.len() as u64;
             if !self.deliver(batch).await {
                 // Shutdown deadline reached: the batch stays in the spool.
                 return;
+            }
+            if let Some((pos, k)) = self.skipped.take() {
+                end = end.max(pos);
+                n += k;
             }
             self.spool.commit(end, n);
         }

@@ -43,7 +43,10 @@ const MAX_RECORD: u32 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// The spool directory cannot be created or read.
-    #[error("cannot use the spool directory {dir}: {source}")]
+    #[error(
+        "cannot use the spool directory {dir}: {source} (run the agent as root, or choose another \
+         directory with --spool-dir or LIBDEBUGGER_SPOOL_DIR)"
+    )]
     Dir {
         /// The directory.
         dir: PathBuf,

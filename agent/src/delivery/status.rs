@@ -1,6 +1,6 @@
 //! Breakpoint status reporting: `$data_breakpoint_status` events, rate-limited per breakpoint.
 use super::event::{Event, StatusLimiter, StatusUpdate};
-use super::{DeliveryError, EventSender};
+use super::{DeliveryError, Enqueue};
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 /// [`StatusReporter::spawn_ticker`]) once its interval has passed.
 pub struct StatusReporter {
     limiter: Mutex<StatusLimiter>,
-    sender: EventSender,
+    sender: Box<dyn Enqueue>,
     distinct_id: String,
     extensions: Map<String, Value>,
 }
 
 impl StatusReporter {
-    /// A reporter sending through `sender`; `extensions` are added to every event (e.g.
-    /// `$hostname`).
+    /// A reporter sending through `sender` (an [`super::EventSender`] or a
+    /// [`super::FanOut`]); `extensions` are added to every event (e.g. `$hostname`).
     pub fn new(
-        sender: EventSender,
+        sender: impl Enqueue,
         distinct_id: &str,
         min_interval: Duration,
         extensions: Map<String, Value>,
     ) -> Arc<Self> {
         Arc::new(Self {
             limiter: Mutex::new(StatusLimiter::new(min_interval)),
-            sender,
+            sender: Box::new(sender),
             distinct_id: distinct_id.into(),
             extensions,
         })
@@ -39,7 +39,7 @@ impl StatusReporter {
 
     fn send(&self, update: &StatusUpdate) -> Result<(), DeliveryError> {
         let ev = Event::breakpoint_status(&self.distinct_id, update, self.extensions.clone());
-        self.sender.send(ev)
+        self.sender.enqueue(ev)
     }
 
     /// Reports a breakpoint's status. Returns whether an event was sent now.

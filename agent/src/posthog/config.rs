@@ -50,8 +50,11 @@ pub struct PosthogArgs {
     /// Agent configuration file [default: /etc/libdebugger/agent.toml; env LIBDEBUGGER_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<Box<Path>>,
-    /// PostHog host, e.g. https://eu.posthog.com or your self-hosted URL [env POSTHOG_HOST]
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        help = "PostHog host, e.g. https://eu.posthog.com or your self-hosted URL [env POSTHOG_HOST]"
+    )]
     pub posthog_host: Option<Box<str>>,
     /// REST API host override (default: derived from --posthog-host) [env POSTHOG_API_HOST]
     #[arg(long, value_name = "URL")]
@@ -71,8 +74,11 @@ pub struct PosthogArgs {
     /// Seconds between breakpoint fetches from PostHog [default: 10; env LIBDEBUGGER_POLL_INTERVAL]
     #[arg(long, value_name = "SECS")]
     pub poll_interval: Option<f64>,
-    /// distinct_id of the events [default: libdebugger-<hostname>; env LIBDEBUGGER_DISTINCT_ID]
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        help = "distinct_id of the events [default: libdebugger-<hostname>; env LIBDEBUGGER_DISTINCT_ID]"
+    )]
     pub distinct_id: Option<Box<str>>,
     /// Only files under this directory match breakpoints (repeatable)
     #[arg(long = "source-root", value_name = "DIR")]

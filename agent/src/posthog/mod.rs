@@ -1,15 +1,19 @@
 //! PostHog: configuration ([`config`]) and the Live Debugger API poller ([`poller`]).
 //!
-//! How `run` plugs it together (PostHog mode):
+//! How `run` plugs the pieces together:
 //!
 //! ```ignore
-//! let settings = posthog::config::load(&args.posthog)?;
-//! if let posthog::config::Mode::PostHog(ph) = &settings.mode {
-//!     let poller = posthog::Poller::start(posthog::PollerConfig::from_settings(ph))?;
-//!     // poller.desired: watch::Receiver<DesiredSet>, poller.status: watch::Receiver<PollerStatus>
-//!     let sink = delivery::PosthogSink::new(&ph.ingest_host, ph.api_key.clone())?;
-//!     let (events, handle) = delivery::Pipeline::start(settings.delivery.clone(), sink)?;
-//! }
+//! let settings = posthog::config::load(&args.posthog)?;          // flags > env > agent.toml
+//! let delivery = delivery::Delivery::start(&settings, args.events_file.as_deref())?;
+//! let events = delivery.sender();                                // FanOut: send(Event)
+//! let desired: watch::Receiver<DesiredSet> = match &settings.mode {
+//!     Mode::PostHog(ph) => posthog::Poller::start(posthog::PollerConfig::from_settings(ph))?.desired,
+//!     Mode::Local => breakpoints::file::watch_file(&path)?.desired,  // keep the FileWatch alive
+//! };
+//! // per hit:   events.send(Event::hit_from_json(&settings.distinct_id, &msg, extensions)?)
+//! // statuses:  StatusReporter::new(sender, &settings.distinct_id, interval, ext).report(update)
+//! // matching:  settings.path_matcher.resolve(&bp, code_object_paths)
+//! // SIGTERM:   delivery.shutdown(Duration::from_secs(5)).await
 //! ```
 pub mod config;
 pub mod poller;

@@ -1,0 +1,766 @@
+//! The daemon (`run`): keeps every debuggable CPython process's helper in sync with the desired
+//! breakpoint set, and turns what the helpers emit into events.
+//!
+//! * [`registry`]: the processes the agent knows and their attach state (pure decisions over a
+//!   [`Platform`], tested with a fake).
+//! * [`tracker`]: per-breakpoint status and counters folded across processes.
+//! * [`host`]: the real [`Platform`] (/proc, CPython introspection, ptrace injection, the
+//!   control block).
+//!
+//! Concurrency: one tokio task owns the registry, the eBPF object and the assembler
+//! ([`Daemon::run`]'s loop). Injections run on the blocking pool and report back through a
+//! channel; the control socket reads snapshots from [`Shared`] and sends mutations as
+//! [`Command`]s.
+pub mod host;
+pub mod registry;
+pub mod tracker;
+
+use crate::assembler::{Assembler, Limits, Message};
+use crate::bpf::Bpf;
+use crate::bpf::ring::{AsyncRingReader, EmitChunk, ProcEvent};
+use crate::breakpoints::{Breakpoint, DesiredSet};
+use crate::delivery::{Delivery, Event, FanOut, StatusUpdate};
+use libdebugger_common::helper_abi::message_kind;
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use registry::{AttachState, Platform, ProcessInfo, Registry};
+
+/// A link to one injected helper: publishes the desired set through its control block.
+pub trait HelperLink: Send {
+    /// Publishes `data` (the control JSON); returns the generation written.
+    fn publish(&mut self, data: &[u8]) -> Result<u64, String>;
+    /// The last generation the helper applied.
+    fn applied(&self) -> Result<u64, String>;
+    /// The helper's mapping in the target, for the `ldbg_emit` uprobe (a path the agent can
+    /// open, e.g. `/proc/<pid>/map_files/<range>`).
+    fn emit_target(&self) -> Option<PathBuf>;
+}
+
+/// The control JSON the helper applies: the full desired set, applied as a diff on its side
+/// (shape documented in `helper/src/spec.rs`).
+pub fn control_json(set: &DesiredSet, settings: &Value) -> Vec<u8> {
+    let breakpoints: Vec<Value> = set
+        .enabled()
+        .map(|b: &Breakpoint| {
+            json!({
+                "id": b.id,
+                "file": b.file,
+                "line": b.line,
+                "condition": b.condition,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "breakpoints": breakpoints, "settings": settings }))
+        .unwrap_or_default()
+}
+
+/// Merges the source's set with breakpoints added from the CLI (CLI ids win).
+pub fn merge(source: &DesiredSet, cli: &BTreeMap<String, Breakpoint>) -> DesiredSet {
+    let mut out = source.clone();
+    for (id, b) in cli {
+        out.breakpoints.insert(id.clone(), b.clone());
+    }
+    out
+}
+
+/// What the daemon exposes to `status` and `break list`, refreshed by the owner task.
+#[derive(Default)]
+pub struct Shared {
+    pub status: Mutex<Value>,
+    pub breakpoints: Mutex<Value>,
+}
+
+/// Requests from the control socket to the owner task.
+pub enum Command {
+    BreakAdd(Breakpoint, oneshot::Sender<Result<Value, String>>),
+    BreakRm(String, oneshot::Sender<Result<Value, String>>),
+}
+
+/// Handler of the control socket: answers reads from [`Shared`], forwards mutations.
+pub struct ControlBridge {
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::Sender<Command>,
+    pub events: broadcast::Sender<Arc<Value>>,
+}
+
+impl ControlBridge {
+    fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Value, String>>) -> Command,
+    ) -> Result<Value, String> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || "the agent is shutting down".to_string();
+        // The socket handler runs on a tokio worker thread: block_in_place lets it wait.
+        tokio::task::block_in_place(|| {
+            self.commands.blocking_send(make(tx)).map_err(|_| gone())?;
+            rx.blocking_recv().map_err(|_| gone())?
+        })
+    }
+}
+
+impl crate::control::ControlHandler for ControlBridge {
+    fn break_add(
+        &self,
+        file: String,
+        line: u32,
+        condition: Option<String>,
+        id: Option<String>,
+    ) -> Result<Value, String> {
+        let id = id.unwrap_or_else(|| Breakpoint::derived_id(&file, line));
+        let bp = Breakpoint {
+            id,
+            file,
+            line,
+            condition,
+            enabled: true,
+            repository: None,
+        };
+        self.ask(|tx| Command::BreakAdd(bp, tx))
+    }
+    fn break_list(&self) -> Value {
+        self.shared.breakpoints.lock().clone()
+    }
+    fn break_rm(&self, id: &str) -> Result<Value, String> {
+        let id = id.to_string();
+        self.ask(|tx| Command::BreakRm(id, tx))
+    }
+    fn status(&self) -> Value {
+        self.shared.status.lock().clone()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
+        self.events.subscribe()
+    }
+}
+
+/// How often the owner task rescans /proc for processes it missed (the eBPF lifecycle
+/// tracepoints report exec/fork/exit at once; this is the safety net).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// A new (exec'd or forked) process is examined after these delays: the dynamic loader maps
+/// libpython only after exec returns, so an early look may not see Python yet.
+const EXAMINE_DELAYS: [Duration; 4] = [
+    Duration::from_millis(30),
+    Duration::from_millis(150),
+    Duration::from_millis(600),
+    Duration::from_millis(2000),
+];
+/// Frame entries per second above which the frame-entry probe is detached from a process.
+pub const ENTRIES_BUDGET_PER_SEC: u32 = 20_000;
+/// How long SIGTERM waits for helpers to confirm they removed their breakpoints.
+const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long SIGTERM waits for events to be delivered.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the desired set comes from.
+pub enum Source {
+    /// A watched file or the PostHog poller: a watch channel (kept alive by `_guard`).
+    Watch {
+        rx: watch::Receiver<DesiredSet>,
+        _guard: Box<dyn Send>,
+    },
+    /// Only breakpoints added from the CLI.
+    CliOnly,
+}
+
+/// Everything [`Daemon::run`] needs.
+pub struct Daemon {
+    pub platform: Arc<dyn Platform>,
+    pub source: Source,
+    pub delivery: Delivery,
+    pub distinct_id: String,
+    /// Settings passed to every helper (`settings` of the control JSON).
+    pub helper_settings: Value,
+    pub selectors: crate::selectors::Matcher,
+    pub mode_label: &'static str,
+    /// Also show hits on the terminal (stdout is a terminal and events do not go to stdout).
+    pub echo_to_terminal: bool,
+}
+
+enum Injection {
+    Done(i32, Result<Box<dyn HelperLink>, String>),
+}
+
+struct Owner {
+    platform: Arc<dyn Platform>,
+    registry: Registry,
+    tracker: tracker::Tracker,
+    bpf: Option<Bpf>,
+    bpf_error: Option<String>,
+    assembler: Assembler,
+    cli_set: BTreeMap<String, Breakpoint>,
+    source_set: DesiredSet,
+    desired: DesiredSet,
+    helper_settings: Value,
+    control: Vec<u8>,
+    sender: FanOut,
+    distinct_id: String,
+    hostname: String,
+    events: broadcast::Sender<Arc<Value>>,
+    shared: Arc<Shared>,
+    inject_tx: mpsc::UnboundedSender<Injection>,
+    /// Emit uprobe attached per helper mapping (one per injected process tree).
+    emit_links: HashMap<i32, crate::bpf::EmitLink>,
+    /// Processes to (re)examine: pid → attempt index and due time.
+    examine_queue: BTreeMap<i32, (usize, Instant)>,
+    last_rescan: Instant,
+    delivery_errors: u64,
+    mode_label: &'static str,
+    echo_to_terminal: bool,
+    governor_detached: BTreeMap<i32, u64>,
+}
+
+impl Daemon {
+    /// Runs until SIGTERM/SIGINT; then removes every breakpoint from every process and flushes.
+    pub async fn run(self, control_socket: Option<PathBuf>) -> anyhow::Result<()> {
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared::default());
+        let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
+        let server = match &control_socket {
+            Some(path) => Some(crate::control::serve(
+                path,
+                Arc::new(ControlBridge {
+                    shared: shared.clone(),
+                    commands: cmd_tx,
+                    events: events.clone(),
+                }),
+            )?),
+            None => None,
+        };
+        let (inject_tx, mut inject_rx) = mpsc::unbounded_channel();
+        let (bpf, bpf_error) = match load_bpf() {
+            Ok(b) => (Some(b), None),
+            Err(e) => {
+                tracing::error!(
+                    "eBPF is unavailable: {e:#}. Hits cannot be carried out of processes; run `libdebugger-agent doctor`"
+                );
+                (None, Some(format!("{e:#}")))
+            }
+        };
+        let mut owner = Owner {
+            platform: self.platform,
+            registry: Registry::new(self.selectors),
+            tracker: tracker::Tracker::default(),
+            bpf,
+            bpf_error,
+            assembler: Assembler::new(Limits::default()),
+            cli_set: BTreeMap::new(),
+            source_set: DesiredSet::default(),
+            desired: DesiredSet::default(),
+            helper_settings: self.helper_settings,
+            control: Vec::new(),
+            sender: self.delivery.sender(),
+            distinct_id: self.distinct_id,
+            hostname: crate::posthog::config::hostname(),
+            events,
+            shared,
+            inject_tx,
+            emit_links: HashMap::new(),
+            examine_queue: BTreeMap::new(),
+            last_rescan: Instant::now(),
+            delivery_errors: 0,
+            mode_label: self.mode_label,
+            echo_to_terminal: self.echo_to_terminal,
+            governor_detached: BTreeMap::new(),
+        };
+        let (mut emit_rx, mut proc_rx) = owner.readers();
+        let mut source = self.source;
+        if let Source::Watch { rx, .. } = &mut source {
+            owner.source_set = rx.borrow_and_update().clone();
+        }
+        owner.registry.rescan(owner.platform.as_ref());
+        owner.set_changed();
+        let delivery = self.delivery;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tracing::info!(
+            mode = owner.mode_label,
+            processes = owner.registry.entries.len(),
+            breakpoints = owner.desired.len(),
+            "agent running"
+        );
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                changed = source_changed(&mut source) => {
+                    if let (true, Source::Watch { rx, .. }) = (changed, &mut source) {
+                        owner.source_set = rx.borrow_and_update().clone();
+                        owner.set_changed();
+                    }
+                }
+                Some(cmd) = cmd_rx.recv() => owner.command(cmd),
+                Some(Injection::Done(pid, result)) = inject_rx.recv() => owner.injected(pid, result),
+                batch = next_batch(&mut emit_rx) => match batch {
+                    Ok(chunks) => owner.emitted(chunks),
+                    Err(e) => { tracing::error!("emit ring buffer: {e}"); emit_rx = None; }
+                },
+                batch = next_batch(&mut proc_rx) => match batch {
+                    Ok(events) => owner.lifecycle(events),
+                    Err(e) => { tracing::error!("lifecycle ring buffer: {e}"); proc_rx = None; }
+                },
+                _ = tick.tick() => owner.tick(),
+            }
+        }
+        tracing::info!("stopping: removing breakpoints from every process");
+        owner.disarm_all().await;
+        if let Some(server) = server {
+            server.abort();
+        }
+        if let Some(path) = control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        drop(owner);
+        let stats = delivery.shutdown(FLUSH_TIMEOUT).await;
+        for (name, s) in stats {
+            tracing::info!(sink = %name, delivered = s.delivered, queued = s.queued, dropped = s.dropped_spool_full, "events flushed");
+        }
+        Ok(())
+    }
+}
+
+fn load_bpf() -> anyhow::Result<Bpf> {
+    let mut bpf = Bpf::load()?;
+    if let Some(pump) = bpf.take_log_pump() {
+        tokio::spawn(async move {
+            let _ = pump.run().await;
+        });
+    }
+    bpf.attach_lifecycle()?;
+    Ok(bpf)
+}
+
+async fn source_changed(source: &mut Source) -> bool {
+    match source {
+        Source::Watch { rx, .. } => rx.changed().await.is_ok(),
+        Source::CliOnly => std::future::pending().await,
+    }
+}
+
+async fn next_batch<T: crate::bpf::ring::Record>(
+    reader: &mut Option<AsyncRingReader<T>>,
+) -> std::io::Result<Vec<T>> {
+    match reader {
+        Some(r) => r.next_batch().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Owner {
+    fn readers(
+        &mut self,
+    ) -> (
+        Option<AsyncRingReader<EmitChunk>>,
+        Option<AsyncRingReader<ProcEvent>>,
+    ) {
+        let Some(bpf) = self.bpf.as_mut() else {
+            return (None, None);
+        };
+        let emit = bpf.emit_events().ok().and_then(|r| r.into_async().ok());
+        let procs = bpf.proc_events().ok().and_then(|r| r.into_async().ok());
+        (emit, procs)
+    }
+
+    /// The desired set changed (source or CLI): publish it everywhere, attach where needed.
+    fn set_changed(&mut self) {
+        let desired = merge(&self.source_set, &self.cli_set);
+        self.tracker.retain(&desired);
+        self.desired = desired;
+        self.control = control_json(&self.desired, &self.helper_settings);
+        let data = self.control.clone();
+        for (pid, entry) in self.registry.entries.iter_mut() {
+            if let AttachState::Attached { link, published } = &mut entry.state {
+                match link.publish(&data) {
+                    Ok(g) => *published = g,
+                    Err(e) => tracing::warn!(pid, "cannot update the helper's breakpoints: {e}"),
+                }
+            }
+        }
+        self.attach_wanted();
+        self.report_changes();
+        self.refresh_shared();
+    }
+
+    fn have_breakpoints(&self) -> bool {
+        self.desired.enabled().next().is_some()
+    }
+
+    /// Starts injections for the processes that need a helper now.
+    fn attach_wanted(&mut self) {
+        for pid in self
+            .registry
+            .wanting_attach(self.have_breakpoints(), Instant::now())
+        {
+            if let Some(e) = self.registry.entries.get_mut(&pid) {
+                e.state = AttachState::Attaching;
+            }
+            let platform = self.platform.clone();
+            let tx = self.inject_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = platform.attach(pid);
+                let _ = tx.send(Injection::Done(pid, result));
+            });
+        }
+    }
+
+    fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, String>) {
+        let Some(entry) = self.registry.entries.get_mut(&pid) else {
+            return; // exited meanwhile
+        };
+        match result {
+            Ok(mut link) => {
+                if let (Some(bpf), Some(target)) = (self.bpf.as_mut(), link.emit_target()) {
+                    // One uprobe per helper mapping (a memfd per injected process); scoped to
+                    // every process that maps it, so forked children are covered too.
+                    if let std::collections::hash_map::Entry::Vacant(v) = self.emit_links.entry(pid)
+                    {
+                        match bpf.attach_emit(&target, None) {
+                            Ok(l) => {
+                                v.insert(l);
+                            }
+                            Err(e) => {
+                                tracing::error!(pid, "cannot attach the ldbg_emit probe: {e}")
+                            }
+                        }
+                    }
+                }
+                let published = match link.publish(&self.control) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(
+                            pid,
+                            "helper attached but the breakpoints were not published: {e}"
+                        );
+                        0
+                    }
+                };
+                tracing::info!(pid, "helper attached");
+                entry.state = AttachState::Attached { link, published };
+            }
+            Err(reason) => {
+                tracing::warn!(pid, "injection failed: {reason}");
+                entry.state = AttachState::Failed {
+                    reason,
+                    retry_at: Instant::now() + registry::RETRY_AFTER,
+                };
+            }
+        }
+        self.refresh_shared();
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::BreakAdd(bp, reply) => {
+                let view = json!({"id": bp.id, "file": bp.file, "line": bp.line, "condition": bp.condition});
+                self.cli_set.insert(bp.id.clone(), bp);
+                self.set_changed();
+                let _ = reply.send(Ok(view));
+            }
+            Command::BreakRm(id, reply) => {
+                let from_cli = self.cli_set.remove(&id).is_some();
+                if from_cli {
+                    self.set_changed();
+                    let _ = reply.send(Ok(json!({"id": id})));
+                } else if self.source_set.get(&id).is_some() {
+                    let _ = reply.send(Err(format!(
+                        "breakpoint {id} comes from the breakpoints file or PostHog; remove it there"
+                    )));
+                } else {
+                    let _ = reply.send(Err(format!("no breakpoint with id {id}")));
+                }
+            }
+        }
+    }
+
+    fn emitted(&mut self, chunks: Vec<EmitChunk>) {
+        let now = Instant::now();
+        for c in &chunks {
+            if let Some(msg) = self.assembler.push(c, now) {
+                self.message(msg);
+            }
+        }
+    }
+
+    fn message(&mut self, msg: Message) {
+        let pid = msg.pid as i32;
+        match msg.kind {
+            message_kind::HIT => {
+                let ext = [
+                    ("$pid".to_string(), json!(pid)),
+                    ("$hostname".to_string(), json!(self.hostname)),
+                    ("$process_person_profile".to_string(), json!(false)),
+                ];
+                match Event::hit_from_json(&self.distinct_id, &msg.data, ext) {
+                    Ok(event) => self.deliver(event),
+                    Err(e) => tracing::warn!(pid, "unreadable hit from the helper: {e}"),
+                }
+            }
+            message_kind::STATUS | message_kind::STATS | message_kind::CODE_OBJECTS => {
+                let Ok(v) = serde_json::from_slice::<Value>(&msg.data) else {
+                    tracing::warn!(pid, kind = msg.kind, "unreadable message from the helper");
+                    return;
+                };
+                match msg.kind {
+                    message_kind::STATUS => self.tracker.on_status(pid, &v),
+                    message_kind::STATS => self.tracker.on_stats(pid, &v),
+                    _ => {
+                        let codes = self.tracker.on_code_objects(pid, &v);
+                        self.watch_codes(pid, &codes);
+                    }
+                }
+                self.report_changes();
+            }
+            message_kind::HELLO => {
+                tracing::debug!(pid, hello = %String::from_utf8_lossy(&msg.data), "helper says hello");
+                // A forked child announces itself: make sure it is tracked and attached.
+                if !self.registry.entries.contains_key(&pid) {
+                    self.queue_examine(pid);
+                }
+            }
+            other => tracing::debug!(pid, kind = other, "unknown message kind"),
+        }
+    }
+
+    /// Watches the armed code objects with the frame-entry probe (kernel-side entry counts).
+    fn watch_codes(&mut self, pid: i32, codes: &[u64]) {
+        let Some(bpf) = self.bpf.as_mut() else { return };
+        if codes.is_empty() || self.governor_detached.contains_key(&pid) {
+            return;
+        }
+        if !bpf.traced().any(|p| p == pid) {
+            match crate::python::inspect(pid) {
+                Ok(p) => {
+                    if let Err(e) = bpf.trace_process(&p, ENTRIES_BUDGET_PER_SEC) {
+                        tracing::warn!(pid, "frame-entry probe not attached: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(pid, "frame-entry probe not attached: {e}");
+                    return;
+                }
+            }
+        }
+        for code in codes {
+            if let Err(e) = bpf.watch(pid, *code) {
+                tracing::debug!(pid, code, "cannot watch code object: {e}");
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event) {
+        let value =
+            Arc::new(serde_json::from_slice::<Value>(&event.to_json()).unwrap_or(Value::Null));
+        if self.echo_to_terminal {
+            println!("{}", crate::delivery::sinks::render(&event));
+        }
+        if let Err(e) = self.sender.send(event) {
+            self.delivery_errors += 1;
+            tracing::warn!("event not accepted for delivery: {e}");
+        }
+        let _ = self.events.send(value);
+    }
+
+    fn report_changes(&mut self) {
+        for (id, folded) in self.tracker.changes(&self.desired) {
+            let update = StatusUpdate {
+                breakpoint_id: id.clone(),
+                status: folded.status.clone(),
+                error: folded.error.clone(),
+            };
+            tracing::info!(breakpoint = %id, status = %folded.status, error = ?folded.error, "breakpoint status");
+            let mut ext = Map::new();
+            ext.insert("$hostname".into(), json!(self.hostname));
+            ext.insert("$process_person_profile".into(), json!(false));
+            let event = Event::breakpoint_status(&self.distinct_id, &update, ext);
+            self.deliver(event);
+        }
+        self.refresh_shared();
+    }
+
+    fn lifecycle(&mut self, events: Vec<ProcEvent>) {
+        for ev in events {
+            match ev {
+                ProcEvent::Exec { pid } => {
+                    // A new image: whatever we knew of this pid is void.
+                    self.forget(pid as i32);
+                    self.queue_examine(pid as i32);
+                }
+                ProcEvent::Fork { child, parent } => {
+                    if self.registry.entries.contains_key(&(parent as i32)) {
+                        self.queue_examine(child as i32);
+                    }
+                }
+                ProcEvent::Exit { pid } => self.forget(pid as i32),
+            }
+        }
+    }
+
+    fn queue_examine(&mut self, pid: i32) {
+        self.examine_queue
+            .insert(pid, (0, Instant::now() + EXAMINE_DELAYS[0]));
+    }
+
+    fn forget(&mut self, pid: i32) {
+        if self.registry.remove(pid).is_some() {
+            tracing::debug!(pid, "process gone");
+        }
+        self.examine_queue.remove(&pid);
+        self.tracker.forget_process(pid);
+        self.assembler.forget_process(pid as u32);
+        self.governor_detached.remove(&pid);
+        if let Some(bpf) = self.bpf.as_mut() {
+            if bpf.traced().any(|p| p == pid) {
+                let _ = bpf.untrace_process(pid);
+            }
+            let _ = bpf.clear_code_counts(pid);
+            if let Some(link) = self.emit_links.remove(&pid) {
+                let _ = bpf.detach_emit(link);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        // New processes from exec/fork, examined once the loader had time to map libpython.
+        let due: Vec<i32> = self
+            .examine_queue
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            let attempt = self.examine_queue.remove(&pid).map_or(0, |(a, _)| a);
+            let tracked = self.registry.examine(self.platform.as_ref(), pid);
+            let next = attempt + 1;
+            if !tracked
+                && next < EXAMINE_DELAYS.len()
+                && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                self.examine_queue
+                    .insert(pid, (next, now + EXAMINE_DELAYS[next]));
+            }
+        }
+        if now.duration_since(self.last_rescan) >= RESCAN_INTERVAL {
+            self.last_rescan = now;
+            let before: Vec<i32> = self.registry.entries.keys().copied().collect();
+            self.registry.rescan(self.platform.as_ref());
+            for pid in before {
+                if !self.registry.entries.contains_key(&pid) {
+                    self.forget(pid);
+                }
+            }
+        }
+        self.assembler.expire(now);
+        self.check_governors();
+        self.attach_wanted();
+        self.report_changes();
+    }
+
+    /// Detaches the frame-entry probe from processes over their entry budget, and reads the
+    /// kernel's entry counts per breakpoint.
+    fn check_governors(&mut self) {
+        let Some(bpf) = self.bpf.as_mut() else { return };
+        let traced: Vec<i32> = bpf.traced().collect();
+        let mut entries: BTreeMap<String, u64> = BTreeMap::new();
+        for pid in traced {
+            if let Ok(Some(g)) = bpf.governor(pid)
+                && g.tripped
+            {
+                tracing::warn!(
+                    pid,
+                    window_entries = g.window_entries,
+                    "frame-entry probe detached: over {ENTRIES_BUDGET_PER_SEC} entries/s (line hits are still captured; only the kernel entry counts stop)"
+                );
+                let _ = bpf.untrace_process(pid);
+                self.governor_detached.insert(pid, g.window_entries);
+                continue;
+            }
+            if let Ok(counts) = bpf.code_counts(pid) {
+                for (code, n) in counts {
+                    if let Some(id) = self.tracker.breakpoint_of_code(pid, code) {
+                        *entries.entry(id.to_string()).or_default() += n;
+                    }
+                }
+            }
+        }
+        self.tracker.set_entries(entries);
+    }
+
+    fn refresh_shared(&mut self) {
+        let breakpoints = self.tracker.view(&self.desired);
+        let drops = self.bpf.as_mut().and_then(|b| b.drops().ok());
+        let a = self.assembler.counters();
+        let mut processes = self.registry.status();
+        for p in &mut processes {
+            if let Some(n) = p["pid"]
+                .as_i64()
+                .and_then(|pid| self.governor_detached.get(&(pid as i32)))
+            {
+                p["frame_probe"] = json!(format!(
+                    "detached by the governor ({n} entries in one second)"
+                ));
+            }
+        }
+        *self.shared.status.lock() = json!({
+            "mode": self.mode_label,
+            "ebpf": self.bpf_error.as_deref().unwrap_or("ok"),
+            "processes": processes,
+            "breakpoints": breakpoints.clone(),
+            "ring": {
+                "records": a.records,
+                "messages": a.messages,
+                "lost": drops.map(|d| d.emit_ring_full + d.emit_read_failed).unwrap_or(0),
+                "malformed": a.malformed,
+                "truncated": a.truncated,
+                "incomplete_dropped": a.incomplete_dropped,
+            },
+            "delivery": { "not_accepted": self.delivery_errors },
+        });
+        *self.shared.breakpoints.lock() = breakpoints;
+    }
+
+    /// SIGTERM: every helper gets an empty set and goes dormant; waits (bounded) for them.
+    async fn disarm_all(&mut self) {
+        let empty = control_json(&DesiredSet::default(), &self.helper_settings);
+        let mut waiting = Vec::new();
+        for (pid, entry) in self.registry.entries.iter_mut() {
+            if let AttachState::Attached { link, .. } = &mut entry.state {
+                match link.publish(&empty) {
+                    Ok(g) => waiting.push((*pid, g)),
+                    Err(e) => tracing::warn!(pid, "could not remove breakpoints: {e}"),
+                }
+            }
+        }
+        let deadline = Instant::now() + DISARM_TIMEOUT;
+        while !waiting.is_empty() && Instant::now() < deadline {
+            waiting.retain(
+                |(pid, g)| match self.registry.entries.get(pid).map(|e| &e.state) {
+                    Some(AttachState::Attached { link, .. }) => {
+                        link.applied().map(|a| a < *g).unwrap_or(false)
+                    }
+                    _ => false,
+                },
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (pid, _) in waiting {
+            tracing::warn!(
+                pid,
+                "helper did not confirm removal of its breakpoints in time"
+            );
+        }
+        // Let the helpers' last STATUS messages (dormant) reach the ring before we stop.
+        if let Some(bpf) = self.bpf.as_mut() {
+            let pids: Vec<i32> = bpf.traced().collect();
+            for pid in pids {
+                let _ = bpf.untrace_process(pid);
+            }
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The hit path: the callback sys.monitoring (3.12+) or the patched bytecode (3.11) calls with
+//! `(code, line)` on the application thread. Condition → rate limits → CPU budget → capture →
+//! queue to the helper thread. Never raises, never blocks, never runs user code.
+use crate::budget::{CpuBudget, TokenBucket};
+use crate::capture::{Capturer, Limits, Truncations};
+use crate::condition::Condition;
+use crate::eval::{Scope, eval_condition};
+use crate::output::{self, Msg};
+use crate::redact::Redactor;
+use crate::spec::BreakpointSpec;
+use crate::value::Value;
+use parking_lot::Mutex;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Instant;
+
+/// Counters of every outcome of a breakpoint's hits.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub captured: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub process_capped: AtomicU64,
+    pub condition_false: AtomicU64,
+    pub condition_errors: AtomicU64,
+    pub throttled: AtomicU64,
+    pub dropped: AtomicU64,
+    pub deadline_cut: AtomicU64,
+}
+
+impl Counters {
+    pub fn reset(&self) {
+        for c in [
+            &self.hits,
+            &self.captured,
+            &self.rate_limited,
+            &self.process_capped,
+            &self.condition_false,
+            &self.condition_errors,
+            &self.throttled,
+            &self.dropped,
+            &self.deadline_cut,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "hits": self.hits.load(Relaxed),
+            "captured": self.captured.load(Relaxed),
+            "rate_limited": self.rate_limited.load(Relaxed),
+            "process_capped": self.process_capped.load(Relaxed),
+            "condition_false": self.condition_false.load(Relaxed),
+            "condition_errors": self.condition_errors.load(Relaxed),
+            "throttled": self.throttled.load(Relaxed),
+            "dropped": self.dropped.load(Relaxed),
+            "deadline_cut": self.deadline_cut.load(Relaxed),
+        })
+    }
+}
+
+/// An active breakpoint as the hit path sees it.
+pub struct Bp {
+    pub spec: BreakpointSpec,
+    pub limits: Limits,
+    pub condition: Option<Condition>,
+    /// The condition's names as interned Python strings.
+    pub cond_names: Vec<Py<PyAny>>,
+    pub rate: f64,
+    pub burst: f64,
+    pub bucket: Mutex<TokenBucket>,
+    pub counters: Counters,
+    /// Last condition evaluation error and when it was recorded (ns, monotonic).
+    pub last_condition_error: Mutex<Option<(String, u64)>>,
+    /// Whether the CPU budget skipped this breakpoint's last firing hit.
+    pub throttled_now: std::sync::atomic::AtomicBool,
+}
+
+/// One (code object, line) → breakpoint binding.
+#[derive(Clone)]
+pub struct Binding {
+    pub bp: Arc<Bp>,
+    /// For each condition name: whether it is a local/cell/free variable of this code object.
+    pub is_local: Arc<[bool]>,
+}
+
+/// What the callback reads; replaced wholesale by the control path. Never locked while Python
+/// code runs.
+pub struct Hot {
+    pub table: HashMap<(usize, u32), Arc<[Binding]>>,
+    /// 3.13+: code objects whose breakpoint line shares the function's first line, where
+    /// sys.monitoring reports no LINE event (see `control::start_line`): PY_START stands in.
+    pub start_lines: HashMap<usize, u32>,
+    pub redactor: Arc<Redactor>,
+}
+
+pub static HOT: LazyLock<Mutex<Hot>> = LazyLock::new(|| {
+    Mutex::new(Hot {
+        table: HashMap::new(),
+        start_lines: HashMap::new(),
+        redactor: Arc::new(Redactor::default()),
+    })
+});
+
+/// Process-wide budgets.
+pub struct Budgets {
+    pub process: TokenBucket,
+    pub cpu: CpuBudget,
+}
+
+pub static BUDGETS: LazyLock<Mutex<Budgets>> = LazyLock::new(|| {
+    Mutex::new(Budgets {
+        process: TokenBucket::new(100.0, 100.0, now_ns()),
+        cpu: CpuBudget::new(0.02),
+    })
+});
+
+/// Process-wide counters.
+#[derive(Default)]
+pub struct ProcessCounters {
+    pub callbacks: AtomicU64,
+    pub callback_errors: AtomicU64,
+    pub dropped: AtomicU64,
+    pub capture_ns_total: AtomicU64,
+}
+
+pub static PROCESS: LazyLock<ProcessCounters> = LazyLock::new(ProcessCounters::default);
+
+/// Monotonic nanoseconds since the helper loaded.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// CPython minor version (11, 12, 13...).
+pub static PY_MINOR: OnceLock<u32> = OnceLock::new();
+
+pub fn py_minor() -> u32 {
+    PY_MINOR.get().copied().unwrap_or(12)
+}
+
+/// `sys.monitoring.DISABLE`, when running on 3.12+.
+pub static DISABLE: OnceLock<usize> = OnceLock::new();
+
+/// A captured snapshot on its way to the encoder thread.
+pub struct Snapshot {
+    pub bp: Arc<Bp>,
+    pub locals: Vec<(String, Value)>,
+    pub locals_more: usize,
+    pub stack: Vec<(Arc<str>, Arc<str>, i32)>,
+    pub thread_id: u64,
+    pub thread_name: String,
+    pub unix_ns: i128,
+    pub cuts: Truncations,
+    pub redacted: Vec<String>,
+    pub hit_count: u64,
+    pub capture_ns: u64,
+}
+
+thread_local! {
+    /// (frame, code) of the last PY_START reported on this thread (3.13 first-line breakpoints).
+    static LAST_START: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The `METH_FASTCALL` entry point: `callback(code, line)` (sys.monitoring LINE, and the
+/// call the 3.11 patcher inserts).
+///
+/// # Safety
+/// Called by CPython with the GIL held and `nargs` valid argument pointers.
+pub unsafe extern "C" fn line_callback(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython.
+    unsafe { entry(args, nargs, false) }
+}
+
+/// The `METH_FASTCALL` entry point for sys.monitoring PY_START: `callback(code, offset)`.
+///
+/// # Safety
+/// Called by CPython with the GIL held and `nargs` valid argument pointers.
+pub unsafe extern "C" fn start_callback(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython.
+    unsafe { entry(args, nargs, true) }
+}
+
+/// # Safety
+/// GIL held; `args` has `nargs` valid pointers.
+unsafe fn entry(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    start: bool,
+) -> *mut ffi::PyObject {
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: CPython passes `nargs` valid pointers with the GIL held.
+        unsafe { callback_body(args, nargs, start) }
+    });
+    let disable = matches!(r, Ok(true));
+    if r.is_err() {
+        PROCESS.callback_errors.fetch_add(1, Relaxed);
+    }
+    // SAFETY: GIL held; any stray exception is cleared so nothing reaches the application.
+    unsafe {
+        if !ffi::PyErr_Occurred().is_null() {
+            ffi::PyErr_Clear();
+            PROCESS.callback_errors.fetch_add(1, Relaxed);
+        }
+        if disable && let Some(&d) = DISABLE.get() {
+            let d = d as *mut ffi::PyObject;
+            ffi::Py_INCREF(d);
+            return d;
+        }
+        let none = ffi::Py_None();
+        ffi::Py_INCREF(none);
+        none
+    }
+}
+
+/// Returns true when the line has no breakpoint (so sys.monitoring may disable it).
+///
+/// # Safety
+/// GIL held; `args` has `nargs` valid pointers.
+unsafe fn callback_body(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    start: bool,
+) -> bool {
+    if nargs < 2 {
+        return false;
+    }
+    // SAFETY: nargs >= 2 checked above.
+    let (code, line) = unsafe { (*args, *args.add(1)) };
+    // SAFETY: GIL held; the borrowed current frame is only compared by address.
+    let frame = unsafe { ffi::PyEval_GetFrame() } as usize;
+    let line = if start {
+        match HOT.lock().start_lines.get(&(code as usize)) {
+            Some(l) => {
+                LAST_START.with(|c| c.set((frame, code as usize)));
+                *l as std::ffi::c_long
+            }
+            None => return true,
+        }
+    } else {
+        // SAFETY: `line` is an int object from CPython (or our patched bytecode).
+        let line = unsafe { ffi::PyLong_AsLong(line) };
+        // 3.13 sometimes also reports LINE for the first line after PY_START in the same frame:
+        // that entry was already counted.
+        if LAST_START.with(|c| c.get()) == (frame, code as usize)
+            && HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+        {
+            LAST_START.with(|c| c.set((0, 0)));
+            return false;
+        }
+        line
+    };
+    if line < 0 {
+        // SAFETY: clear a possible conversion error.
+        unsafe { ffi::PyErr_Clear() };
+        return false;
+    }
+    PROCESS.callbacks.fetch_add(1, Relaxed);
+    let bindings = {
+        let hot = HOT.lock();
+        match hot.table.get(&(code as usize, line as u32)) {
+            Some(b) => (b.clone(), hot.redactor.clone()),
+            None => return py_minor() >= 12,
+        }
+    };
+    // SAFETY: the GIL is held by the caller (CPython calling our callback).
+    let py = unsafe { Python::assume_attached() };
+    for b in bindings.0.iter() {
+        on_hit(py, b, &bindings.1);
+    }
+    false
+}
+
+fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
+    let bp = &b.bp;
+    let hit_count = bp.counters.hits.fetch_add(1, Relaxed) + 1;
+    // SAFETY: GIL held; PyEval_GetFrame returns the borrowed current frame (the one that hit).
+    let frame = unsafe { ffi::PyEval_GetFrame() };
+    if frame.is_null() {
+        return;
+    }
+    if let Some(cond) = &bp.condition {
+        let mut scope = Scope::new(py, frame, &bp.cond_names, &b.is_local);
+        match eval_condition(cond, &mut scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                bp.counters.condition_false.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(e) => {
+                bp.counters.condition_errors.fetch_add(1, Relaxed);
+                let now = now_ns();
+                let mut last = bp.last_condition_error.lock();
+                // Rate-limited: keep the first error, refresh at most once a second.
+                if last
+                    .as_ref()
+                    .is_none_or(|(_, t)| now.saturating_sub(*t) > 1_000_000_000)
+                {
+                    *last = Some((e.to_string(), now));
+                }
+                return;
+            }
+        }
+    }
+    let now = now_ns();
+    if !bp.bucket.lock().try_take(now) {
+        bp.counters.rate_limited.fetch_add(1, Relaxed);
+        return;
+    }
+    {
+        let mut budgets = BUDGETS.lock();
+        if budgets.cpu.exhausted(now) {
+            bp.counters.throttled.fetch_add(1, Relaxed);
+            bp.throttled_now.store(true, Relaxed);
+            return;
+        }
+        if !budgets.process.try_take(now) {
+            bp.counters.process_capped.fetch_add(1, Relaxed);
+            return;
+        }
+    }
+    bp.throttled_now.store(false, Relaxed);
+    let start = Instant::now();
+    let snap = capture(py, frame, bp, redactor, start, hit_count);
+    let spent = start.elapsed().as_nanos() as u64;
+    BUDGETS.lock().cpu.record(now, spent);
+    PROCESS.capture_ns_total.fetch_add(spent, Relaxed);
+    if snap.cuts.deadline > 0 {
+        bp.counters.deadline_cut.fetch_add(1, Relaxed);
+    }
+    bp.counters.captured.fetch_add(1, Relaxed);
+    if !output::try_send(Msg::Hit(Box::new(snap))) {
+        bp.counters.dropped.fetch_add(1, Relaxed);
+        PROCESS.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+/// Copies locals, stack and thread identity of `frame`.
+fn capture(
+    py: Python<'_>,
+    frame: *mut ffi::PyFrameObject,
+    bp: &Arc<Bp>,
+    redactor: &Redactor,
+    start: Instant,
+    hit_count: u64,
+) -> Snapshot {
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    // SAFETY: GIL held. With the GC disabled no finalizer can run during the capture, so the
+    // borrowed references read out of containers stay valid (see capture.rs).
+    let gc_was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
+    let mut cap = Capturer::new(py, &bp.limits, redactor, start);
+    let (locals, locals_more) = {
+        // SAFETY: `frame` is the live current frame; new references are released.
+        unsafe {
+            let l = crate::ffi::PyFrame_GetLocals(frame);
+            if l.is_null() {
+                ffi::PyErr_Clear();
+                (Vec::new(), 0)
+            } else if ffi::PyDict_Check(l) != 0 {
+                let r = cap.capture_locals(l);
+                ffi::Py_DECREF(l);
+                r
+            } else {
+                // 3.13: a FrameLocalsProxy; copy it into a dict through its own C mapping methods.
+                let d = ffi::PyDict_New();
+                let r = if !d.is_null() && ffi::PyDict_Update(d, l) == 0 {
+                    cap.capture_locals(d)
+                } else {
+                    ffi::PyErr_Clear();
+                    (Vec::new(), 0)
+                };
+                if !d.is_null() {
+                    ffi::Py_DECREF(d);
+                }
+                ffi::Py_DECREF(l);
+                r
+            }
+        }
+    };
+    // SAFETY: frame is live; see `stack`.
+    let stack = unsafe { stack(py, frame) };
+    // SAFETY: GIL held.
+    let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
+    let thread_name = thread_name(py, thread_id);
+    if gc_was_enabled {
+        // SAFETY: re-enabling what we disabled.
+        unsafe { ffi::PyGC_Enable() };
+    }
+    Snapshot {
+        bp: bp.clone(),
+        locals,
+        locals_more,
+        stack,
+        thread_id,
+        thread_name,
+        unix_ns,
+        cuts: cap.cuts,
+        redacted: cap.redacted,
+        hit_count,
+        capture_ns: start.elapsed().as_nanos() as u64,
+    }
+}
+
+type CodeInfo = (Py<PyAny>, Arc<str>, Arc<str>);
+
+static CODE_INFO: LazyLock<Mutex<HashMap<usize, CodeInfo>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Drops cached code-object facts (shutdown, fork).
+pub fn clear_code_info() {
+    CODE_INFO.lock().clear();
+}
+
+fn code_info(py: Python<'_>, code: *mut ffi::PyObject) -> (Arc<str>, Arc<str>) {
+    if let Some((_, f, q)) = CODE_INFO.lock().get(&(code as usize)) {
+        return (f.clone(), q.clone());
+    }
+    // SAFETY: code is a live code object (returned by PyFrame_GetCode).
+    let c = unsafe { Bound::from_borrowed_ptr(py, code) };
+    // Code object attributes are C members; no user code.
+    let f: Arc<str> = c
+        .getattr("co_filename")
+        .and_then(|v| v.extract::<String>())
+        .unwrap_or_default()
+        .into();
+    let q: Arc<str> = c
+        .getattr("co_qualname")
+        .and_then(|v| v.extract::<String>())
+        .unwrap_or_default()
+        .into();
+    let mut m = CODE_INFO.lock();
+    if m.len() > 8192 {
+        m.clear();
+    }
+    m.insert(code as usize, (c.unbind(), f.clone(), q.clone()));
+    (f, q)
+}
+
+/// The stack, innermost first, at most 64 frames.
+///
+/// # Safety
+/// GIL held; `frame` live.
+unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>, Arc<str>, i32)> {
+    let mut out = Vec::with_capacity(24);
+    // SAFETY: each frame is held by a new reference while used; codes likewise.
+    unsafe {
+        ffi::Py_INCREF(frame.cast());
+        let mut f = frame;
+        while !f.is_null() && out.len() < 64 {
+            let code = ffi::PyFrame_GetCode(f);
+            let line = ffi::PyFrame_GetLineNumber(f);
+            if !code.is_null() {
+                let (file, qual) = code_info(py, code.cast());
+                ffi::Py_DECREF(code.cast());
+                out.push((file, qual, line));
+            }
+            let back = crate::ffi::PyFrame_GetBack(f);
+            ffi::Py_DECREF(f.cast());
+            f = back;
+        }
+        if !f.is_null() {
+            ffi::Py_DECREF(f.cast());
+        }
+    }
+    out
+}
+
+/// The thread's name from `threading._active` (read from the dicts, no user code); the main
+/// thread's name if it is not registered; "" if `threading` was never imported.
+fn thread_name(py: Python<'_>, ident: u64) -> String {
+    // SAFETY: dict reads under the GIL; borrowed references are used immediately.
+    unsafe {
+        let modules = ffi::PyImport_GetModuleDict();
+        if modules.is_null() {
+            return String::new();
+        }
+        let threading = ffi::PyDict_GetItemString(modules, c"threading".as_ptr());
+        if threading.is_null() || ffi::PyModule_Check(threading) == 0 {
+            return String::new();
+        }
+        let md = ffi::PyModule_GetDict(threading);
+        if md.is_null() {
+            return String::new();
+        }
+        let active = ffi::PyDict_GetItemString(md, c"_active".as_ptr());
+        if active.is_null() || ffi::PyDict_Check(active) == 0 {
+            return String::new();
+        }
+        let key = ffi::PyLong_FromUnsignedLongLong(ident);
+        if key.is_null() {
+            ffi::PyErr_Clear();
+            return String::new();
+        }
+        let t = ffi::PyDict_GetItemWithError(active, key);
+        ffi::Py_DECREF(key);
+        if t.is_null() {
+            ffi::PyErr_Clear();
+            return String::new();
+        }
+        let d = ffi::PyObject_GenericGetDict(t, std::ptr::null_mut());
+        if d.is_null() {
+            ffi::PyErr_Clear();
+            return String::new();
+        }
+        let d = Bound::from_owned_ptr(py, d);
+        let n = ffi::PyDict_GetItemString(d.as_ptr(), c"_name".as_ptr());
+        if n.is_null() || ffi::PyUnicode_Check(n) == 0 {
+            return String::new();
+        }
+        let mut len: ffi::Py_ssize_t = 0;
+        let p = ffi::PyUnicode_AsUTF8AndSize(n, &mut len);
+        if p.is_null() {
+            ffi::PyErr_Clear();
+            return String::new();
+        }
+        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len as usize))
+            .into_owned()
+    }
+}

@@ -1,0 +1,439 @@
+//! The helper's own thread: encodes snapshots to JSON without the GIL, hands every message to
+//! `ldbg_emit` in chunks (and to the test sink, if one is set), and polls the control block.
+use crate::hot::{PROCESS, Snapshot};
+use crate::value::{encode, encode_str};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use libdebugger_common::helper_abi::{
+    ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
+    ControlBlock, MAX_CHUNK_DATA, message_kind,
+};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{LazyLock, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What the helper thread processes.
+pub enum Msg {
+    /// A snapshot to encode and emit.
+    Hit(Box<Snapshot>),
+    /// An already-encoded message of the given kind.
+    Encoded { kind: u16, json: String },
+    /// Acknowledge once everything queued before it has been delivered.
+    Flush(Sender<()>),
+}
+
+/// The queue's sending side; taken only with the GIL held (so a fork, which holds the GIL, never
+/// finds it locked).
+static TX: LazyLock<Mutex<Option<Sender<Msg>>>> = LazyLock::new(|| Mutex::new(None));
+/// The test sink (a Python callable), locked only with the GIL held.
+pub static SINK: LazyLock<Mutex<Option<Py<PyAny>>>> = LazyLock::new(|| Mutex::new(None));
+/// Set at interpreter exit: the helper thread must not take the GIL any more.
+pub static EXITING: AtomicBool = AtomicBool::new(false);
+/// Whether the current helper thread runs (reported in `status()`).
+pub static THREAD_ALIVE: AtomicBool = AtomicBool::new(false);
+static MSG_ID: AtomicU64 = AtomicU64::new(1);
+/// Generation of the helper thread: a thread whose generation is stale exits.
+static THREAD_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// Queues a message without blocking; false if the queue is full or absent.
+pub fn try_send(m: Msg) -> bool {
+    let tx = TX.lock();
+    match tx.as_ref() {
+        Some(tx) => match tx.try_send(m) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        },
+        None => false,
+    }
+}
+
+/// Queues an encoded message.
+pub fn send_json(kind: u16, json: String) {
+    if !try_send(Msg::Encoded { kind, json }) {
+        PROCESS.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+/// Starts the helper thread (and its queue) unless it runs already. Call with the GIL held.
+pub fn ensure_thread(capacity: usize) {
+    let mut tx = TX.lock();
+    if tx.is_some() {
+        return;
+    }
+    let (s, r) = bounded(capacity.max(1));
+    *tx = Some(s);
+    spawn(r);
+}
+
+/// In a forked child: the parent's thread does not exist here. Forget (never drop: its internal
+/// state may be mid-operation) the old queue and start a new thread.
+pub fn after_fork(capacity: usize) {
+    let mut tx = TX.lock();
+    if let Some(old) = tx.take() {
+        std::mem::forget(old);
+    }
+    let (s, r) = bounded(capacity.max(1));
+    *tx = Some(s);
+    spawn(r);
+}
+
+/// Stops the helper thread (shutdown): drops the sender; the thread drains and exits.
+pub fn stop_thread() {
+    THREAD_GEN.fetch_add(1, SeqCst);
+    TX.lock().take();
+}
+
+fn spawn(r: Receiver<Msg>) {
+    let generation = THREAD_GEN.fetch_add(1, SeqCst) + 1;
+    let res = std::thread::Builder::new()
+        .name("ldbg-helper".into())
+        .spawn(move || {
+            THREAD_ALIVE.store(true, SeqCst);
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
+            if let Err(p) = res {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                eprintln!("libdebugger: helper thread stopped: {msg}");
+            }
+            if THREAD_GEN.load(SeqCst) == generation {
+                THREAD_ALIVE.store(false, SeqCst);
+            }
+        });
+    if res.is_err() {
+        PROCESS.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+fn run(r: Receiver<Msg>, generation: u64) {
+    let mut last_poll = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut batch: Vec<(u16, String)> = Vec::new();
+    let mut acks: Vec<Sender<()>> = Vec::new();
+    loop {
+        let first = match r.recv_timeout(Duration::from_millis(50)) {
+            Ok(m) => Some(m),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        // Drain what is queued so the GIL is taken once per batch, not once per message.
+        let mut next = first;
+        while let Some(m) = next {
+            match m {
+                Msg::Hit(s) => {
+                    let json = encode_hit(&s);
+                    drop(s);
+                    batch.push((message_kind::HIT, json));
+                }
+                Msg::Encoded { kind, json } => batch.push((kind, json)),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() >= 512 {
+                break;
+            }
+            next = r.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            deliver(&mut batch);
+        }
+        for a in acks.drain(..) {
+            let _ = a.send(());
+        }
+        if THREAD_GEN.load(SeqCst) != generation {
+            return;
+        }
+        if last_poll.elapsed() >= Duration::from_millis(50) {
+            last_poll = Instant::now();
+            crate::control::poll();
+        }
+        if last_stats.elapsed() >= Duration::from_secs(10) {
+            last_stats = Instant::now();
+            if let Some(json) = crate::control::stats_json() {
+                batch.push((message_kind::STATS, json));
+                deliver(&mut batch);
+            }
+        }
+    }
+}
+
+fn kind_name(kind: u16) -> &'static str {
+    match kind {
+        message_kind::HIT => "hit",
+        message_kind::STATUS => "status",
+        message_kind::HELLO => "hello",
+        message_kind::STATS => "stats",
+        message_kind::CODE_OBJECTS => "code_objects",
+        _ => "other",
+    }
+}
+
+/// Emits each message through `ldbg_emit` and, if set, the test sink; empties `batch`.
+fn deliver(batch: &mut Vec<(u16, String)>) {
+    for (kind, json) in batch.iter() {
+        emit_chunks(*kind, json.as_bytes());
+    }
+    // SAFETY: Py_IsInitialized has no preconditions.
+    if EXITING.load(Relaxed) || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        batch.clear();
+        return;
+    }
+    Python::attach(|py| {
+        let sink = SINK.lock().as_ref().map(|s| s.clone_ref(py));
+        if let Some(sink) = sink {
+            for (kind, json) in batch.drain(..) {
+                if let Err(e) = sink.call1(py, (kind_name(kind), json)) {
+                    // A failing test sink must not kill the thread.
+                    e.print(py);
+                }
+            }
+        }
+    });
+    batch.clear();
+}
+
+/// Splits `data` into `ldbg_emit` chunks.
+pub fn emit_chunks(kind: u16, data: &[u8]) {
+    let msg_id = MSG_ID.fetch_add(1, Relaxed);
+    for_each_chunk(kind, msg_id, data, |chunk| {
+        let emit: extern "C" fn(*const u8, usize) =
+            std::hint::black_box(ldbg_emit as extern "C" fn(*const u8, usize));
+        emit(chunk.as_ptr(), chunk.len());
+    });
+}
+
+/// Calls `f` with each chunk (header + data) of message `msg_id`.
+pub fn for_each_chunk(kind: u16, msg_id: u64, data: &[u8], mut f: impl FnMut(&[u8])) {
+    let total_chunks = data.len().div_ceil(MAX_CHUNK_DATA).max(1);
+    let mut buf = Vec::with_capacity(CHUNK_HEADER_LEN + data.len().min(MAX_CHUNK_DATA));
+    for seq in 0..total_chunks {
+        let part = &data
+            [(seq * MAX_CHUNK_DATA).min(data.len())..((seq + 1) * MAX_CHUNK_DATA).min(data.len())];
+        let h = ChunkHeader {
+            magic: CHUNK_MAGIC,
+            abi_version: ABI_VERSION as u16,
+            kind,
+            msg_id,
+            seq: seq as u32,
+            total_chunks: total_chunks as u32,
+            total_len: data.len() as u32,
+            data_len: part.len() as u32,
+        };
+        buf.clear();
+        // SAFETY: ChunkHeader is repr(C) and Copy, made only of integers with no padding
+        // (4+2+2+8+4+4+4+4 = 32 bytes); we view its bytes for the wire.
+        buf.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((&h as *const ChunkHeader).cast::<u8>(), CHUNK_HEADER_LEN)
+        });
+        buf.extend_from_slice(part);
+        f(&buf);
+    }
+}
+
+/// The transport: a no-op the agent's eBPF uprobe reads (`ptr`, `len` in rdi/rsi).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn ldbg_emit(ptr: *const u8, len: usize) {
+    std::hint::black_box((ptr, len));
+}
+
+/// `LDBG_CONTROL`: the agent writes it with process_vm_writev (see `helper_abi::ControlBlock`).
+#[repr(transparent)]
+pub struct SharedControl(UnsafeCell<ControlBlock>);
+// SAFETY: the block is written by another process (the agent) and read by the helper thread
+// through volatile reads under the seqlock protocol; no Rust references to its contents escape.
+unsafe impl Sync for SharedControl {}
+
+#[unsafe(no_mangle)]
+pub static LDBG_CONTROL: SharedControl = SharedControl(UnsafeCell::new(ControlBlock {
+    magic: CONTROL_MAGIC,
+    abi_version: ABI_VERSION,
+    helper_pid: 0,
+    generation: 0,
+    applied_generation: 0,
+    data_len: 0,
+    _pad: 0,
+    data: [0; CONTROL_DATA_LEN],
+}));
+
+/// Reads a new control message if the agent published one since `last`. Returns (generation,
+/// data).
+pub fn read_control(last: u64) -> Option<(u64, Vec<u8>)> {
+    let cb = LDBG_CONTROL.0.get();
+    for _ in 0..8 {
+        // SAFETY: volatile reads of fields of a static that another process may write; the
+        // seqlock re-check discards torn reads.
+        unsafe {
+            let g1 = std::ptr::read_volatile(&raw const (*cb).generation);
+            if g1 == last || g1 % 2 == 1 {
+                if g1 % 2 == 1 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                return None;
+            }
+            std::sync::atomic::fence(SeqCst);
+            let len =
+                (std::ptr::read_volatile(&raw const (*cb).data_len) as usize).min(CONTROL_DATA_LEN);
+            let mut data = vec![0u8; len];
+            std::ptr::copy_nonoverlapping(
+                (&raw const (*cb).data).cast::<u8>(),
+                data.as_mut_ptr(),
+                len,
+            );
+            std::sync::atomic::fence(SeqCst);
+            let g2 = std::ptr::read_volatile(&raw const (*cb).generation);
+            if g1 == g2 {
+                return Some((g1, data));
+            }
+        }
+    }
+    None
+}
+
+/// Records the generation applied and our pid in the control block.
+pub fn write_control_ack(generation: Option<u64>) {
+    let cb = LDBG_CONTROL.0.get();
+    // SAFETY: volatile writes of fields the agent only reads.
+    unsafe {
+        std::ptr::write_volatile(&raw mut (*cb).helper_pid, std::process::id());
+        if let Some(g) = generation {
+            std::ptr::write_volatile(&raw mut (*cb).applied_generation, g);
+        }
+    }
+}
+
+/// A clone of the queue's sender (call with the GIL held).
+pub fn sender() -> Option<Sender<Msg>> {
+    TX.lock().clone()
+}
+
+/// Process facts added to every hit.
+pub struct ProcessFacts {
+    pub pid: u32,
+    pub python_version: String,
+}
+
+pub static FACTS: OnceLock<Mutex<ProcessFacts>> = OnceLock::new();
+
+fn rfc3339(unix_ns: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The `properties` object of a `$data_breakpoint_hit` event.
+pub fn encode_hit(s: &Snapshot) -> String {
+    use std::fmt::Write;
+    let mut o = String::with_capacity(1024);
+    let bp = &s.bp;
+    o.push_str("{\"$breakpoint_id\":");
+    encode_str(&mut o, &bp.spec.id);
+    o.push_str(",\"$file_path\":");
+    encode_str(&mut o, &bp.spec.file);
+    o.push_str(",\"$line_number\":");
+    o.push_str(&bp.spec.line.to_string());
+    o.push_str(",\"$locals_variables\":");
+    encode(
+        &mut o,
+        &crate::value::Value::Dict {
+            entries: s.locals.clone(),
+            more: s.locals_more,
+        },
+    );
+    o.push_str(",\"$stack_trace\":[");
+    for (i, (f, q, l)) in s.stack.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push('[');
+        encode_str(&mut o, f);
+        o.push(',');
+        encode_str(&mut o, q);
+        let _ = write!(o, ",{l}]");
+    }
+    o.push_str("],\"$timestamp\":");
+    encode_str(&mut o, &rfc3339(s.unix_ns));
+    let _ = write!(o, ",\"$thread_id\":{},\"$thread_name\":", s.thread_id);
+    encode_str(&mut o, &s.thread_name);
+    let c = &bp.counters;
+    let _ = write!(
+        o,
+        ",\"$hit_count\":{},\"$captured_count\":{},\"$rate_limited_count\":{},\"$condition_false_count\":{},\"$capture_us\":{:.1}",
+        s.hit_count,
+        c.captured.load(Relaxed),
+        c.rate_limited.load(Relaxed),
+        c.condition_false.load(Relaxed),
+        s.capture_ns as f64 / 1000.0
+    );
+    if s.cuts.any() {
+        let t = &s.cuts;
+        let _ = write!(
+            o,
+            ",\"$truncated\":{{\"depth\":{},\"items\":{},\"strings\":{},\"size\":{},\"deadline\":{},\"cycles\":{}}}",
+            t.depth, t.items, t.strings, t.size, t.deadline, t.cycles
+        );
+    }
+    if !s.redacted.is_empty() {
+        o.push_str(",\"$redacted\":[");
+        for (i, n) in s.redacted.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            encode_str(&mut o, n);
+        }
+        o.push(']');
+    }
+    if let Some(c) = &bp.condition {
+        o.push_str(",\"$condition\":");
+        encode_str(&mut o, &c.source);
+    }
+    if let Some(f) = FACTS.get() {
+        let f = f.lock();
+        let _ = write!(o, ",\"$pid\":{},\"$python_version\":", f.pid);
+        encode_str(&mut o, &f.python_version);
+    }
+    o.push('}');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libdebugger_common::helper_abi::MAX_CHUNK;
+
+    #[test]
+    fn chunks_reassemble() {
+        let data: Vec<u8> = (0..(MAX_CHUNK_DATA * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut chunks = Vec::new();
+        for_each_chunk(message_kind::HIT, 42, &data, |c| chunks.push(c.to_vec()));
+        assert_eq!(chunks.len(), 3);
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(c.len() <= MAX_CHUNK);
+            // SAFETY: test reads a header we wrote; read_unaligned handles alignment.
+            let h: ChunkHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+            assert_eq!(h.magic, CHUNK_MAGIC);
+            assert_eq!(h.kind, message_kind::HIT);
+            assert_eq!(h.msg_id, 42);
+            assert_eq!(h.seq as usize, i);
+            assert_eq!(h.total_chunks, 3);
+            assert_eq!(h.total_len as usize, data.len());
+            assert_eq!(h.data_len as usize, c.len() - CHUNK_HEADER_LEN);
+            out.extend_from_slice(&c[CHUNK_HEADER_LEN..]);
+        }
+        assert_eq!(out, data);
+        let mut empty = Vec::new();
+        for_each_chunk(message_kind::HELLO, 1, &[], |c| empty.push(c.len()));
+        assert_eq!(empty, vec![CHUNK_HEADER_LEN]);
+    }
+}

@@ -1,0 +1,286 @@
+//! The helper inside real interpreters (pyenv 3.11.7, 3.12.1, 3.13.0, Debian 3.11): each test
+//! runs a script from `tests/python/` with the staged helper and asserts on the JSON it prints.
+//! 3.11 scripts skip (one line) until the 3.11 bytecode patcher is merged.
+use libdebugger_tests::helper::on_each_interpreter;
+use serde_json::{Value, json};
+
+fn u(v: &Value) -> u64 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+}
+
+#[test]
+fn helper_structural_function_every_line() {
+    on_each_interpreter("structural.py", 11, |i, r| {
+        assert_eq!(r["mismatches"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["tested"], r["lines"], "{}: every line tested", i.label);
+        assert!(u(&r["tested"]) > 60, "{}: {r}", i.label);
+        assert!(u(&r["executed_lines"]) > 40, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_every_function_kind() {
+    on_each_interpreter("kinds.py", 11, |i, r| {
+        let kinds = r["kinds"].as_object().expect("kinds");
+        assert_eq!(kinds.len(), 11);
+        for (k, v) in kinds {
+            assert_eq!(v["status"], "armed", "{} {k}: {v}", i.label);
+            assert!(u(&v["code_objects"]) >= 1, "{} {k}: {v}", i.label);
+            assert!(u(&v["hits"]) >= 1, "{} {k}: {v}", i.label);
+            assert!(
+                v["top"][0].as_str().unwrap_or("").ends_with("kinds_mod.py"),
+                "{} {k}: {v}",
+                i.label
+            );
+        }
+        assert_eq!(kinds["method"]["top"][1], "Thing.method");
+        assert_eq!(kinds["closure"]["top"][1], "outer.<locals>.inner");
+        assert_eq!(kinds["decorated"]["top"][1], "decorated");
+        assert_eq!(kinds["property"]["top"][1], "Thing.prop");
+        assert_eq!(kinds["generator"]["hits"], 3);
+        assert_eq!(kinds["asyncgen"]["hits"], 2);
+        assert_eq!(kinds["closure"]["locals"], json!(["x", "z"]));
+    });
+}
+
+#[test]
+fn helper_fires_in_a_loop_already_running() {
+    on_each_interpreter("running_loop.py", 12, |i, r| {
+        assert_eq!(r["status"], "armed", "{}: {r}", i.label);
+        assert!(u(&r["hits"]) >= 1, "{}: {r}", i.label);
+        assert_eq!(r["thread_name"], "worker-1", "{}: {r}", i.label);
+        assert_eq!(r["thread_id_matches"], true, "{}: {r}", i.label);
+        // The frame was mid-loop when armed.
+        assert!(
+            u(&r["locals"]["i"]) >= u(&r["iterations_before"]),
+            "{}: {r}",
+            i.label
+        );
+    });
+}
+
+#[test]
+fn helper_deferred_import_and_reload() {
+    on_each_interpreter("deferred.py", 11, |i, r| {
+        assert_eq!(r["pending"], "pending", "{}: {r}", i.label);
+        assert_eq!(r["finders_armed"], 1, "{}: {r}", i.label);
+        assert_eq!(r["import_error"], "ModuleNotFoundError", "{}: {r}", i.label);
+        assert_eq!(r["after_import"], "armed", "{}: {r}", i.label);
+        assert_eq!(r["hits_after_import"], 1, "{}: {r}", i.label);
+        assert_eq!(r["after_reload"], "armed", "{}: {r}", i.label);
+        assert_eq!(r["code_objects_after_reload"], 2, "{}: {r}", i.label);
+        assert_eq!(r["hits_after_reload"], 1, "{}: {r}", i.label);
+        assert_eq!(r["reload_local_x"], 3, "{}: {r}", i.label);
+        assert_eq!(r["finders_after_removal"], 0, "{}: {r}", i.label);
+        assert_eq!(r["hook_errors"], 0, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_removal_leaves_no_residue() {
+    on_each_interpreter("removal.py", 11, |i, r| {
+        assert_eq!(r["armed"], "armed", "{}: {r}", i.label);
+        assert_eq!(r["hits_armed"], 1, "{}: {r}", i.label);
+        assert_eq!(r["idempotent_hits_kept"], 1, "{}: {r}", i.label);
+        assert_eq!(r["hits_after"], 0, "{}: {r}", i.label);
+        assert_eq!(r["result_after"], 42, "{}: {r}", i.label);
+        assert_eq!(r["finders"], 0, "{}: {r}", i.label);
+        assert_eq!(r["status_after"]["breakpoints"], json!([]));
+        assert_eq!(r["status_after"]["process"]["armed_code_objects"], 0);
+        if i.version.1 >= 12 {
+            assert!(r["tool_before"].is_u64(), "{}: {r}", i.label);
+            assert_eq!(
+                r["tool_after"],
+                Value::Null,
+                "{}: tool id released: {r}",
+                i.label
+            );
+            assert_eq!(r["local_events_after"], 0, "{}: {r}", i.label);
+        }
+    });
+}
+
+#[test]
+fn helper_conditions() {
+    on_each_interpreter("conditions.py", 11, |i, r| {
+        let expect: Vec<&str> = r["expect_fire"]
+            .as_array()
+            .expect("expect_fire")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for (k, fired) in r["fired"].as_object().expect("fired") {
+            let c = &r["counters"][k];
+            assert_eq!(c["hits"], 1, "{} {k}: {c}", i.label);
+            if expect.contains(&k.as_str()) {
+                assert_eq!(fired, 1, "{} {k} should fire: {c}", i.label);
+            } else if k.starts_with("error_") {
+                assert_eq!(fired, 0, "{} {k}: {c}", i.label);
+                assert_eq!(c["errors"], 1, "{} {k}: {c}", i.label);
+                assert!(c["last_error"].is_string(), "{} {k}: {c}", i.label);
+            } else {
+                assert_eq!(fired, 0, "{} {k}: {c}", i.label);
+                assert_eq!(c["false"], 1, "{} {k}: {c}", i.label);
+            }
+        }
+        let rejected = r["rejected"].as_object().expect("rejected");
+        assert!(rejected.len() >= 30);
+        for (src, s) in rejected {
+            assert_eq!(s["status"], "error", "{} `{src}` accepted: {s}", i.label);
+            assert!(
+                s["reason"].as_str().unwrap_or("").contains("column"),
+                "{} `{src}`: {s}",
+                i.label
+            );
+        }
+        assert_eq!(r["side_effects"], json!([]), "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_hostile_objects() {
+    on_each_interpreter("hostile.py", 11, |i, r| {
+        assert_eq!(r["calls"], json!([]), "{}: user code ran: {r}", i.label);
+        assert!(u(&r["hit_bytes"]) < 64 * 1024 + 4096, "{}: {r}", i.label);
+        let o = &r["objs"];
+        assert_eq!(o["raising"]["py/object"], "__main__.RaisingRepr");
+        assert_eq!(o["raising"]["a"], 1);
+        assert_eq!(o["evil_dict"], json!({"a": 1, "b": 2}));
+        assert_eq!(o["evil_list"], json!([1, 2, 3]));
+        assert_eq!(o["evil_set"], json!([1, 2]));
+        assert_eq!(o["evil_int"], 5);
+        assert_eq!(o["evil_str"], "abc");
+        assert_eq!(o["nan"], "NaN");
+        assert_eq!(o["inf"], "Infinity");
+        assert_eq!(o["big_int"], "1267650600228229401496703205376");
+        assert!(o["huge_int"].as_str().unwrap_or("").contains("bits"));
+        let big = o["big"].as_array().expect("big list");
+        assert_eq!(big.len(), 101, "{}: 100 items + cut marker", i.label);
+        assert_eq!(big[100]["py/cut"], "items");
+        assert_eq!(big[100]["more"], 10_000_000 - 100);
+        assert!(o["deep"].to_string().contains("\"py/cut\":\"depth\""));
+        assert_eq!(o["cyc"][1]["py/cycle"], true);
+        assert_eq!(o["dcyc"]["self"]["py/cycle"], true);
+        assert_eq!(o["node"]["me"]["py/cycle"], true);
+        assert_eq!(o["slotted"]["x"], 1);
+        assert_eq!(o["slotted"]["secret_token"], "[redacted]");
+        assert_eq!(
+            o["prop"],
+            json!({"py/object": "__main__.PropObj", "plain": 1})
+        );
+        assert!(o["long_str"].as_str().unwrap_or("").contains("more chars"));
+        let t = &r["truncated"];
+        assert!(u(&t["items"]) >= 1 && u(&t["depth"]) >= 1 && u(&t["cycles"]) >= 3);
+        assert!(u(&r["small_truncated"]["size"]) >= 1, "{}: {r}", i.label);
+        assert!(
+            r["elapsed_s"].as_f64().unwrap_or(1.0) < 0.5,
+            "{}: {r}",
+            i.label
+        );
+    });
+}
+
+#[test]
+fn helper_redaction() {
+    on_each_interpreter("redaction.py", 11, |i, r| {
+        let d = &r["default"];
+        for k in ["password", "user_pin", "db_password_hash"] {
+            assert_eq!(d[k], "[redacted]", "{} {k}", i.label);
+        }
+        assert_eq!(d["spinner"], "spin");
+        assert_eq!(d["author"], "bob");
+        assert_eq!(d["iban"], "DE00");
+        assert_eq!(d["creds"]["apiKey"], "[redacted]");
+        assert_eq!(d["creds"]["username"], "ann");
+        assert_eq!(d["creds"]["nested"]["refresh_token"], "[redacted]");
+        assert_eq!(d["creds"]["nested"]["inner"]["Authorization"], "[redacted]");
+        assert_eq!(d["headers"]["Cookie"], "[redacted]");
+        assert_eq!(d["headers"]["X-CSRF-Token"], "[redacted]");
+        assert_eq!(d["headers"]["Accept"], "json");
+        let c = &r["custom"];
+        assert_eq!(c["iban"], "[redacted]");
+        assert_eq!(c["user_pin"], 1234);
+        assert_eq!(c["password"], "[redacted]");
+        assert!(
+            !r.to_string().contains("hunter2"),
+            "{}: secret leaked",
+            i.label
+        );
+    });
+}
+
+#[test]
+fn helper_rate_limits_and_budgets() {
+    on_each_interpreter("rate_limits.py", 11, |i, r| {
+        let d = &r["default"];
+        assert_eq!(d["hits"], 1000, "{}: {d}", i.label);
+        assert!((10..=11).contains(&u(&d["captured"])), "{}: {d}", i.label);
+        assert_eq!(u(&d["captured"]) + u(&d["rate_limited"]), 1000);
+        let p = &r["proc"];
+        assert!((20..=21).contains(&u(&p["captured"])), "{}: {p}", i.label);
+        assert_eq!(u(&p["captured"]) + u(&p["process_capped"]), 500);
+        assert!(
+            u(&r["deadline_truncated"]["deadline"]) >= 1,
+            "{}: {r}",
+            i.label
+        );
+        assert_eq!(r["deadline_counters"]["deadline_cut"], 1);
+        let c = &r["cpu"];
+        assert!(u(&c["throttled"]) >= 150, "{}: {c}", i.label);
+        assert_eq!(r["cpu_status"], "throttled");
+    });
+}
+
+#[test]
+fn helper_concurrent_threads() {
+    on_each_interpreter("concurrency.py", 11, |i, r| {
+        assert_eq!(r["results_ok"], true);
+        assert_eq!(r["hits_counter"], r["expected"], "{}: {r}", i.label);
+        assert_eq!(r["captured"], r["expected"], "{}: {r}", i.label);
+        assert_eq!(
+            u(&r["delivered"]) + u(&r["dropped"]),
+            u(&r["captured"]),
+            "{}: every capture delivered or counted as dropped: {r}",
+            i.label
+        );
+        assert!(u(&r["delivered"]) > 0);
+        assert_eq!(r["misattributed"], 0, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_fork_child_keeps_breakpoints() {
+    on_each_interpreter("fork.py", 11, |i, r| {
+        assert_eq!(r["parent_hits"], 1, "{}: {r}", i.label);
+        let c = &r["child"];
+        assert_eq!(
+            c["counters_before"]["hits"], 0,
+            "{}: counters reset: {r}",
+            i.label
+        );
+        assert_eq!(c["hits"], 2, "{}: {r}", i.label);
+        assert_eq!(c["pids"], json!([c["child_pid"]]), "{}: {r}", i.label);
+        assert_eq!(c["locals"], json!([2, 3]));
+        assert_eq!(r["parent_after"], 1, "{}: {r}", i.label);
+    });
+}
+
+#[test]
+fn helper_attach_and_control_block() {
+    on_each_interpreter("attach.py", 11, |i, r| {
+        assert_eq!(r["imported_before"], false);
+        assert_eq!(r["rc"], json!([0, 0]));
+        assert_eq!(r["imported"], true, "{}: {r}", i.label);
+        assert_eq!(r["magic"], "LDBGCTL1");
+        assert_eq!(r["helper_pid_ok"], true);
+        assert_eq!(r["acked"], true, "{}: {r}", i.label);
+        if i.version.1 >= 12 {
+            assert_eq!(r["status"][0]["status"], "armed", "{}: {r}", i.label);
+            assert_eq!(r["hits"], 1, "{}: {r}", i.label);
+            assert_eq!(r["hit_file_path"], "attach.py");
+        }
+        assert_eq!(r["acked_removal"], true);
+        assert_eq!(r["after_removal"], json!([]));
+    });
+}
