@@ -53,20 +53,23 @@ impl Agent {
     /// is appended to its configuration file. Waits (≤ 30 s) until it answers `status`.
     pub fn start(
         bin: &Path,
+        helper: &Path,
         dir: &Path,
         bps: &[Breakpoint],
         extra_config: &str,
         log_dir: &Path,
     ) -> Result<Self> {
-        Self::start_with(bin, dir, bps, extra_config, &[], log_dir)
+        Self::start_with(bin, helper, dir, Some(bps), extra_config, &[], log_dir)
     }
 
-    /// [`Agent::start`] with extra environment variables (e.g. PostHog credentials: the agent
-    /// then takes its breakpoints from PostHog and sends events there).
+    /// [`Agent::start`] with extra environment variables. `bps` None: no local breakpoints file
+    /// (with PostHog credentials in `extra_env` the agent takes its breakpoints from PostHog).
+    #[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
     pub fn start_with(
         bin: &Path,
+        helper: &Path,
         dir: &Path,
-        bps: &[Breakpoint],
+        bps: Option<&[Breakpoint]>,
         extra_config: &str,
         extra_env: &[(&str, String)],
         log_dir: &Path,
@@ -75,25 +78,30 @@ impl Agent {
         let config = dir.join("agent.toml");
         // Only processes that carry the bench tag: a benchmark must never inject into the
         // other Python processes on this host.
-        // `source_roots` as well: an agent without selector support still only matches
-        // breakpoints to files of the benchmark.
+        // `source_roots`: breakpoints only ever match files of the benchmark.
         std::fs::write(
             &config,
             format!(
-                "[selectors]\ninclude = [{{ cmdline = {} }}]\n\n[breakpoints]\nsource_roots = [{}, {}]\n\n{extra_config}",
-                toml_str(TAG),
+                "[breakpoints]\nsource_roots = [{}, {}]\n\n{extra_config}",
                 toml_str(&crate::bench::pyproc::scripts_dir().display().to_string()),
                 toml_str(&dir.display().to_string()),
             ),
         )?;
         let breakpoints_file = dir.join("breakpoints.toml");
-        std::fs::write(&breakpoints_file, breakpoints_toml(bps))?;
+        let local = bps.is_some();
+        std::fs::write(&breakpoints_file, breakpoints_toml(bps.unwrap_or_default()))?;
         let events_file = dir.join("events.jsonl");
         let _ = std::fs::remove_file(&events_file);
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--breakpoints")
-            .arg(&breakpoints_file)
+        cmd.arg("run");
+        if local {
+            cmd.arg("--breakpoints").arg(&breakpoints_file);
+        }
+        // Only processes that carry the bench tag: a benchmark must never inject into the
+        // other Python processes on this host. (`=`: the pattern starts with dashes.)
+        cmd.arg(format!("--cmdline={TAG}"))
+            .arg("--helper")
+            .arg(helper)
             .arg("--events-file")
             .arg(&events_file);
         Self::env(&mut cmd, dir);

@@ -206,7 +206,7 @@ fn agent_rows(ctx: &Ctx, rows: &mut Vec<Row>, p: &Params, note: &str) {
         .target(TARGET)
         .note(note.to_owned())
     };
-    let started = ctx.agent().and_then(|bin| {
+    let started = ctx.agent().and_then(|pieces| {
         let lines = unreached_lines().map_err(|e| format!("{e:#}"))?;
         let file = scripts_dir().join(SCRIPT).display().to_string();
         let bps: Vec<Breakpoint> = lines
@@ -219,8 +219,15 @@ fn agent_rows(ctx: &Ctx, rows: &mut Vec<Row>, p: &Params, note: &str) {
                 condition: None,
             })
             .collect();
-        Agent::start(&bin, &ctx.work_dir.join("b1-agent"), &bps, "", &ctx.log_dir)
-            .map_err(|e| format!("{e:#}"))
+        Agent::start(
+            &pieces.bin,
+            &pieces.helper,
+            &ctx.work_dir.join("b1-agent"),
+            &bps,
+            "",
+            &ctx.log_dir,
+        )
+        .map_err(|e| format!("{e:#}"))
     });
     for variant in ["sync", "async"] {
         per_python(

@@ -54,9 +54,16 @@ fn trial(
 
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let trials = ctx.pick(15, 2);
-    let started = ctx.agent().and_then(|bin| {
-        Agent::start(&bin, &ctx.work_dir.join("b4-agent"), &[], "", &ctx.log_dir)
-            .map_err(|e| format!("{e:#}"))
+    let started = ctx.agent().and_then(|pieces| {
+        Agent::start(
+            &pieces.bin,
+            &pieces.helper,
+            &ctx.work_dir.join("b4-agent"),
+            &[],
+            "",
+            &ctx.log_dir,
+        )
+        .map_err(|e| format!("{e:#}"))
     });
     for case in ["busy", "blocked", "idle"] {
         let what = match case {

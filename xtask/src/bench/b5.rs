@@ -7,14 +7,13 @@
 //! Per run: throughput = events that arrived / (time from "go" to the last arrival); loss =
 //! breakpoint calls made − events that arrived. A run at 5,000 events/s (one process) checks
 //! zero loss; the runs at maximum rate report the loss there.
-use crate::bench::Ctx;
 use crate::bench::agent::{Agent, Breakpoint, HitCounter};
 use crate::bench::pieces::AGENT_CAPTURE_UNLIMITED;
 use crate::bench::posthog_stub::{self, Stub};
 use crate::bench::pyproc::{Proc, Python, args, num, scripts_dir};
 use crate::bench::report::{Row, Verdict};
+use crate::bench::{AgentPieces, Ctx};
 use anyhow::{Result, anyhow};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const BP_ID: &str = "b5-emit";
@@ -69,7 +68,7 @@ struct Spec<'a> {
     tag: &'a str,
 }
 
-fn one_run(ctx: &Ctx, bin: &Path, py: &Python, spec: &Spec<'_>) -> Result<Outcome> {
+fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result<Outcome> {
     let Spec {
         sink,
         procs,
@@ -89,7 +88,8 @@ fn one_run(ctx: &Ctx, bin: &Path, py: &Python, spec: &Spec<'_>) -> Result<Outcom
         Sink::File => (
             None,
             Agent::start(
-                bin,
+                &bin.bin,
+                &bin.helper,
                 &dir,
                 std::slice::from_ref(&bp),
                 AGENT_CAPTURE_UNLIMITED,
@@ -114,8 +114,15 @@ fn one_run(ctx: &Ctx, bin: &Path, py: &Python, spec: &Spec<'_>) -> Result<Outcom
                 ("POSTHOG_PROJECT_ID", posthog_stub::PROJECT_ID.to_string()),
                 ("LIBDEBUGGER_POLL_INTERVAL", "1".to_owned()),
             ];
-            let agent =
-                Agent::start_with(bin, &dir, &[], AGENT_CAPTURE_UNLIMITED, &env, &ctx.log_dir)?;
+            let agent = Agent::start_with(
+                &bin.bin,
+                &bin.helper,
+                &dir,
+                None,
+                AGENT_CAPTURE_UNLIMITED,
+                &env,
+                &ctx.log_dir,
+            )?;
             (Some(stub), agent)
         }
     };
@@ -183,10 +190,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let duration = ctx.pick(30.0, 3.0);
     let counts: &[usize] = if ctx.quick { &[1] } else { &[1, 10, 50] };
     let py = ctx.main_python().cloned();
-    let ready: Result<(PathBuf, Python), String> = match (ctx.agent(), py) {
+    let ready: Result<(AgentPieces, Python), String> = match (ctx.agent(), py) {
         (Err(why), _) => Err(why),
         (_, None) => Err("no supported Python interpreter installed".into()),
-        (Ok(bin), Some(py)) => Ok((bin, py)),
+        (Ok(pieces), Some(py)) => Ok((pieces, py)),
     };
     for sink in [Sink::File, Sink::Posthog] {
         for &procs in counts {

@@ -1,12 +1,11 @@
 //! B6: the agent's footprint with idle attached processes (`b6_idle.py`) and 10 breakpoints
 //! armed in each, at 1, 10 and 50 processes: VmRSS from /proc/<agent>/status (the largest seen
 //! during the window) and CPU from /proc/<agent>/stat utime+stime over the window.
-use crate::bench::Ctx;
 use crate::bench::agent::{Agent, Breakpoint, clock_ticks_per_s};
 use crate::bench::pyproc::{Proc, Python, num};
 use crate::bench::report::{Row, Verdict};
+use crate::bench::{AgentPieces, Ctx};
 use anyhow::{Result, anyhow};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 struct Footprint {
@@ -17,7 +16,7 @@ struct Footprint {
 
 fn measure(
     ctx: &Ctx,
-    bin: &Path,
+    bin: &AgentPieces,
     py: &Python,
     procs: usize,
     window: Duration,
@@ -58,7 +57,8 @@ fn measure(
     }
     let ids: Vec<String> = bps.iter().map(|b| b.id.clone()).collect();
     let agent = Agent::start(
-        bin,
+        &bin.bin,
+        &bin.helper,
         &ctx.work_dir.join(format!("b6-{procs}")),
         &bps,
         "",
@@ -91,10 +91,10 @@ fn measure(
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let window = Duration::from_secs(ctx.pick(20, 3));
     let counts: &[usize] = if ctx.quick { &[1] } else { &[1, 10, 50] };
-    let ready: Result<(PathBuf, Python), String> = match (ctx.agent(), ctx.main_python()) {
+    let ready: Result<(AgentPieces, Python), String> = match (ctx.agent(), ctx.main_python()) {
         (Err(why), _) => Err(why),
         (_, None) => Err("no supported Python interpreter installed".into()),
-        (Ok(bin), Some(py)) => Ok((bin, py.clone())),
+        (Ok(pieces), Some(py)) => Ok((pieces, py.clone())),
     };
     for &procs in counts {
         let what = format!(

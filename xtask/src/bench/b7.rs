@@ -164,7 +164,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         reps: ctx.pick(3, 2),
     };
     let pairs = ctx.pick(5, 1);
-    let agent = ctx.agent();
+    let agent = ctx.agent_bin();
     per_python(
         ctx,
         rows,

@@ -79,13 +79,27 @@ impl Ctx {
         self.pieces.helper(self.main_python())
     }
 
-    /// The agent binary, or the reason it cannot be used.
-    pub fn agent(&self) -> Result<PathBuf, String> {
+    /// The agent binary (for `trace`), or the reason it cannot be used.
+    pub fn agent_bin(&self) -> Result<PathBuf, String> {
         if !self.root {
             return Err("needs root (the agent uses ptrace and eBPF): run as root".into());
         }
         self.pieces.agent()
     }
+
+    /// The agent and the helper it injects, or the reason they cannot be used.
+    pub fn agent(&self) -> Result<AgentPieces, String> {
+        let bin = self.agent_bin()?;
+        let helper = self.helper()?.join("libdebugger_helper.abi3.so");
+        Ok(AgentPieces { bin, helper })
+    }
+}
+
+/// What `libdebugger-agent run` needs.
+pub struct AgentPieces {
+    pub bin: PathBuf,
+    /// The helper library it injects (`--helper`).
+    pub helper: PathBuf,
 }
 
 /// Runs the selected figures, prints the table and writes the report.
