@@ -42,6 +42,64 @@ struct Outcome {
     status: serde_json::Value,
 }
 
+impl Outcome {
+    /// A counter of the breakpoint in the agent's status (summed over what the helpers
+    /// reported), if present.
+    fn counter(&self, name: &str) -> Option<u64> {
+        self.status["breakpoints"]
+            .as_array()?
+            .iter()
+            .find(|b| b["id"] == BP_ID)?["counters"][name]
+            .as_u64()
+    }
+
+    /// Snapshots the helpers took (what entered the pipeline): the `captured` counter, or every
+    /// call if the status has no counters.
+    fn captured(&self) -> u64 {
+        self.counter("captured").unwrap_or(self.calls)
+    }
+
+    /// Snapshots that entered the pipeline and did not arrive.
+    fn lost(&self) -> u64 {
+        self.captured().saturating_sub(self.received)
+    }
+
+    /// Calls the helpers' rate limits turned away: then the helper, not the pipeline, set the
+    /// rate.
+    fn rate_limited(&self) -> u64 {
+        self.counter("rate_limited").unwrap_or(0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} breakpoint calls, {} snapshots taken, {} rate-limited in the helper, {} arrived, {} lost in the pipeline",
+            self.calls,
+            self.captured(),
+            self.rate_limited(),
+            self.received,
+            self.lost()
+        )
+    }
+
+    fn raw(&self) -> serde_json::Value {
+        serde_json::json!({
+            "calls": self.calls, "captured": self.captured(), "rate_limited": self.rate_limited(),
+            "received": self.received, "lost": self.lost(), "span_s": self.span_s,
+            "agent_status": self.status
+        })
+    }
+}
+
+/// Why a run says nothing about the pipeline, if it does not.
+fn capped_by_helper(o: &Outcome) -> Option<String> {
+    (o.rate_limited() > 0).then(|| {
+        format!(
+            "the helper's rate limits, not the pipeline, set the rate ({}); the agent gives the helper no way to lift them: `[capture]` reaches it as settings.capture, which it ignores, and breakpoints carry no limits",
+            o.describe()
+        )
+    })
+}
+
 fn emit_line() -> Result<(String, u32)> {
     let path = scripts_dir().join(SCRIPT);
     let text = std::fs::read_to_string(&path)?;
@@ -186,6 +244,11 @@ fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result
     })
 }
 
+/// N/A with the reason, keeping what was observed in `raw`.
+fn return_na(row: Row, why: String, raw: serde_json::Value) -> Row {
+    row.not_available(why).raw(raw)
+}
+
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let duration = ctx.pick(30.0, 3.0);
     let counts: &[usize] = if ctx.quick { &[1] } else { &[1, 10, 50] };
@@ -223,27 +286,42 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                     "posthog"
                 }
             );
-            rows.push(match one_run(ctx, bin, py, &Spec { sink, procs, rate: 0.0, duration, tag: &tag }) {
-                Err(e) => row.not_available(format!("{e:#}")),
-                Ok(o) => {
-                    let rate = o.received as f64 / o.span_s;
-                    let lost = o.calls.saturating_sub(o.received);
-                    let mut row = row
-                        .runs(1)
-                        .verdict(Verdict::check(rate >= 20_000.0))
-                        .note(format!(
-                            "{} events in {:.1} s ({duration} s of emitting); {} breakpoint calls; lost {lost} ({:.2} %)",
-                            o.received,
-                            o.span_s,
-                            o.calls,
-                            100.0 * lost as f64 / o.calls.max(1) as f64
-                        ))
-                        .raw(serde_json::json!({"calls": o.calls, "received": o.received, "lost": lost, "span_s": o.span_s, "agent_status": o.status}));
-                    row.value = Some(rate);
-                    row.samples = Some(o.received as usize);
-                    row
-                }
-            });
+            rows.push(
+                match one_run(
+                    ctx,
+                    bin,
+                    py,
+                    &Spec {
+                        sink,
+                        procs,
+                        rate: 0.0,
+                        duration,
+                        tag: &tag,
+                    },
+                ) {
+                    Err(e) => row.not_available(format!("{e:#}")),
+                    Ok(o) => {
+                        if let Some(why) = capped_by_helper(&o) {
+                            return_na(row, why, o.raw())
+                        } else {
+                            let rate = o.received as f64 / o.span_s;
+                            let mut row = row
+                                .runs(1)
+                                .verdict(Verdict::check(rate >= 20_000.0))
+                                .note(format!(
+                                    "{} over {:.1} s ({duration} s of emitting); loss {:.3} %",
+                                    o.describe(),
+                                    o.span_s,
+                                    100.0 * o.lost() as f64 / o.captured().max(1) as f64
+                                ))
+                                .raw(o.raw());
+                            row.value = Some(rate);
+                            row.samples = Some(o.received as usize);
+                            row
+                        }
+                    }
+                },
+            );
         }
         // Zero loss at 5,000 events/s.
         let mut row = Row::new(
@@ -268,19 +346,35 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                 "posthog"
             }
         );
-        rows.push(match one_run(ctx, bin, py, &Spec { sink, procs: 1, rate: 5000.0, duration, tag: &tag }) {
-            Err(e) => row.not_available(format!("{e:#}")),
-            Ok(o) => {
-                let lost = o.calls.saturating_sub(o.received);
-                let mut row = row
-                    .runs(1)
-                    .verdict(Verdict::check(lost == 0))
-                    .note(format!("{} calls, {} events arrived over {duration} s", o.calls, o.received))
-                    .raw(serde_json::json!({"calls": o.calls, "received": o.received, "lost": lost, "agent_status": o.status}));
-                row.value = Some(lost as f64);
-                row.samples = Some(o.calls as usize);
-                row
-            }
-        });
+        rows.push(
+            match one_run(
+                ctx,
+                bin,
+                py,
+                &Spec {
+                    sink,
+                    procs: 1,
+                    rate: 5000.0,
+                    duration,
+                    tag: &tag,
+                },
+            ) {
+                Err(e) => row.not_available(format!("{e:#}")),
+                Ok(o) => {
+                    if let Some(why) = capped_by_helper(&o) {
+                        return_na(row, why, o.raw())
+                    } else {
+                        let mut row = row
+                            .runs(1)
+                            .verdict(Verdict::check(o.lost() == 0))
+                            .note(format!("{} over {duration} s", o.describe()))
+                            .raw(o.raw());
+                        row.value = Some(o.lost() as f64);
+                        row.samples = Some(o.captured() as usize);
+                        row
+                    }
+                }
+            },
+        );
     }
 }
