@@ -160,6 +160,8 @@ def run_helper(module, path, line, depth, iterations, rounds):
 
     probe_block()
     unarmed, armed, cpu_per_snapshot = [], [], []
+    captured = 0  # the helper's counters start afresh each time the breakpoint is re-added
+    status = None
     per_block = max(1, min(500, iterations // rounds))  # below the helper's queue capacity
     timed_block(per_block, [])  # warm up
     for _ in range(rounds):
@@ -168,8 +170,8 @@ def run_helper(module, path, line, depth, iterations, rounds):
         _benchlib.arm(helper, [bp], settings)
         cpu_b = timed_block(per_block, armed)
         cpu_per_snapshot.append((cpu_b - cpu_a) / per_block)
-    status = helper.status()
-    captured = _benchlib.counter(status, "b2-frame", ("captured", "snapshots", "emitted"))
+        status = helper.status()
+        captured += _benchlib.counter(status, "b2-frame", ("captured", "snapshots", "emitted"))
     helper.set_breakpoints([])
     # Event size, with a sink (not during the timing: a Python sink costs GIL time).
     sink = _benchlib.Sink()
