@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                     .verdict(Verdict::check(ok));
                 row.samples = None;
                 row = row.note(
-                    "one fresh process per trial; includes the status poll (a `status --json` call, a few ms)",
+                    "one fresh process per trial; polls the agent's status on its control socket",
                 );
                 if !errors.is_empty() {
                     row = row.note(format!(
