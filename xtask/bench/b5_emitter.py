@@ -1,6 +1,6 @@
 """B5: a process that hits a breakpoint at a given rate, for pipeline throughput.
 
-    python3 b5_emitter.py --rate R|0 --duration S [--wait-go] [--libdebugger-bench]
+    python3 b5_emitter.py --rate R|0 --duration S [--wait-go] [--linger] [--libdebugger-bench]
 
 Calls `hit(i)` (its marked line carries the breakpoint the agent arms) R times per second
 (0 = as fast as it can) for S seconds, pacing in 1 ms slices. Prints {"ready": pid, "line": L}
@@ -30,6 +30,9 @@ def main():
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--wait-go", action="store_true")
+    ap.add_argument("--linger", action="store_true",
+                    help="after the result, wait for a line on stdin before exiting (the agent "
+                         "reports this process's counters only while it lives)")
     ap.add_argument(_benchlib.TAG, action="store_true")
     args = ap.parse_args()
     here = os.path.abspath(__file__)
@@ -62,6 +65,8 @@ def main():
     elapsed = time.perf_counter() - t0
     _benchlib.emit({"calls": calls, "elapsed_s": elapsed, "rate": calls / elapsed,
                     "python": _benchlib.python_version()})
+    if args.linger:
+        sys.stdin.readline()
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let p = Params {
         requests: ctx.pick(20_000, 3_000),
         pairs: ctx.pick(6, 2),
-        aa_pairs: ctx.pick(4, 1),
+        aa_pairs: ctx.pick(3, 1),
     };
     let note = format!(
         "{} requests per run; value = median of per-pair ratios of process CPU time, with/without",

@@ -53,10 +53,10 @@ impl Outcome {
             .as_u64()
     }
 
-    /// Snapshots the helpers took (what entered the pipeline): the `captured` counter, or every
-    /// call if the status has no counters.
+    /// Snapshots the helpers took (what entered the pipeline): the `captured` counter (0 if the
+    /// status has none; [`capped_by_helper`] makes such a run N/A).
     fn captured(&self) -> u64 {
-        self.counter("captured").unwrap_or(self.calls)
+        self.counter("captured").unwrap_or(0)
     }
 
     /// Snapshots that entered the pipeline and did not arrive.
@@ -64,10 +64,12 @@ impl Outcome {
         self.captured().saturating_sub(self.received)
     }
 
-    /// Calls the helpers' rate limits turned away: then the helper, not the pipeline, set the
+    /// Calls the helpers' budgets turned away (rate-limited, process cap, CPU throttle): then the helper, not the pipeline, set the
     /// rate.
     fn rate_limited(&self) -> u64 {
         self.counter("rate_limited").unwrap_or(0)
+            + self.counter("process_capped").unwrap_or(0)
+            + self.counter("throttled").unwrap_or(0)
     }
 
     fn describe(&self) -> String {
@@ -92,6 +94,20 @@ impl Outcome {
 
 /// Why a run says nothing about the pipeline, if it does not.
 fn capped_by_helper(o: &Outcome) -> Option<String> {
+    if o.counter("hits").unwrap_or(0) < o.calls {
+        return Some(format!(
+            "the helpers' counters in the agent's status do not account for every call ({} hits reported of {} calls, 15 s after the end): loss cannot be told from rate limiting ({} arrived)",
+            o.counter("hits").unwrap_or(0),
+            o.calls,
+            o.received
+        ));
+    }
+    if o.counter("captured").is_none() {
+        return Some(format!(
+            "the agent's status has no `captured` counter for the breakpoint: loss cannot be told from rate limiting ({} calls, {} arrived)",
+            o.calls, o.received
+        ));
+    }
     (o.rate_limited() > 0).then(|| {
         format!(
             "the helper's rate limits, not the pipeline, set the rate ({}); the agent gives the helper no way to lift them: `[capture]` reaches it as settings.capture, which it ignores, and breakpoints carry no limits",
@@ -190,6 +206,7 @@ fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result
         "--duration".to_owned(),
         duration.to_string(),
         "--wait-go".to_owned(),
+        "--linger".to_owned(),
     ]);
     let mut emitters = Vec::with_capacity(procs);
     for _ in 0..procs {
@@ -231,7 +248,24 @@ fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result
             break;
         }
     }
-    let status = agent.status().unwrap_or_default();
+    // Counters while the emitters still live (they linger until told to exit). The helpers
+    // report them every few seconds: wait (≤ 15 s) until they account for every call.
+    let hits_of = |st: &serde_json::Value| {
+        st["breakpoints"]
+            .as_array()
+            .and_then(|l| l.iter().find(|b| b["id"] == BP_ID))
+            .and_then(|b| b["counters"]["hits"].as_u64())
+            .unwrap_or(0)
+    };
+    let mut status = agent.status().unwrap_or_default();
+    let wait = Instant::now();
+    while hits_of(&status) < calls && wait.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(250));
+        status = agent.status().unwrap_or_default();
+    }
+    for e in &mut emitters {
+        let _ = e.go();
+    }
     drop(emitters);
     agent.stop()?;
     // The events file of a max-rate run is large: keep the disk free.
@@ -258,6 +292,9 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         (_, None) => Err("no supported Python interpreter installed".into()),
         (Ok(pieces), Some(py)) => Ok((pieces, py)),
     };
+    // Once a run shows the helper's budgets, not the pipeline, set the rate, the other runs
+    // would show the same: they are reported N/A without spending 30 s each.
+    let mut capped: Option<String> = None;
     for sink in [Sink::File, Sink::Posthog] {
         for &procs in counts {
             let mut row = Row::new(
@@ -278,6 +315,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                 Ok(x) => x,
             };
             row = row.python(&py.version);
+            if let Some(why) = &capped {
+                rows.push(row.not_available(format!("not run: {why}")));
+                continue;
+            }
             let tag = format!(
                 "{}-max-{procs}",
                 if sink == Sink::File {
@@ -302,7 +343,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                     Err(e) => row.not_available(format!("{e:#}")),
                     Ok(o) => {
                         if let Some(why) = capped_by_helper(&o) {
-                            return_na(row, why, o.raw())
+                            {
+                                capped = Some(why.clone());
+                                return_na(row, why, o.raw())
+                            }
                         } else {
                             let rate = o.received as f64 / o.span_s;
                             let mut row = row
@@ -338,6 +382,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             Ok(x) => x,
         };
         row = row.python(&py.version);
+        if let Some(why) = &capped {
+            rows.push(row.not_available(format!("not run: {why}")));
+            continue;
+        }
         let tag = format!(
             "{}-5000",
             if sink == Sink::File {
@@ -362,7 +410,10 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                 Err(e) => row.not_available(format!("{e:#}")),
                 Ok(o) => {
                     if let Some(why) = capped_by_helper(&o) {
-                        return_na(row, why, o.raw())
+                        {
+                            capped = Some(why.clone());
+                            return_na(row, why, o.raw())
+                        }
                     } else {
                         let mut row = row
                             .runs(1)
