@@ -246,9 +246,9 @@ impl Agent {
         proc_cpu_ticks(self.pid())
     }
 
-    /// SIGTERM, then wait ≤ 10 s.
+    /// SIGTERM, then wait ≤ 30 s (it removes its breakpoints from every process first).
     pub fn stop(mut self) -> Result<()> {
-        self.proc.terminate(Duration::from_secs(10)).map(|_| ())
+        self.proc.terminate(Duration::from_secs(30)).map(|_| ())
     }
 }
 
@@ -256,7 +256,7 @@ impl Drop for Agent {
     /// SIGTERM (the agent removes its breakpoints from every process on the way out), not the
     /// SIGKILL a dropped [`Proc`] gets.
     fn drop(&mut self) {
-        let _ = self.proc.terminate(Duration::from_secs(10));
+        let _ = self.proc.terminate(Duration::from_secs(30));
     }
 }
 

@@ -164,15 +164,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         machine,
         quick: args.quick,
         duration_s: started.elapsed().as_secs_f64(),
+        build_s: ctx.pieces.build_s.get(),
         rows,
     };
     report.write(&out_dir)?;
     println!("{}", report.table());
     print!("{}", report.notes_text());
     println!(
-        "\nreport: {} ({:.0} s{})",
+        "\nreport: {} ({:.0} s, of which {:.0} s building{})",
         out_dir.join("report.json").display(),
         report.duration_s,
+        report.build_s,
         if args.quick { ", quick" } else { "" }
     );
     Ok(())

@@ -38,6 +38,8 @@ burst = 1e9
 /// Finds and builds pieces lazily, once each.
 pub struct Pieces {
     build: bool,
+    /// Seconds spent building (not part of the 15-minute measuring budget).
+    pub build_s: std::cell::Cell<f64>,
     helper: OnceCell<Result<PathBuf, Missing>>,
     agent: OnceCell<Result<PathBuf, Missing>>,
 }
@@ -48,6 +50,7 @@ impl Pieces {
     pub fn new(build: bool) -> Self {
         Self {
             build,
+            build_s: std::cell::Cell::new(0.0),
             helper: OnceCell::new(),
             agent: OnceCell::new(),
         }
@@ -57,13 +60,23 @@ impl Pieces {
     /// and has the interface the figures use.
     pub fn helper(&self, probe_with: Option<&Python>) -> Result<PathBuf, Missing> {
         self.helper
-            .get_or_init(|| find_helper(self.build, probe_with))
+            .get_or_init(|| self.timed(|| find_helper(self.build, probe_with)))
             .clone()
     }
 
     /// The agent binary, if it is built.
     pub fn agent(&self) -> Result<PathBuf, Missing> {
-        self.agent.get_or_init(|| find_agent(self.build)).clone()
+        self.agent
+            .get_or_init(|| self.timed(|| find_agent(self.build)))
+            .clone()
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t0 = std::time::Instant::now();
+        let out = f();
+        self.build_s
+            .set(self.build_s.get() + t0.elapsed().as_secs_f64());
+        out
     }
 }
 

@@ -70,7 +70,12 @@ impl Proc {
         let stderr_path = log_dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
-        let what = format!("{cmd:?}");
+        // Program and arguments (not the environment `{cmd:?}` would show), for messages.
+        let what = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

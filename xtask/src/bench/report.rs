@@ -18,8 +18,10 @@ pub struct Report {
     pub machine: Machine,
     /// `--quick`: a smoke run with far fewer samples; its numbers are not figures to quote.
     pub quick: bool,
-    /// Wall time of the whole run, seconds.
+    /// Wall time of the whole run, seconds (builds included).
     pub duration_s: f64,
+    /// Of which building the helper and the agent, seconds.
+    pub build_s: f64,
     pub rows: Vec<Row>,
 }
 
@@ -419,6 +421,7 @@ mod tests {
             machine: Machine::collect(),
             quick: true,
             duration_s: 0.0,
+            build_s: 0.0,
             rows: vec![
                 na("3.11.7"),
                 na("3.12.1"),
@@ -460,6 +463,7 @@ mod tests {
             machine: Machine::collect(),
             quick: true,
             duration_s: 0.0,
+            build_s: 0.0,
             rows: vec![
                 Row::new("B2", "plain capture", "µs")
                     .python("3.12.1")
