@@ -1,7 +1,7 @@
 //! `ldbg_emit`: uprobe on the helper's exported `void ldbg_emit(const uint8_t *ptr, size_t len)`.
 //! Copies `min(len, MAX_CHUNK)` bytes out of the helper into `EMIT_EVENTS`, after an
 //! `EmitRecordHeader`. A full ring or a failed read is counted in `DROPS`, never silent.
-use crate::maps::{EMIT_EVENTS, EMIT_SCRATCH, EMIT_SCRATCH_LEN, count_drop};
+use crate::maps::{EMIT_EVENTS, EMIT_SCRATCH, count_drop};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
     macros::uprobe,
@@ -13,8 +13,6 @@ use libdebugger_common::{
 };
 
 const HEADER_LEN: usize = core::mem::size_of::<EmitRecordHeader>();
-// The mask trick below needs a power of two.
-const _: () = assert!(MAX_CHUNK.is_power_of_two());
 
 #[uprobe]
 pub fn ldbg_emit(ctx: ProbeContext) -> u32 {
@@ -28,20 +26,19 @@ fn try_ldbg_emit(ctx: &ProbeContext) -> Result<(), ()> {
     let requested: u64 = ctx.arg(1).ok_or(())?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let scratch = EMIT_SCRATCH.get_ptr_mut(0).ok_or(())?;
-    // Verifier: "R2 unbounded memory access, use 'var &= const' or 'if (var < const)'" without
-    // a bound it can see. Both branches leave len in [0, MAX_CHUNK].
-    let len = if requested >= MAX_CHUNK as u64 {
-        MAX_CHUNK as u64
-    } else {
-        requested & (MAX_CHUNK as u64 - 1)
-    };
+    // Bound the copy to the scratch buffer with a comparison the verifier sees. Without it
+    // (passing `requested` through) the load fails at the bpf_probe_read_user call with:
+    //   "R2 min value is negative, either use unsigned or 'var &= const'"
+    // With it, the verifier knows len <= MAX_CHUNK, so both the read into the scratch value
+    // (16 + MAX_CHUNK bytes) and the bpf_ringbuf_output of HEADER_LEN + len bytes are in bounds.
+    let len = requested.min(MAX_CHUNK as u64);
     let header = EmitRecordHeader {
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         len: len as u32,
         requested_len: requested.min(u64::from(u32::MAX)) as u32,
     };
-    // SAFETY: `scratch` is this CPU's EMIT_SCRATCH entry (EMIT_SCRATCH_LEN bytes); the header
+    // SAFETY: `scratch` is this CPU's EMIT_SCRATCH entry (header + MAX_CHUNK bytes); the header
     // fits at its start and the payload (len <= MAX_CHUNK) after it.
     unsafe {
         core::ptr::write_unaligned(scratch.cast::<EmitRecordHeader>(), header);
@@ -51,9 +48,6 @@ fn try_ldbg_emit(ctx: &ProbeContext) -> Result<(), ()> {
             return Err(());
         }
         let total = HEADER_LEN + len as usize;
-        if total > EMIT_SCRATCH_LEN {
-            return Err(()); // unreachable; tells the verifier `total` is bounded
-        }
         let record = core::slice::from_raw_parts(scratch.cast::<u8>(), total);
         if EMIT_EVENTS.output(record, 0).is_err() {
             count_drop(drop_counter::EMIT_RING_FULL);

@@ -21,6 +21,19 @@ use pyo3::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Redaction verdicts by str address for the current redactor (see `Capturer::redact_with`).
+/// Only locked with the GIL held, never across Python calls.
+type RedactCache = (usize, crate::fasthash::FastMap<usize, (Py<PyAny>, bool)>);
+static REDACT_CACHE: std::sync::LazyLock<parking_lot::Mutex<RedactCache>> =
+    std::sync::LazyLock::new(|| parking_lot::Mutex::new((0, crate::fasthash::FastMap::default())));
+
+/// Drops the redaction cache (shutdown, settings change).
+pub fn clear_redact_cache() {
+    let mut c = REDACT_CACHE.lock();
+    c.0 = 0;
+    c.1.clear();
+}
+
 /// Per-breakpoint capture limits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
@@ -106,7 +119,34 @@ impl<'a, 'py> Capturer<'a, 'py> {
 
     /// Whether a name's value must be redacted; records it if so.
     pub fn redact(&mut self, name: &str) -> bool {
-        if self.redactor.is_sensitive(name) {
+        self.redact_with(name, std::ptr::null_mut())
+    }
+
+    /// Like [`Self::redact`]; `key` (when non-null) is the Python str the name came from: exact
+    /// str keys (interned names, mostly) are cached by address, holding a reference so the
+    /// address cannot be reused by another string while cached.
+    fn redact_with(&mut self, name: &str, key: *mut ffi::PyObject) -> bool {
+        let sensitive = if key.is_null() {
+            self.redactor.is_sensitive(name)
+        } else {
+            let redactor_id = self.redactor as *const Redactor as usize;
+            let mut cache = REDACT_CACHE.lock();
+            if cache.0 != redactor_id || cache.1.len() >= 4096 {
+                cache.0 = redactor_id;
+                cache.1.clear();
+            }
+            match cache.1.get(&(key as usize)) {
+                Some((_, v)) => *v,
+                None => {
+                    let v = self.redactor.is_sensitive(name);
+                    // SAFETY: key is a live str; we keep a new reference in the cache.
+                    let keep = unsafe { Bound::from_borrowed_ptr(self.py, key) }.unbind();
+                    cache.1.insert(key as usize, (keep, v));
+                    v
+                }
+            }
+        };
+        if sensitive {
             if self.redacted.len() < 32 && !self.redacted.iter().any(|n| n == name) {
                 self.redacted.push(name.to_string());
             }
@@ -164,7 +204,13 @@ impl<'a, 'py> Capturer<'a, 'py> {
             // SAFETY: k is a live key.
             let key = unsafe { self.key_string(k) };
             self.bytes += key.len() + 4;
-            let val = if self.redact(&key) {
+            // SAFETY: k is a live key; exact str keys may be cached by address.
+            let cache_key = if unsafe { ffi::PyUnicode_CheckExact(k) } != 0 {
+                k
+            } else {
+                std::ptr::null_mut()
+            };
+            let val = if self.redact_with(&key, cache_key) {
                 Value::Redacted
             } else {
                 // SAFETY: v is a live value.
@@ -587,15 +633,24 @@ unsafe fn int_value(py: Python<'_>, o: *mut ffi::PyObject) -> Value {
 }
 
 /// `int.bit_length(o)` through `int`'s own method (never a subclass override).
+static BIT_LENGTH: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
+
+/// Resolves `int.bit_length` at module load.
+pub fn init(py: Python<'_>) {
+    let _ = int_bit_length(py, std::ptr::null_mut());
+}
+
 fn int_bit_length(py: Python<'_>, o: *mut ffi::PyObject) -> Option<u64> {
-    static M: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
-    let m = M.get_or_init(|| {
+    let m = BIT_LENGTH.get_or_init(|| {
         py.get_type::<pyo3::types::PyInt>()
             .getattr("bit_length")
             .ok()
             .map(Bound::unbind)
     });
     let m = m.as_ref()?.bind(py);
+    if o.is_null() {
+        return None;
+    }
     // SAFETY: o is a live int; borrowed into a Bound for the call.
     let arg = unsafe { Bound::from_borrowed_ptr(py, o) };
     match m.call1((arg,)) {

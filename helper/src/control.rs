@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, LazyLock};
 
 /// Errors of the control path (reported to the caller; never raised into the application).
@@ -25,6 +26,9 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
+    /// The control path was entered again from inside itself (e.g. by an import it caused).
+    #[error("breakpoint update skipped: the helper is already applying an update on this thread")]
+    Reentrant,
     /// A Python call of the control path failed.
     #[error("python error while applying breakpoints: {message}")]
     Python { message: String },
@@ -49,6 +53,8 @@ pub enum Status {
 /// A breakpoint the control path manages.
 struct Managed {
     bp: Arc<Bp>,
+    /// An error no re-resolution can fix (condition syntax, invalid line).
+    permanent_error: bool,
     /// Code objects it is armed on (strong references keep their addresses unique).
     codes: Vec<Py<PyAny>>,
     status: Status,
@@ -58,8 +64,8 @@ struct Managed {
 struct Armed {
     code: Py<PyAny>,
     lines: BTreeSet<u32>,
-    /// 3.11: the swapped-in instrumented copy.
-    swap: Option<crate::py311::Swap>,
+    /// 3.11: the swap that put the instrumented copy in place, and that copy.
+    swap: Option<(crate::py311::Swap, Py<PyAny>)>,
 }
 
 struct State {
@@ -225,8 +231,9 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<Py<PyAny>>, Stat
     for f in &groups[0].1 {
         if let Some(entries) = idx.by_file.get(*f) {
             for e in entries {
-                all_lines.extend(e.lines.iter().copied());
-                if e.lines.contains(&line) {
+                let lines = e.lines(py);
+                all_lines.extend(lines.iter().copied());
+                if lines.contains(&line) {
                     codes.push(e.code.clone_ref(py));
                 }
             }
@@ -478,7 +485,7 @@ fn arm_code(
     st: &mut State,
     code: &Py<PyAny>,
     lines: &BTreeSet<u32>,
-) -> Result<Option<crate::py311::Swap>, String> {
+) -> Result<Option<(crate::py311::Swap, Py<PyAny>)>, String> {
     if py_minor() >= 12 {
         let id = st.tool_id.ok_or("no tool id")?;
         let mut ev = event(py, "LINE").map_err(|e| e.to_string())?;
@@ -489,20 +496,41 @@ fn arm_code(
             .and_then(|m| m.call_method1("set_local_events", (id, code.bind(py), ev)))
             .map_err(|e| e.to_string())?;
         Ok(None)
+    } else if MANUAL_HOOK.load(SeqCst) {
+        // Test mode (see `set_manual_hook`): the code stays as it is; the test calls the hook.
+        Ok(None)
     } else {
         let cb = callback(py, st).map_err(|e| e.to_string())?;
         let lines: Vec<u32> = lines.iter().copied().collect();
         let new = crate::py311::instrument(py, code.bind(py), &lines, cb.bind(py))
             .map_err(|e| e.to_string())?;
         let swap = crate::py311::swap_in(py, code.bind(py), &new).map_err(|e| e.to_string())?;
-        Ok(Some(swap))
+        Ok(Some((swap, new.unbind())))
     }
 }
 
+/// 3.11 test mode: "arm" without patching, so tests can drive the hit path on 3.11 by calling
+/// the hook themselves, exactly as the patched bytecode will (`hook(code, line)`).
+static MANUAL_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Enables the 3.11 test mode and returns the hook (the same callback the patcher inserts).
+pub fn set_manual_hook(py: Python<'_>, on: bool) -> PyResult<Py<PyAny>> {
+    MANUAL_HOOK.store(on, SeqCst);
+    let Some(mut st) = lock_state(py) else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("busy"));
+    };
+    callback(py, &mut st)
+}
+
 fn disarm(py: Python<'_>, st: &State, a: Armed) {
-    if let Some(swap) = a.swap {
+    if let Some((swap, _instrumented)) = a.swap {
         if let Err(e) = swap.restore(py) {
-            e.print(py);
+            // Reported to the agent; never printed into the application's stderr.
+            send_json(
+                message_kind::STATUS,
+                json!({"error": format!("could not restore the original code object: {e}")})
+                    .to_string(),
+            );
         }
     } else if let Some(id) = st.tool_id {
         let _ = monitoring(py)
@@ -520,12 +548,63 @@ pub fn on_module_exec(py: Python<'_>, filename: &str) {
     let _ = apply_inner(py, None, Some(filename));
 }
 
+/// Thread currently holding STATE (0 when free), to refuse re-entrant use from the same thread
+/// (e.g. an import triggered while the control path runs).
+static STATE_OWNER: AtomicU64 = AtomicU64::new(0);
+
+fn thread_key() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// Holds STATE and records the owner thread.
+struct StateGuard(parking_lot::MutexGuard<'static, State>);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        STATE_OWNER.store(0, SeqCst);
+    }
+}
+
+impl std::ops::Deref for StateGuard {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StateGuard {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+/// Locks STATE without ever blocking while holding the GIL: the control path calls Python
+/// (which may switch threads), so another thread can hold STATE while waiting for the GIL.
+/// Returns None on re-entrant use from the thread that holds it.
+fn lock_state(py: Python<'_>) -> Option<StateGuard> {
+    let me = thread_key();
+    loop {
+        if let Some(g) = STATE.try_lock() {
+            STATE_OWNER.store(me, SeqCst);
+            return Some(StateGuard(g));
+        }
+        if STATE_OWNER.load(SeqCst) == me {
+            return None;
+        }
+        // Wait for the holder without the GIL, then retry with it.
+        py.detach(|| drop(STATE.lock()));
+    }
+}
+
 fn apply_inner(
     py: Python<'_>,
     desired: Option<Desired>,
     module_file: Option<&str>,
 ) -> Result<serde_json::Value, ControlError> {
-    let mut st = STATE.lock();
+    let Some(mut st) = lock_state(py) else {
+        return Err(ControlError::Reentrant);
+    };
     let mut changed = false;
     if let Some(d) = &desired
         && let Some(s) = &d.settings
@@ -537,6 +616,7 @@ fn apply_inner(
         b.cpu = CpuBudget::new(s.cpu_budget);
         drop(b);
         HOT.lock().redactor = Arc::new(Redactor::new(&s.redact_add, &s.redact_exclude));
+        crate::capture::clear_redact_cache();
     }
     let mut to_resolve: Vec<usize> = Vec::new();
     if let Some(d) = desired {
@@ -551,7 +631,8 @@ fn apply_inner(
         }
         for spec in d.breakpoints {
             if let Some(m) = keep.remove(&spec.id) {
-                if matches!(m.status, Status::Pending { .. }) {
+                // Retry anything not armed (pending, no tool id, file not loaded...).
+                if !m.permanent_error && !matches!(m.status, Status::Armed { .. }) {
                     to_resolve.push(st.bps.len());
                 }
                 st.bps.push(m);
@@ -567,6 +648,7 @@ fn apply_inner(
             }
             st.bps.push(Managed {
                 bp,
+                permanent_error: err.is_some(),
                 codes: Vec::new(),
                 status,
             });
@@ -574,8 +656,7 @@ fn apply_inner(
     }
     if let Some(f) = module_file {
         for (i, m) in st.bps.iter().enumerate() {
-            let ok = !matches!(&m.status, Status::Error { reason } if reason.starts_with("condition") || reason.starts_with("line"));
-            if ok
+            if !m.permanent_error
                 && resolve::path_matches(
                     &m.bp.spec.file,
                     f,
@@ -593,15 +674,36 @@ fn apply_inner(
         let idx = resolve::scan(py)?;
         st.last_scan_us = idx.scan_us;
         st.last_scan_objects = idx.objects_scanned;
+        // 3.11: functions now run our instrumented copies; a scan finds those, so map them back
+        // to the originals the table and the swaps are keyed by.
+        let originals: crate::fasthash::FastMap<usize, Py<PyAny>> = st
+            .armed
+            .values()
+            .filter_map(|a| {
+                a.swap
+                    .as_ref()
+                    .map(|(_, new)| (new.as_ptr() as usize, a.code.clone_ref(py)))
+            })
+            .collect();
         for i in to_resolve {
             let (codes, status) = resolve_bp(py, &idx, &st.bps[i].bp);
+            let codes: Vec<Py<PyAny>> = codes
+                .into_iter()
+                .map(|c| match originals.get(&(c.as_ptr() as usize)) {
+                    Some(orig) => orig.clone_ref(py),
+                    None => c,
+                })
+                .collect();
             let m = &mut st.bps[i];
-            // On reload the old code objects may still run (old references): keep them armed.
+            // The scan found every code object that can still run (old versions still referenced
+            // after a reload included); anything else is released.
+            let mut unique: Vec<Py<PyAny>> = Vec::with_capacity(codes.len());
             for c in codes {
-                if !m.codes.iter().any(|x| x.as_ptr() == c.as_ptr()) {
-                    m.codes.push(c);
+                if !unique.iter().any(|x| x.as_ptr() == c.as_ptr()) {
+                    unique.push(c);
                 }
             }
+            m.codes = unique;
             m.status = if m.codes.is_empty() {
                 status
             } else {
@@ -730,7 +832,7 @@ fn rearm(py: Python<'_>, st: &mut State) {
             table.retain(|(c, _), _| c != k);
         }
     }
-    let start_lines: HashMap<usize, u32> = st
+    let start_lines: crate::fasthash::FastMap<usize, u32> = st
         .armed
         .iter()
         .filter_map(|(k, a)| start_line(py, &a.code, &a.lines).map(|l| (*k, l)))
@@ -785,7 +887,9 @@ static WATCHED: LazyLock<Mutex<Vec<String>>> = LazyLock::new(|| Mutex::new(Vec::
 
 /// Status of every breakpoint plus process counters.
 pub fn status(py: Python<'_>) -> serde_json::Value {
-    let st = STATE.lock();
+    let Some(st) = lock_state(py) else {
+        return json!({"error": "busy"});
+    };
     let hook_errors = st.import_hook_errors
         + st.finder
             .as_ref()
@@ -815,20 +919,15 @@ pub fn stats_json() -> Option<String> {
     if output::EXITING.load(Relaxed) {
         return None;
     }
-    // STATE is only ever locked with the GIL held (so a fork never finds it locked).
-    Python::attach(|_py| stats_json_locked())
+    Python::attach(stats_json_locked)
 }
 
-fn stats_json_locked() -> Option<String> {
-    let st = STATE.lock();
+fn stats_json_locked(py: Python<'_>) -> Option<String> {
+    let st = lock_state(py)?;
     if st.bps.is_empty() {
         return None;
     }
-    let v: Vec<serde_json::Value> = st
-        .bps
-        .iter()
-        .map(|m| json!({"id": m.bp.spec.id, "counters": m.bp.counters.to_json()}))
-        .collect();
+    let v: Vec<serde_json::Value> = st.bps.iter().map(status_json).collect();
     Some(json!({"breakpoints": v, "pid": std::process::id()}).to_string())
 }
 
@@ -842,7 +941,9 @@ pub fn shutdown(py: Python<'_>) {
         }),
         None,
     );
-    let mut st = STATE.lock();
+    let Some(mut st) = lock_state(py) else {
+        return;
+    };
     release_tool(py, &mut st);
     if let Some(f) = st.finder.take() {
         crate::importhook::uninstall(py, f.bind(py));
@@ -854,7 +955,17 @@ pub fn shutdown(py: Python<'_>) {
 
 /// In a forked child: fresh budgets and counters; breakpoints stay armed.
 pub fn after_fork() {
-    let st = STATE.lock();
+    let st = match STATE.try_lock() {
+        Some(g) => g,
+        None => {
+            // Held by a thread that does not exist in this child (it was waiting for the GIL
+            // inside the control path when the parent forked): release it on its behalf.
+            // SAFETY: no thread of this process holds the guard; the child has one thread.
+            unsafe { STATE.force_unlock() };
+            STATE.lock()
+        }
+    };
+    STATE_OWNER.store(0, SeqCst);
     let settings = st.settings.clone();
     for m in &st.bps {
         m.bp.counters.reset();
@@ -882,8 +993,10 @@ pub fn after_fork() {
 }
 
 /// Queue capacity from the settings.
-pub fn queue_capacity() -> usize {
-    STATE.lock().settings.queue_capacity
+pub fn queue_capacity(py: Python<'_>) -> usize {
+    lock_state(py)
+        .map(|s| s.settings.queue_capacity)
+        .unwrap_or(256)
 }
 
 static LAST_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -21,6 +21,8 @@ unsafe extern "C" {
     pub fn PyFrame_GetGlobals(frame: *mut PyFrameObject) -> *mut PyObject;
     /// 3.11+: the frame's builtins dict (new reference).
     pub fn PyFrame_GetBuiltins(frame: *mut PyFrameObject) -> *mut PyObject;
+    /// 3.11+: the frame's last instruction offset (bytes), or -1.
+    pub fn PyFrame_GetLasti(frame: *mut PyFrameObject) -> std::ffi::c_int;
 }
 
 /// `PyObject *PyFrame_GetVar(PyFrameObject *frame, PyObject *name)` (3.12+).
@@ -41,4 +43,71 @@ pub fn frame_get_var() -> Option<GetVarFn> {
             }
         }
     })
+}
+
+/// `PyUnstable_InterpreterFrame_GetCode` / `_GetLasti` / `_GetLine` (3.12+): read an
+/// interpreter frame without materialising a frame object for it.
+#[derive(Clone, Copy)]
+pub struct InterpFrameApi {
+    /// Strong reference to the frame's code object.
+    pub get_code: unsafe extern "C" fn(*mut std::ffi::c_void) -> *mut PyObject,
+    /// Last instruction offset in bytes.
+    pub get_lasti: unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int,
+    /// Current line number.
+    pub get_line: unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int,
+}
+
+/// The `PyUnstable_InterpreterFrame_*` functions, when exported (3.12+).
+pub fn interp_frame_api() -> Option<InterpFrameApi> {
+    static F: OnceLock<Option<InterpFrameApi>> = OnceLock::new();
+    *F.get_or_init(|| {
+        // SAFETY: dlsym lookups by NUL-terminated names; each symbol, when present, has the C
+        // signature declared in CPython 3.12/3.13's `cpython/frameobject.h`.
+        unsafe {
+            let code = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"PyUnstable_InterpreterFrame_GetCode".as_ptr(),
+            );
+            let lasti = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"PyUnstable_InterpreterFrame_GetLasti".as_ptr(),
+            );
+            let line = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"PyUnstable_InterpreterFrame_GetLine".as_ptr(),
+            );
+            if code.is_null() || lasti.is_null() || line.is_null() {
+                return None;
+            }
+            Some(InterpFrameApi {
+                get_code: std::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut std::ffi::c_void) -> *mut PyObject,
+                >(code),
+                get_lasti: std::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int,
+                >(lasti),
+                get_line: std::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int,
+                >(line),
+            })
+        }
+    })
+}
+
+/// Layout facts of CPython 3.12 and 3.13 (x86_64 and every LP64 target; identical in both
+/// versions, checked against `Include/cpython/frameobject.h` / `Include/internal/pycore_frame.h`
+/// of 3.12.1 and 3.13.0). Used only on those two minor versions.
+pub mod frame_layout {
+    /// `PyFrameObject.f_frame` (after PyObject_HEAD and `f_back`).
+    pub const FRAME_OBJECT_F_FRAME: usize = 24;
+    /// `_PyInterpreterFrame.previous`.
+    pub const INTERP_PREVIOUS: usize = 8;
+    /// `_PyInterpreterFrame.owner` (after 7 pointers + instr pointer, `int stacktop`,
+    /// `uint16_t return_offset`).
+    pub const INTERP_OWNER: usize = 70;
+    /// `FRAME_OWNED_BY_CSTACK`: a shim/entry frame that is not Python code.
+    pub const OWNED_BY_CSTACK: u8 = 3;
 }

@@ -5,6 +5,7 @@ use crate::budget::{CpuBudget, TokenBucket};
 use crate::capture::{Capturer, Limits, Truncations};
 use crate::condition::Condition;
 use crate::eval::{Scope, eval_condition};
+use crate::fasthash::FastMap;
 use crate::output::{self, Msg};
 use crate::redact::Redactor;
 use crate::spec::BreakpointSpec;
@@ -12,7 +13,6 @@ use crate::value::Value;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
@@ -90,17 +90,17 @@ pub struct Binding {
 /// What the callback reads; replaced wholesale by the control path. Never locked while Python
 /// code runs.
 pub struct Hot {
-    pub table: HashMap<(usize, u32), Arc<[Binding]>>,
+    pub table: FastMap<(usize, u32), Arc<[Binding]>>,
     /// 3.13+: code objects whose breakpoint line shares the function's first line, where
     /// sys.monitoring reports no LINE event (see `control::start_line`): PY_START stands in.
-    pub start_lines: HashMap<usize, u32>,
+    pub start_lines: FastMap<usize, u32>,
     pub redactor: Arc<Redactor>,
 }
 
 pub static HOT: LazyLock<Mutex<Hot>> = LazyLock::new(|| {
     Mutex::new(Hot {
-        table: HashMap::new(),
-        start_lines: HashMap::new(),
+        table: FastMap::default(),
+        start_lines: FastMap::default(),
         redactor: Arc::new(Redactor::default()),
     })
 });
@@ -239,11 +239,11 @@ unsafe fn callback_body(
     // SAFETY: nargs >= 2 checked above.
     let (code, line) = unsafe { (*args, *args.add(1)) };
     // SAFETY: GIL held; the borrowed current frame is only compared by address.
-    let frame = unsafe { ffi::PyEval_GetFrame() } as usize;
+    let current_frame = || unsafe { ffi::PyEval_GetFrame() } as usize;
     let line = if start {
         match HOT.lock().start_lines.get(&(code as usize)) {
             Some(l) => {
-                LAST_START.with(|c| c.set((frame, code as usize)));
+                LAST_START.with(|c| c.set((current_frame(), code as usize)));
                 *l as std::ffi::c_long
             }
             None => return true,
@@ -253,8 +253,8 @@ unsafe fn callback_body(
         let line = unsafe { ffi::PyLong_AsLong(line) };
         // 3.13 sometimes also reports LINE for the first line after PY_START in the same frame:
         // that entry was already counted.
-        if LAST_START.with(|c| c.get()) == (frame, code as usize)
-            && HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+        if HOT.lock().start_lines.get(&(code as usize)) == Some(&(line as u32))
+            && LAST_START.with(|c| c.get()) == (current_frame(), code as usize)
         {
             LAST_START.with(|c| c.set((0, 0)));
             return false;
@@ -286,11 +286,13 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
     let bp = &b.bp;
     let hit_count = bp.counters.hits.fetch_add(1, Relaxed) + 1;
     // SAFETY: GIL held; PyEval_GetFrame returns the borrowed current frame (the one that hit).
-    let frame = unsafe { ffi::PyEval_GetFrame() };
-    if frame.is_null() {
-        return;
-    }
+    // Fetched only when needed: on 3.12+ it materialises a frame object.
+    let current_frame = || unsafe { ffi::PyEval_GetFrame() };
     if let Some(cond) = &bp.condition {
+        let frame = current_frame();
+        if frame.is_null() {
+            return;
+        }
         let mut scope = Scope::new(py, frame, &bp.cond_names, &b.is_local);
         match eval_condition(cond, &mut scope) {
             Ok(true) => {}
@@ -331,6 +333,10 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
         }
     }
     bp.throttled_now.store(false, Relaxed);
+    let frame = current_frame();
+    if frame.is_null() {
+        return;
+    }
     let start = Instant::now();
     let snap = capture(py, frame, bp, redactor, start, hit_count);
     let spent = start.elapsed().as_nanos() as u64;
@@ -343,6 +349,25 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
     if !output::try_send(Msg::Hit(Box::new(snap))) {
         bp.counters.dropped.fetch_add(1, Relaxed);
         PROCESS.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+/// Disables the cyclic GC for its lifetime (re-enables it on drop, also on unwind).
+struct GcPause(bool);
+
+impl GcPause {
+    fn new() -> Self {
+        // SAFETY: GIL held by the caller (the hit path).
+        Self(unsafe { ffi::PyGC_Disable() } != 0)
+    }
+}
+
+impl Drop for GcPause {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: GIL still held; re-enabling what we disabled.
+            unsafe { ffi::PyGC_Enable() };
+        }
     }
 }
 
@@ -361,7 +386,7 @@ fn capture(
         .unwrap_or(0);
     // SAFETY: GIL held. With the GC disabled no finalizer can run during the capture, so the
     // borrowed references read out of containers stay valid (see capture.rs).
-    let gc_was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
+    let _gc = GcPause::new();
     let mut cap = Capturer::new(py, &bp.limits, redactor, start);
     let (locals, locals_more) = {
         // SAFETY: `frame` is the live current frame; new references are released.
@@ -395,10 +420,9 @@ fn capture(
     let stack = unsafe { stack(py, frame) };
     // SAFETY: GIL held.
     let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
-    let thread_name = thread_name(py, thread_id);
-    if gc_was_enabled {
-        // SAFETY: re-enabling what we disabled.
-        unsafe { ffi::PyGC_Enable() };
+    let mut thread_name = thread_name(py, thread_id);
+    if thread_name.is_empty() && MAIN_THREAD_IDENT.get() == Some(&thread_id) {
+        thread_name = "MainThread".into();
     }
     Snapshot {
         bp: bp.clone(),
@@ -415,39 +439,40 @@ fn capture(
     }
 }
 
-type CodeInfo = (Py<PyAny>, Arc<str>, Arc<str>);
+/// Facts about one code object seen on a stack: a strong reference (so its address is not
+/// reused while cached), its filename and qualname, and a cache of instruction offset → line
+/// (PyFrame_GetLineNumber decodes the line table linearly on every call).
+struct CodeInfo {
+    _code: Py<PyAny>,
+    file: Arc<str>,
+    qual: Arc<str>,
+    lines: FastMap<i32, i32>,
+}
 
-static CODE_INFO: LazyLock<Mutex<HashMap<usize, CodeInfo>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static CODE_INFO: LazyLock<Mutex<FastMap<usize, CodeInfo>>> =
+    LazyLock::new(|| Mutex::new(FastMap::default()));
 
 /// Drops cached code-object facts (shutdown, fork).
 pub fn clear_code_info() {
     CODE_INFO.lock().clear();
 }
 
-fn code_info(py: Python<'_>, code: *mut ffi::PyObject) -> (Arc<str>, Arc<str>) {
-    if let Some((_, f, q)) = CODE_INFO.lock().get(&(code as usize)) {
-        return (f.clone(), q.clone());
-    }
+fn new_code_info(py: Python<'_>, code: *mut ffi::PyObject) -> CodeInfo {
     // SAFETY: code is a live code object (returned by PyFrame_GetCode).
     let c = unsafe { Bound::from_borrowed_ptr(py, code) };
     // Code object attributes are C members; no user code.
-    let f: Arc<str> = c
-        .getattr("co_filename")
-        .and_then(|v| v.extract::<String>())
-        .unwrap_or_default()
-        .into();
-    let q: Arc<str> = c
-        .getattr("co_qualname")
-        .and_then(|v| v.extract::<String>())
-        .unwrap_or_default()
-        .into();
-    let mut m = CODE_INFO.lock();
-    if m.len() > 8192 {
-        m.clear();
+    let get = |name: &str| -> Arc<str> {
+        c.getattr(name)
+            .and_then(|v| v.extract::<String>())
+            .unwrap_or_default()
+            .into()
+    };
+    CodeInfo {
+        file: get("co_filename"),
+        qual: get("co_qualname"),
+        lines: FastMap::default(),
+        _code: c.unbind(),
     }
-    m.insert(code as usize, (c.unbind(), f.clone(), q.clone()));
-    (f, q)
 }
 
 /// The stack, innermost first, at most 64 frames.
@@ -455,18 +480,70 @@ fn code_info(py: Python<'_>, code: *mut ffi::PyObject) -> (Arc<str>, Arc<str>) {
 /// # Safety
 /// GIL held; `frame` live.
 unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>, Arc<str>, i32)> {
-    let mut out = Vec::with_capacity(24);
-    // SAFETY: each frame is held by a new reference while used; codes likewise.
+    let mut out = Vec::with_capacity(32);
+    let mut cache = CODE_INFO.lock();
+    if cache.len() > 4096 {
+        cache.clear();
+    }
+    let mut entry = |code: *mut ffi::PyObject, lasti: i32, line: &mut dyn FnMut() -> i32| {
+        let info = cache
+            .entry(code as usize)
+            .or_insert_with(|| new_code_info(py, code));
+        let l = match info.lines.get(&lasti) {
+            Some(l) => *l,
+            None => {
+                let l = line();
+                if info.lines.len() < 128 {
+                    info.lines.insert(lasti, l);
+                }
+                l
+            }
+        };
+        (info.file.clone(), info.qual.clone(), l)
+    };
+    // 3.12/3.13: walk the interpreter frames directly (no frame object is created for the
+    // callers, which PyFrame_GetBack would allocate and the application would later free).
+    if let (12 | 13, Some(api)) = (py_minor(), crate::ffi::interp_frame_api()) {
+        use crate::ffi::frame_layout::*;
+        // SAFETY: `frame` is the live current frame object; its interpreter frame chain is
+        // stable while we hold the GIL and run no Python code. Offsets are those of 3.12/3.13
+        // (see `frame_layout`); CSTACK-owned shim frames are skipped as CPython does.
+        unsafe {
+            let mut f = *((frame as *const u8).add(FRAME_OBJECT_F_FRAME) as *const *mut u8);
+            let mut n = 0;
+            while !f.is_null() && out.len() < 64 && n < 10_000 {
+                n += 1;
+                let owner = *f.add(INTERP_OWNER);
+                if owner != OWNED_BY_CSTACK {
+                    let code = (api.get_code)(f.cast());
+                    if !code.is_null() {
+                        if crate::types::is_code(code) {
+                            let lasti = (api.get_lasti)(f.cast());
+                            out.push(entry(code, lasti, &mut || (api.get_line)(f.cast())));
+                        }
+                        ffi::Py_DECREF(code);
+                    } else {
+                        ffi::PyErr_Clear();
+                    }
+                }
+                f = *(f.add(INTERP_PREVIOUS) as *const *mut u8);
+            }
+        }
+        return out;
+    }
+    // SAFETY: each frame is held by a new reference while used; codes likewise. Nothing here
+    // runs Python code, so holding the cache lock is safe.
     unsafe {
         ffi::Py_INCREF(frame.cast());
         let mut f = frame;
         while !f.is_null() && out.len() < 64 {
             let code = ffi::PyFrame_GetCode(f);
-            let line = ffi::PyFrame_GetLineNumber(f);
             if !code.is_null() {
-                let (file, qual) = code_info(py, code.cast());
+                let lasti = crate::ffi::PyFrame_GetLasti(f);
+                out.push(entry(code.cast(), lasti, &mut || {
+                    ffi::PyFrame_GetLineNumber(f)
+                }));
                 ffi::Py_DECREF(code.cast());
-                out.push((file, qual, line));
             }
             let back = crate::ffi::PyFrame_GetBack(f);
             ffi::Py_DECREF(f.cast());
@@ -477,6 +554,40 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
         }
     }
     out
+}
+
+/// The main thread's ident (resolved at module load), named "MainThread" even when `threading`
+/// was never imported.
+pub static MAIN_THREAD_IDENT: OnceLock<u64> = OnceLock::new();
+
+/// Resolves [`MAIN_THREAD_IDENT`] (`_thread._get_main_thread_ident`, 3.12+; else `threading`
+/// if already imported; else the current thread when it is the process's initial thread).
+pub fn init_main_thread(py: Python<'_>) {
+    let ident = py
+        .import("_thread")
+        .and_then(|t| t.call_method0("_get_main_thread_ident"))
+        .and_then(|i| i.extract::<u64>())
+        .ok()
+        .or_else(|| {
+            let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+            let threading = modules.get_item("threading").ok()?;
+            threading
+                .call_method0("main_thread")
+                .ok()?
+                .getattr("ident")
+                .ok()?
+                .extract::<u64>()
+                .ok()
+        })
+        .or_else(|| {
+            // SAFETY: getpid/gettid have no preconditions.
+            let initial = unsafe { libc::getpid() == libc::gettid() };
+            // SAFETY: GIL held.
+            initial.then(|| unsafe { ffi::PyThread_get_thread_ident() } as u64)
+        });
+    if let Some(i) = ident {
+        let _ = MAIN_THREAD_IDENT.set(i);
+    }
 }
 
 /// The thread's name from `threading._active` (read from the dicts, no user code); the main

@@ -23,6 +23,7 @@ pub mod capture;
 pub mod condition;
 pub mod control;
 pub mod eval;
+pub mod fasthash;
 pub mod ffi;
 pub mod hot;
 pub mod importhook;
@@ -60,7 +61,7 @@ fn set_breakpoints<'py>(
     let desired: spec::Desired = serde_json::from_str(&text).map_err(|e| {
         pyo3::exceptions::PyValueError::new_err(format!("invalid breakpoints: {e}"))
     })?;
-    output::ensure_thread(control::queue_capacity());
+    output::ensure_thread(control::queue_capacity(py));
     let out = control::apply(py, desired)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     json_to_py(py, &out["breakpoints"])
@@ -90,8 +91,9 @@ fn flush(py: Python<'_>, timeout: f64) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.detach(move || {
         // The queue may be full: wait for room, then for the acknowledgement.
-        tx.send_deadline(output::Msg::Flush(s), deadline).is_ok()
-            && r.recv_deadline(deadline).is_ok()
+        let sent = tx.send_deadline(output::Msg::Flush(s), deadline).is_ok();
+        output::wake();
+        sent && r.recv_deadline(deadline).is_ok()
     })
 }
 
@@ -99,16 +101,28 @@ fn flush(py: Python<'_>, timeout: f64) -> bool {
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
     control::shutdown(py);
+    // Deliver what is queued, then stop the helper thread (set_breakpoints starts a new one).
+    let _ = flush(py, 2.0);
+    output::stop_thread();
+    *output::SINK.lock() = None;
     types::clear();
     hot::clear_code_info();
+    capture::clear_redact_cache();
+}
+
+/// Tests only (3.11, until the bytecode patcher is merged): breakpoints are recorded without
+/// patching, and the returned hook — the very callback the patcher inserts as
+/// `hook(code, line)` — is called by the test at the breakpoint line.
+#[pyfunction]
+#[pyo3(signature = (on=true))]
+fn _test_manual_hook(py: Python<'_>, on: bool) -> PyResult<Py<PyAny>> {
+    control::set_manual_hook(py, on)
 }
 
 /// `os.register_at_fork(after_in_child=...)`: the helper thread does not survive a fork.
 #[pyfunction]
 fn _after_fork_child() {
-    if let Some(f) = output::FACTS.get() {
-        f.lock().pid = std::process::id();
-    }
+    output::PID.store(std::process::id(), SeqCst);
     control::after_fork();
     output::write_control_ack(None);
 }
@@ -128,6 +142,7 @@ fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_manual_hook, m)?)?;
     m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
     py311::register_test_functions(m)?;
     init_process(py, m)?;
@@ -147,10 +162,11 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
         vi.getattr("micro")?.extract()?,
     );
     let _ = hot::PY_MINOR.set(minor);
-    let _ = output::FACTS.set(parking_lot::Mutex::new(output::ProcessFacts {
-        pid: std::process::id(),
-        python_version: format!("{major}.{minor}.{micro}"),
-    }));
+    types::init(py);
+    capture::init(py);
+    hot::init_main_thread(py);
+    output::PID.store(std::process::id(), SeqCst);
+    let _ = output::PYTHON_VERSION.set(format!("{major}.{minor}.{micro}"));
     hot::now_ns();
     let os = py.import("os")?;
     let kwargs = pyo3::types::PyDict::new(py);
@@ -159,7 +175,7 @@ fn init_process(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     py.import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
     output::write_control_ack(None);
-    output::ensure_thread(control::queue_capacity());
+    output::ensure_thread(control::queue_capacity(py));
     output::send_json(
         libdebugger_common::helper_abi::message_kind::HELLO,
         serde_json::json!({
@@ -193,7 +209,12 @@ pub extern "C" fn ldbg_attach() -> std::ffi::c_int {
             }
             Python::attach(|py| {
                 if let Err(e) = import_self(py) {
-                    e.print(py);
+                    // No queue exists yet: emit directly for the agent.
+                    let msg = serde_json::json!({"error": format!("ldbg_attach: importing the helper failed: {e}")});
+                    output::emit_chunks(
+                        libdebugger_common::helper_abi::message_kind::STATUS,
+                        msg.to_string().as_bytes(),
+                    );
                 }
             });
         });

@@ -1,7 +1,7 @@
 //! The helper's own thread: encodes snapshots to JSON without the GIL, hands every message to
 //! `ldbg_emit` in chunks (and to the test sink, if one is set), and polls the control block.
 use crate::hot::{PROCESS, Snapshot};
-use crate::value::{encode, encode_str};
+use crate::value::encode_str;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use libdebugger_common::helper_abi::{
     ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
@@ -83,6 +83,8 @@ pub fn after_fork(capacity: usize) {
 pub fn stop_thread() {
     THREAD_GEN.fetch_add(1, SeqCst);
     TX.lock().take();
+    THREAD_ALIVE.store(false, SeqCst);
+    wake();
 }
 
 fn spawn(r: Receiver<Msg>) {
@@ -98,14 +100,20 @@ fn spawn(r: Receiver<Msg>) {
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                eprintln!("libdebugger: helper thread stopped: {msg}");
+                let msg = serde_json::json!({"error": format!("helper thread stopped: {msg}")});
+                emit_chunks(message_kind::STATUS, msg.to_string().as_bytes());
             }
             if THREAD_GEN.load(SeqCst) == generation {
                 THREAD_ALIVE.store(false, SeqCst);
             }
         });
-    if res.is_err() {
-        PROCESS.dropped.fetch_add(1, Relaxed);
+    match res {
+        // Recorded by the spawning thread (which holds the GIL): the helper thread itself never
+        // takes this lock, so a fork cannot find it held.
+        Ok(handle) => *HELPER.lock() = Some(handle.thread().clone()),
+        Err(_) => {
+            PROCESS.dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -114,15 +122,19 @@ fn run(r: Receiver<Msg>, generation: u64) {
     let mut last_stats = Instant::now();
     let mut batch: Vec<(u16, String)> = Vec::new();
     let mut acks: Vec<Sender<()>> = Vec::new();
+    // The thread never blocks in the channel: a blocked receiver would make every sender on an
+    // application thread pay a futex wake-up (a syscall) per hit. It sleeps instead, 2 ms while
+    // busy, backing off to 50 ms when idle, and drains what arrived.
+    let mut idle = Duration::from_millis(2);
     loop {
-        let first = match r.recv_timeout(Duration::from_millis(50)) {
-            Ok(m) => Some(m),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-        };
-        // Drain what is queued so the GIL is taken once per batch, not once per message.
-        let mut next = first;
-        while let Some(m) = next {
+        let mut got = false;
+        loop {
+            let m = match r.try_recv() {
+                Ok(m) => m,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            };
+            got = true;
             match m {
                 Msg::Hit(s) => {
                     let json = encode_hit(&s);
@@ -135,7 +147,6 @@ fn run(r: Receiver<Msg>, generation: u64) {
             if batch.len() >= 512 {
                 break;
             }
-            next = r.try_recv().ok();
         }
         if !batch.is_empty() {
             deliver(&mut batch);
@@ -157,6 +168,22 @@ fn run(r: Receiver<Msg>, generation: u64) {
                 deliver(&mut batch);
             }
         }
+        idle = if got {
+            Duration::from_millis(2)
+        } else {
+            (idle * 2).min(Duration::from_millis(50))
+        };
+        std::thread::park_timeout(idle);
+    }
+}
+
+/// The current helper thread, to wake it early (flush, control changes).
+static HELPER: LazyLock<Mutex<Option<std::thread::Thread>>> = LazyLock::new(|| Mutex::new(None));
+
+/// Wakes the helper thread now instead of at its next tick.
+pub fn wake() {
+    if let Some(t) = HELPER.lock().as_ref() {
+        t.unpark();
     }
 }
 
@@ -311,13 +338,11 @@ pub fn sender() -> Option<Sender<Msg>> {
     TX.lock().clone()
 }
 
-/// Process facts added to every hit.
-pub struct ProcessFacts {
-    pub pid: u32,
-    pub python_version: String,
-}
-
-pub static FACTS: OnceLock<Mutex<ProcessFacts>> = OnceLock::new();
+/// The process id hits report (updated in a forked child); lock-free because the helper thread
+/// reads it without the GIL and a fork may happen at any moment.
+pub static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// `major.minor.micro` of the interpreter.
+pub static PYTHON_VERSION: OnceLock<String> = OnceLock::new();
 
 fn rfc3339(unix_ns: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
@@ -341,13 +366,7 @@ pub fn encode_hit(s: &Snapshot) -> String {
     o.push_str(",\"$line_number\":");
     o.push_str(&bp.spec.line.to_string());
     o.push_str(",\"$locals_variables\":");
-    encode(
-        &mut o,
-        &crate::value::Value::Dict {
-            entries: s.locals.clone(),
-            more: s.locals_more,
-        },
-    );
+    crate::value::encode_entries(&mut o, &s.locals, s.locals_more);
     o.push_str(",\"$stack_trace\":[");
     for (i, (f, q, l)) in s.stack.iter().enumerate() {
         if i > 0 {
@@ -395,11 +414,11 @@ pub fn encode_hit(s: &Snapshot) -> String {
         o.push_str(",\"$condition\":");
         encode_str(&mut o, &c.source);
     }
-    if let Some(f) = FACTS.get() {
-        let f = f.lock();
-        let _ = write!(o, ",\"$pid\":{},\"$python_version\":", f.pid);
-        encode_str(&mut o, &f.python_version);
-    }
+    let _ = write!(o, ",\"$pid\":{},\"$python_version\":", PID.load(Relaxed));
+    encode_str(
+        &mut o,
+        PYTHON_VERSION.get().map(String::as_str).unwrap_or_default(),
+    );
     o.push('}');
     o
 }

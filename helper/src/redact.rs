@@ -40,10 +40,12 @@ const DEFAULT_WORD: &[&str] = &[
 ];
 
 /// The redaction rules of a process: defaults plus user additions, minus user exclusions.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Redactor {
     substring: Vec<String>,
     word: Vec<String>,
+    /// Verdicts for names seen before (names repeat: locals, fields, keys).
+    cache: parking_lot::Mutex<crate::fasthash::FastMap<Box<str>, bool>>,
 }
 
 impl Default for Redactor {
@@ -86,11 +88,31 @@ impl Redactor {
                 word.push(n);
             }
         }
-        Self { substring, word }
+        Self {
+            substring,
+            word,
+            cache: parking_lot::Mutex::new(crate::fasthash::FastMap::default()),
+        }
     }
 
     /// Whether a value under this name must be redacted.
     pub fn is_sensitive(&self, name: &str) -> bool {
+        if name.len() > 64 {
+            return self.compute(name);
+        }
+        if let Some(v) = self.cache.lock().get(name) {
+            return *v;
+        }
+        let v = self.compute(name);
+        let mut c = self.cache.lock();
+        if c.len() >= 8192 {
+            c.clear();
+        }
+        c.insert(name.into(), v);
+        v
+    }
+
+    fn compute(&self, name: &str) -> bool {
         // Fast path: most names are short identifiers; normalise into a stack buffer.
         let mut buf = [0u8; 64];
         let bytes = name.as_bytes();

@@ -9,10 +9,18 @@ use pyo3::types::{PyList, PyTuple};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-/// One code object and the lines it has instructions on.
+/// One code object and (computed on first use: most files are never asked about) the lines it
+/// has instructions on.
 pub struct CodeEntry {
     pub code: Py<PyAny>,
-    pub lines: BTreeSet<u32>,
+    lines: std::cell::OnceCell<BTreeSet<u32>>,
+}
+
+impl CodeEntry {
+    /// Lines with instructions (from `co_lines()`), computed once.
+    pub fn lines(&self, py: Python<'_>) -> &BTreeSet<u32> {
+        self.lines.get_or_init(|| code_lines(self.code.bind(py)))
+    }
 }
 
 /// All code objects found by a scan, grouped by `co_filename`.
@@ -83,10 +91,9 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
             Ok(f) => f,
             Err(_) => continue,
         };
-        let lines = code_lines(&c);
         idx.by_file.entry(filename).or_default().push(CodeEntry {
             code: c.unbind(),
-            lines,
+            lines: std::cell::OnceCell::new(),
         });
     }
     for f in idx.by_file.keys() {

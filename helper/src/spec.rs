@@ -107,7 +107,7 @@ impl Default for Settings {
             redact_exclude: Vec::new(),
             process_rate: 100.0,
             cpu_budget: 0.02,
-            queue_capacity: 1024,
+            queue_capacity: 256,
         }
     }
 }

@@ -2,10 +2,10 @@
 //! per type without running user code and cached by type pointer.
 //!
 //! Everything here runs with the GIL held.
+use crate::fasthash::FastMap;
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 /// What the capture knows about one type.
@@ -20,9 +20,9 @@ pub struct TypeInfo {
 
 const MAX_TYPES: usize = 4096;
 
-fn cache() -> &'static Mutex<HashMap<usize, Arc<TypeInfo>>> {
-    static C: OnceLock<Mutex<HashMap<usize, Arc<TypeInfo>>>> = OnceLock::new();
-    C.get_or_init(|| Mutex::new(HashMap::new()))
+fn cache() -> &'static Mutex<FastMap<usize, Arc<TypeInfo>>> {
+    static C: OnceLock<Mutex<FastMap<usize, Arc<TypeInfo>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(FastMap::default()))
 }
 
 /// Drops every cached type (shutdown, fork).
@@ -31,9 +31,41 @@ pub fn clear() {
 }
 
 /// `types.MemberDescriptorType` (the C type of `__slots__` entries).
+/// `types.MemberDescriptorType`, resolved by [`init`] at module load (never on the hit path:
+/// an import there could run user code through an overridden `__import__`).
+static MEMBER_DESCRIPTOR: OnceLock<usize> = OnceLock::new();
+
+/// `types.CodeType`, resolved by [`init`].
+static CODE_TYPE: OnceLock<usize> = OnceLock::new();
+
+/// Resolves what the hit path needs from the `types` module. Called at module load.
+pub fn init(py: Python<'_>) {
+    member_descriptor_type(py);
+    CODE_TYPE.get_or_init(|| {
+        py.import("types")
+            .and_then(|m| m.getattr("CodeType"))
+            .map(|t| {
+                let p = t.as_ptr() as usize;
+                // A builtin type: keep the reference for the life of the process.
+                std::mem::forget(t);
+                p
+            })
+            .unwrap_or(0)
+    });
+}
+
+/// Whether `o` is exactly a code object.
+///
+/// # Safety
+/// `o` is a live object.
+pub unsafe fn is_code(o: *mut ffi::PyObject) -> bool {
+    let t = CODE_TYPE.get().copied().unwrap_or(0);
+    // SAFETY: reading the type of a live object.
+    t != 0 && unsafe { ffi::Py_TYPE(o) } as usize == t
+}
+
 fn member_descriptor_type(py: Python<'_>) -> *mut ffi::PyTypeObject {
-    static T: OnceLock<usize> = OnceLock::new();
-    let t = *T.get_or_init(|| {
+    let t = *MEMBER_DESCRIPTOR.get_or_init(|| {
         py.import("types")
             .and_then(|m| m.getattr("MemberDescriptorType"))
             .map(|t| {

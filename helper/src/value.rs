@@ -153,6 +153,13 @@ pub fn encode(out: &mut String, v: &Value) {
     }
 }
 
+/// Appends a JSON object of `entries` (plus a cut marker when `more` > 0).
+pub fn encode_entries(out: &mut String, entries: &[(String, Value)], more: usize) {
+    out.push('{');
+    encode_fields(out, entries, more, false);
+    out.push('}');
+}
+
 fn cut_marker(out: &mut String, reason: &str, more: usize) {
     use std::fmt::Write;
     let _ = write!(out, "{{\"py/cut\":\"{reason}\",\"more\":{more}}}");

@@ -31,11 +31,18 @@ def main():
     st2 = h.status()["breakpoints"][0]
     deferred_mod.compute(2)
     hits_after_import = len(SINK.hits("d"))
+    old_compute = deferred_mod.compute  # an old reference keeps the old code alive and armed
     importlib.reload(deferred_mod)
     st3 = h.status()["breakpoints"][0]
     SINK.clear()
     deferred_mod.compute(3)
     hits_after_reload = SINK.hits("d")
+    SINK.clear()
+    old_compute(5)
+    old_hits = SINK.hits("d")
+    del old_compute
+    importlib.reload(deferred_mod)  # now nothing references the first version any more
+    st4 = h.status()["breakpoints"][0]
     h.set_breakpoints([])
     result({
         "pending": st1[0]["status"],
@@ -48,6 +55,8 @@ def main():
         "code_objects_after_reload": st3.get("code_objects"),
         "hits_after_reload": len(hits_after_reload),
         "reload_local_x": hits_after_reload[0]["$locals_variables"].get("x") if hits_after_reload else None,
+        "old_function_hits": [x["$locals_variables"].get("x") for x in old_hits],
+        "code_objects_after_second_reload": st4.get("code_objects"),
         "finders_after_removal": finder_count(),
         "hook_errors": h.status()["process"]["import_hook_errors"],
     })

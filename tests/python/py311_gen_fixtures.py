@@ -1,3 +1,8 @@
+"""Regenerates helper/src/py311/testdata.rs (fixtures for the Rust unit tests of the 3.11 codecs).
+
+Usage: ~/.pyenv/versions/3.11.7/bin/python3 tests/python/py311_gen_fixtures.py helper/src/py311/testdata.rs
+Not a test itself.
+"""
 import dis, sys, textwrap
 src = '''
 def structural(a, *args, **kw):

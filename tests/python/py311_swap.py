@@ -243,6 +243,73 @@ def test_parent_and_child():
     check(make_counter(0).__code__ is incr_code, "all original")
 
 
+# --- restores in any order ------------------------------------------------------------------------
+def two_closures(a):
+    def first():
+        return a + 1  # first-body
+
+    def second():
+        return a + 2  # second-body
+
+    return first, second
+
+
+def test_any_restore_order():
+    parent = two_closures.__code__
+    first_code, second_code = (f.__code__ for f in two_closures(0))
+    s1, r1, l1 = arm(first_code, "first-body")
+    s2, r2, l2 = arm(second_code, "second-body")
+    check(h._py311_original_code(two_closures.__code__) is parent, "original of the derived parent")
+    check(h._py311_original_code(two_closures(0)[0].__code__) is first_code, "original of a copy")
+
+    def call_both():
+        f, g = two_closures(1)
+        check((f(), g()) == (2, 3), "results")
+
+    HITS.clear()
+    call_both()
+    check(hits_for(first_code, l1) == 1 and hits_for(second_code, l2) == 1, "both closures armed")
+    s1.restore()  # not the last one swapped
+    del s1
+    HITS.clear()
+    call_both()
+    check(hits_for(first_code, l1) == 0, "first disarmed")
+    check(hits_for(second_code, l2) == 1, "second still armed after restoring the first")
+    gc.collect()
+    check(r1() is None, "first's instrumented copy is gone")
+    s2.restore()
+    del s2
+    gc.collect()
+    check(r2() is None, "second's instrumented copy is gone")
+    check(two_closures.__code__ is parent, "identical parent back")
+    f, g = two_closures(1)
+    check(f.__code__ is first_code and g.__code__ is second_code, "identical closures back")
+
+    # A function armed together with its closure; the function is disarmed first.
+    make_code = make_counter.__code__
+    incr_code = make_counter(0).__code__
+    p_swap, p_ref, p_line = arm(make_code, "count = start")
+    c_swap, c_ref, c_line = arm(incr_code, "incr-body")
+
+    def both():
+        check(make_counter(3)(1) == 4, "result")
+
+    HITS.clear()
+    both()
+    check(hits_for(make_code, p_line) == 1 and hits_for(incr_code, c_line) == 1, "both armed")
+    check(h._py311_original_code(make_counter.__code__) is make_code, "original of armed+derived")
+    p_swap.restore()
+    del p_swap
+    HITS.clear()
+    both()
+    check(hits_for(make_code, p_line) == 0, "parent disarmed")
+    check(hits_for(incr_code, c_line) == 1, "closure still armed after restoring its parent first")
+    gc.collect()
+    check(p_ref() is None, "parent's instrumented copy is gone")
+    disarm(c_swap, c_ref, [(make_counter, make_code)])
+    check(make_counter(0).__code__ is incr_code, "identical closure code back")
+
+
 # --- generators, coroutines; frames already running keep the old code ---------------------------
 def numbers(n):
     for i in range(n):
@@ -318,9 +385,18 @@ def test_threads():
     for t in threads:
         t.start()
     code = busy.__code__
+    import time
+
     try:
         for _ in range(30):
+            before = len(HITS)
             swap, new_ref, line = arm(code, "busy-body")
+            # Let the workers run into the armed code before disarming (deadline, not a fixed
+            # sleep: sleeping releases the GIL to them).
+            deadline = time.monotonic() + 30
+            while len(HITS) == before and time.monotonic() < deadline and not errors:
+                time.sleep(0.001)
+            check(len(HITS) > before, "a worker thread hit the armed line")
             swap.restore()
     finally:
         stop.set()
@@ -330,7 +406,47 @@ def test_threads():
     check(errors == [], f"no errors in threads: {errors[:3]}")
     check(all(c > 0 for c in calls), "every worker ran")
     check(busy.__code__ is code, "original code back")
-    check(hits_for(code, line) > 0, "worker threads hit the armed line")
+    check(hits_for(code, line) >= 30, "worker threads hit the armed line in every window")
+
+
+# --- the inserted call is covered by the handler of the line it precedes --------------------------
+def guarded(x):
+    try:
+        y = x + 1  # guarded-body
+    except LookupError:
+        return "caught"
+    z = y * 2  # unguarded-body
+    return z
+
+
+def test_exception_table_coverage():
+    def raising_hook(code, line):
+        raise KeyError(line)
+
+    code = guarded.__code__
+    inside = line_of(code, "guarded-body")
+    outside = line_of(code, "unguarded-body")
+    new, _ = h._py311_instrument(code, [inside], raising_hook)
+    swap = h._py311_swap(code, new)
+    try:
+        check(guarded(1) == "caught", "a raise from the call inside try reaches that try's handler")
+    finally:
+        swap.restore()
+    new, _ = h._py311_instrument(code, [outside], raising_hook)
+    swap = h._py311_swap(code, new)
+    try:
+        guarded(1)
+    except KeyError as e:
+        tb = e.__traceback__
+        while tb.tb_next is not None and tb.tb_frame.f_code.co_name != "guarded":
+            tb = tb.tb_next
+        check(tb.tb_frame.f_code.co_name == "guarded" and tb.tb_lineno == outside,
+              f"traceback points at the armed line ({tb.tb_lineno} vs {outside})")
+    else:
+        raise AssertionError("the hook's exception outside try was swallowed")
+    finally:
+        swap.restore()
+    check(guarded(1) == 4, "original behaviour back")
 
 
 def test_errors():
@@ -368,8 +484,10 @@ test_simple_kinds()
 test_closures()
 test_local_class_and_comprehension()
 test_parent_and_child()
+test_any_restore_order()
 test_generators_and_coroutines()
 test_frozen_generation()
 test_threads()
+test_exception_table_coverage()
 test_errors()
 print(f"OK {CHECKS} checks")

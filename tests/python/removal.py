@@ -14,6 +14,8 @@ def main():
     st = arm([{"id": "r", "file": "removal.py", "line": line_of(__file__, "# BP:f"), "limits": FAST}])
     f(1)
     hits_armed = len(SINK.hits("r"))
+    code_msgs = SINK.messages("code_objects")
+    status_msgs = SINK.messages("status")
     tool = h.status()["process"]["tool_id"]
     # Idempotent: the same set again changes nothing and keeps counters.
     st_again = h.set_breakpoints([{"id": "r", "file": "removal.py", "line": line_of(__file__, "# BP:f"), "limits": FAST}])
@@ -26,6 +28,9 @@ def main():
         "hits_armed": hits_armed,
         "hits_after": len(SINK.hits("r")),
         "result_after": r,
+        "code_objects_msg": [b for m in code_msgs for b in m["breakpoints"]],
+        "status_msg_ids": [b["id"] for m in status_msgs for b in m.get("breakpoints", [])],
+        "f_code_addr": id(f.__code__),
         "finders": sum(1 for x in sys.meta_path if type(x).__name__ == "LibdebuggerFinder"),
         "status_after": h.status(),
     }

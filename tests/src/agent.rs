@@ -127,14 +127,21 @@ pub struct PyProcess {
 impl PyProcess {
     /// Runs `python script` with the script's directory as working directory.
     pub fn start(python: &Path, script: &Path) -> Result<Self> {
-        let mut child = Command::new(python)
-            .arg(script)
-            .current_dir(script.parent().unwrap_or(Path::new("/")))
+        let mut cmd = Command::new(python);
+        cmd.arg(script)
+            .current_dir(script.parent().unwrap_or(Path::new("/")));
+        Self::start_command(cmd)
+    }
+
+    /// Runs a prepared command (stdin and stdout are piped here).
+    pub fn start_command(mut cmd: Command) -> Result<Self> {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} {}", python.display(), script.display()))?;
+            .with_context(|| format!("starting {what}"))?;
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().context("python stdout")?);
         Ok(Self {

@@ -72,6 +72,9 @@ fn helper_deferred_import_and_reload() {
         assert_eq!(r["code_objects_after_reload"], 2, "{}: {r}", i.label);
         assert_eq!(r["hits_after_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["reload_local_x"], 3, "{}: {r}", i.label);
+        assert_eq!(r["old_function_hits"], json!([5]), "{}: {r}", i.label);
+        // Code nothing can run any more is released on re-resolution.
+        assert_eq!(r["code_objects_after_second_reload"], 1, "{}: {r}", i.label);
         assert_eq!(r["finders_after_removal"], 0, "{}: {r}", i.label);
         assert_eq!(r["hook_errors"], 0, "{}: {r}", i.label);
     });
@@ -86,6 +89,20 @@ fn helper_removal_leaves_no_residue() {
         assert_eq!(r["hits_after"], 0, "{}: {r}", i.label);
         assert_eq!(r["result_after"], 42, "{}: {r}", i.label);
         assert_eq!(r["finders"], 0, "{}: {r}", i.label);
+        // The agent learns the armed code objects (to watch them in the kernel) and statuses.
+        assert_eq!(
+            r["code_objects_msg"],
+            json!([{"id": "r", "code_objects": [r["f_code_addr"]]}]),
+            "{}: {r}",
+            i.label
+        );
+        assert!(
+            r["status_msg_ids"]
+                .as_array()
+                .is_some_and(|v| v.contains(&json!("r"))),
+            "{}: {r}",
+            i.label
+        );
         assert_eq!(r["status_after"]["breakpoints"], json!([]));
         assert_eq!(r["status_after"]["process"]["armed_code_objects"], 0);
         if i.version.1 >= 12 {
@@ -282,5 +299,102 @@ fn helper_attach_and_control_block() {
         }
         assert_eq!(r["acked_removal"], true);
         assert_eq!(r["after_removal"], json!([]));
+    });
+}
+
+#[test]
+fn helper_statuses_are_actionable() {
+    on_each_interpreter("statuses.py", 11, |i, r| {
+        let s = &r["statuses"];
+        let reason = |k: &str| s[k]["reason"].as_str().unwrap_or("").to_string();
+        assert_eq!(s["armed"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(s["armed"]["code_objects"], 1);
+        assert_eq!(s["pending"]["status"], "pending");
+        assert!(reason("pending").contains("imported"));
+        assert_eq!(s["not_found"]["status"], "error");
+        assert!(reason("not_found").contains("file not found"));
+        assert_eq!(s["no_code"]["status"], "error");
+        assert!(
+            reason("no_code").contains("nearest lines with code: 5, 7"),
+            "{}: {}",
+            i.label,
+            reason("no_code")
+        );
+        assert!(reason("module_level").contains("module-level"), "{r}");
+        assert!(reason("ambiguous").contains("a/amb_mod.py"), "{r}");
+        assert!(reason("ambiguous").contains("b/amb_mod.py"), "{r}");
+        assert_eq!(s["disambiguated"]["status"], "armed");
+        assert!(reason("syntax").contains("column 4"), "{r}");
+        assert!(reason("bad_line").contains("seven"), "{r}");
+        assert_eq!(s["symlink"]["status"], "armed", "{}: {r}", i.label);
+        assert_eq!(
+            r["hits"],
+            json!({"armed": 1, "symlink": 1, "disambiguated": 1})
+        );
+        assert_eq!(r["results"], json!([2, 2, 1]));
+        if i.version.1 >= 12 {
+            assert_eq!(r["no_tool"]["status"], "error");
+            assert!(
+                r["no_tool"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no free sys.monitoring tool id")
+            );
+            assert_eq!(r["after_tools_freed"], "armed");
+        }
+    });
+}
+
+#[test]
+fn helper_stack_matches_the_interpreter() {
+    on_each_interpreter("stack.py", 11, |i, r| {
+        assert_eq!(r["hits"], 8, "{}: {r}", i.label);
+        assert_eq!(r["expected"], 8, "{}: {r}", i.label);
+        for c in r["cases"].as_array().expect("cases") {
+            assert_eq!(c["same"], true, "{}: {c}", i.label);
+        }
+        assert_eq!(
+            r["cases"][6]["depth"], 64,
+            "{}: capped at 64 frames",
+            i.label
+        );
+    });
+}
+
+#[test]
+fn helper_stress_changes_while_running() {
+    on_each_interpreter("stress.py", 11, |i, r| {
+        assert_eq!(r["errors"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["callback_errors"], 0, "{}: {r}", i.label);
+        assert_eq!(r["import_hook_errors"], 0, "{}: {r}", i.label);
+        assert!(u(&r["callbacks"]) > 0, "{}: {r}", i.label);
+        assert!(u(&r["hits_delivered"]) > 0, "{}: {r}", i.label);
+        assert_eq!(r["tool_after"], Value::Null, "{}: {r}", i.label);
+        assert_eq!(r["finders_after"], 0, "{}: {r}", i.label);
+    });
+}
+
+/// 3.11 interpreters only: the hit path driven through the hook the patcher will insert.
+#[test]
+fn helper_py311_hit_path_through_the_hook() {
+    on_each_interpreter("py311_hook.py", 11, |i, r| {
+        assert_eq!(r["results"], json!([9, 15]), "{}: {r}", i.label);
+        assert_eq!(
+            r["fired"],
+            json!({"plain": 2, "cond_true": 2, "glob": 2}),
+            "{}: {r}",
+            i.label
+        );
+        assert_eq!(r["counters"]["cond_false"]["condition_false"], 2);
+        assert_eq!(r["counters"]["cond_err"]["condition_errors"], 2);
+        let l = &r["locals"];
+        assert_eq!(l["n"], 3);
+        assert_eq!(l["cell"], 6, "{}: cell variable captured: {r}", i.label);
+        assert_eq!(l["password"], "[redacted]");
+        assert_eq!(l["obj"]["token"], "[redacted]");
+        assert_eq!(l["obj"]["a"], json!([1, 2, {"k": "v"}]));
+        assert_eq!(r["stack"][0][1], "target");
+        assert_eq!(r["stack"][1][1], "main");
+        assert_eq!(r["threads"], json!(["MainThread", "worker-311"]));
     });
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use libdebugger_agent::inject::{
-    self, InjectError, InjectOptions, Outcome, control::ControlWriter, safepoint::SafePoint,
+    self, InjectError, InjectOptions, LoadVia, Outcome, control::ControlWriter,
+    safepoint::SafePoint,
 };
 use libdebugger_tests::python::{self, Interpreter};
 
@@ -76,12 +77,25 @@ struct Target {
     lines: Receiver<String>,
     dir: tempfile::TempDir,
     label: String,
+    /// The Python process when it is not `child` itself (started under `unshare --fork`).
+    python_pid: Option<i32>,
 }
 
 impl Target {
     /// Starts `script` (a file in the fixtures directory) with `args`, optionally behind a
     /// command prefix (e.g. `unshare`), and waits for its "ready" line.
     fn spawn(interp: &Interpreter, script: &str, args: &[&str], prefix: &[&str]) -> Result<Self> {
+        Self::spawn_env(interp, script, args, prefix, &[])
+    }
+
+    /// [`Target::spawn`] with extra environment variables.
+    fn spawn_env(
+        interp: &Interpreter,
+        script: &str,
+        args: &[&str],
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("ldbg-target-").tempdir()?;
         let mut cmd = if let Some((first, rest)) = prefix.split_first() {
             let mut c = Command::new(first);
@@ -95,6 +109,10 @@ impl Target {
             .args(args)
             .env("LDBG_TEST_MARKER", dir.path().join("marker"))
             .env("PYTHONUNBUFFERED", "1")
+            // Keeps any libdebugger agent running on this host (a demo, another test run)
+            // from injecting the targets first; `inject()` itself does not look at it.
+            .env("LIBDEBUGGER_DISABLE", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd
@@ -109,19 +127,32 @@ impl Target {
                 }
             }
         });
-        let t = Self {
+        let mut t = Self {
             child,
             lines,
             dir,
             label: interp.label.clone(),
+            python_pid: None,
         };
         t.wait_line(|l| l == "ready", Duration::from_secs(20))
             .with_context(|| format!("{}: {script} never printed ready", interp.label))?;
+        if prefix.contains(&"--fork") {
+            // unshare forked: Python is its child.
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.child.id()))?;
+            t.python_pid = Some(
+                children
+                    .split_whitespace()
+                    .next()
+                    .context("unshare has no child")?
+                    .parse()?,
+            );
+        }
         Ok(t)
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.python_pid.unwrap_or(self.child.id() as i32)
     }
 
     fn marker(&self) -> PathBuf {
@@ -214,9 +245,15 @@ fn inject_and_check(t: &Target, so: &Path) -> Result<(Duration, Duration)> {
     let injected = t0.elapsed();
     ensure!(
         inj.outcome == Outcome::Loaded,
-        "{}: outcome {:?}",
+        "{}: outcome {:?} ({inj:?}); maps: {}",
         t.label,
-        inj.outcome
+        inj.outcome,
+        std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("helper"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     ensure!(
         inj.attach_result == Some(0),
@@ -436,6 +473,199 @@ fn inject_pep768_probe_declines_before_314() -> Result<()> {
     Ok(())
 }
 
+/// A child forked after injection carries the helper's mapping but not its thread: injecting it
+/// calls only `ldbg_attach` (no second load).
+#[test]
+fn inject_forked_child_reattaches() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "fork_child.py", &[], &[])?;
+        inject_and_check(&t, &so)?;
+        let line = t.wait_line(|l| l.starts_with("child "), Duration::from_secs(5))?;
+        let child: i32 = line["child ".len()..].trim().parse()?;
+        ensure!(
+            helper_mappings(child)? == 1,
+            "{}: child has no helper mapping",
+            interp.label
+        );
+        let inj = inject::inject(child, &so, &InjectOptions::default())?;
+        ensure!(
+            inj.outcome == Outcome::Reattached && inj.attach_result == Some(0),
+            "{}: child injection {:?}",
+            interp.label,
+            inj.outcome
+        );
+        ensure!(
+            helper_mappings(child)? == 1,
+            "{}: helper loaded twice in the child",
+            interp.label
+        );
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let want = format!("attached pid={child}");
+        while !std::fs::read_to_string(t.marker())?
+            .lines()
+            .any(|l| l == want)
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "{}: child helper thread never ran",
+                interp.label
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Injecting the child again is a no-op now.
+        let again = inject::inject(child, &so, &InjectOptions::default())?;
+        ensure!(again.outcome == Outcome::AlreadyLoaded);
+        let (st, last) = t.stop(Duration::from_secs(10))?;
+        ensure!(
+            st.success() && last == "done 0",
+            "{}: {st} {last:?}",
+            interp.label
+        );
+    }
+    Ok(())
+}
+
+/// A process with no safe point at all: the injector gives up after its deadline with a clear
+/// error, leaves no thread traced and the process running.
+#[test]
+fn inject_gives_up_cleanly_without_a_safe_point() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "stuck_in_c.py", &[], &[])?;
+        let options = InjectOptions {
+            safe_point_timeout: Duration::from_millis(300),
+            ..InjectOptions::default()
+        };
+        let t0 = Instant::now();
+        let r = inject::inject(t.pid(), &so, &options);
+        let took = t0.elapsed();
+        match r {
+            Err(InjectError::NoSafePoint { summary, .. }) => {
+                eprintln!("{}: gave up after {took:?}: {summary}", interp.label)
+            }
+            other => bail!("{}: expected NoSafePoint, got {other:?}", interp.label),
+        }
+        ensure!(
+            took < Duration::from_millis(800),
+            "{}: took {took:?}",
+            interp.label
+        );
+        // Nothing stays traced or stopped, and the process is still computing.
+        for task in std::fs::read_dir(format!("/proc/{}/task", t.pid()))? {
+            let status = std::fs::read_to_string(task?.path().join("status"))?;
+            ensure!(
+                status
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"]),
+                "{}: a thread is still traced",
+                interp.label
+            );
+            ensure!(
+                status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('R')),
+                "{}: not running: {status}",
+                interp.label
+            );
+        }
+        ensure!(helper_mappings(t.pid())? == 0);
+    }
+    Ok(())
+}
+
+/// Signals arriving while a thread is hijacked (a 1 ms SIGALRM timer with a Python handler)
+/// are delivered after the injection, and the process carries on normally.
+#[test]
+fn inject_with_signals_arriving() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in python::supported() {
+        let t = Target::spawn(&interp, "signals.py", &[], &[])?;
+        inject_and_check(&t, &so)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let (st, last) = t.stop(Duration::from_secs(10))?;
+        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let f: Vec<u64> = last
+            .strip_prefix("done ")
+            .context("no done line")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            f.len() == 2 && f[0] > 10 && f[1] > 2,
+            "{}: {last:?}",
+            interp.label
+        );
+    }
+    Ok(())
+}
+
+/// The agent's real targets are not its children (the tests' usually are, and a parent's
+/// `waitpid` sees a child's exits as well as its ptrace stops): a daemonised target.
+#[test]
+fn inject_process_that_is_not_our_child() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    let interp = python::supported()
+        .into_iter()
+        .next()
+        .context("no interpreter")?;
+    let dir = tempfile::Builder::new().prefix("ldbg-orphan-").tempdir()?;
+    let (out, stop, marker) = (
+        dir.path().join("out"),
+        dir.path().join("stop"),
+        dir.path().join("marker"),
+    );
+    // sh starts python in the background and exits: python is reparented away from us.
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" \"$1\" \"$2\" > \"$3\" 2>&1 & echo $!")
+        .arg(&interp.path)
+        .arg(Path::new(FIXTURES).join("idle.py"))
+        .arg(&stop)
+        .arg(&out)
+        .env("LDBG_TEST_MARKER", &marker)
+        .env("LIBDEBUGGER_DISABLE", "1")
+        .output()?;
+    let pid: i32 = String::from_utf8(sh.stdout)?.trim().parse()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        ensure!(Instant::now() < deadline, "orphan never printed ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))?
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1).map(String::from))
+        .context("no ppid")?;
+    ensure!(
+        ppid != std::process::id().to_string(),
+        "the target is still our child"
+    );
+    let result = inject::inject(pid, &so, &InjectOptions::default());
+    std::fs::write(&stop, b"")?;
+    let inj = result?;
+    ensure!(inj.outcome == Outcome::Loaded);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        ensure!(Instant::now() < deadline, "orphan did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = std::fs::read_to_string(&marker)?;
+    ensure!(
+        text.lines().filter(|l| l.starts_with("attached")).count() == 1,
+        "marker {text:?}"
+    );
+    let last = std::fs::read_to_string(&out)?;
+    ensure!(last.contains("\"errors\": []"), "output {last}");
+    Ok(())
+}
+
 /// Case (e): the target's mount namespace hides the helper's directory behind a tmpfs.
 #[test]
 fn inject_into_other_mount_namespace() -> Result<()> {
@@ -453,9 +683,77 @@ fn inject_into_other_mount_namespace() -> Result<()> {
         .to_string();
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
     for interp in python::supported() {
+        // Both loaders: the memfd (default) and the file staged in the target's /tmp.
+        for via in [LoadVia::Memfd, LoadVia::StagedFile] {
+            let prefix = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script.as_str(),
+            ];
+            let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
+            let inside = PathBuf::from(format!("/proc/{}/root{}", t.pid(), so.display()));
+            ensure!(
+                !inside.exists() && so.exists(),
+                "{}: the test setup failed: the helper is visible inside the namespace",
+                interp.label
+            );
+            let options = InjectOptions {
+                load_via: via,
+                ..InjectOptions::default()
+            };
+            let t0 = Instant::now();
+            let inj = inject::inject(t.pid(), &so, &options)?;
+            t.wait_marker(Duration::from_secs(1))?;
+            eprintln!(
+                "{}: {via:?}: loaded as {} in {:?}",
+                interp.label,
+                inj.mapping,
+                t0.elapsed()
+            );
+            let expected = match via {
+                LoadVia::Memfd => "/memfd:libdebugger-helper",
+                LoadVia::StagedFile => "/libdebugger-helper.so (deleted)",
+            };
+            ensure!(
+                inj.mapping.contains(expected),
+                "{}: mapping {}",
+                interp.label,
+                inj.mapping
+            );
+            let again = inject::inject(t.pid(), &so, &options)?;
+            ensure!(again.outcome == Outcome::AlreadyLoaded);
+            let (st, _) = t.stop(Duration::from_secs(10))?;
+            ensure!(st.success(), "{}: exit status {st}", interp.label);
+        }
+    }
+    Ok(())
+}
+
+/// A container-like target: its own pid namespace and a /proc mounted for it, plus the tmpfs
+/// hiding the helper's directory. The helper's `getpid()` (1 here) is what the
+/// already-loaded check compares with `NSpid`.
+#[test]
+fn inject_into_pid_and_mount_namespace() -> Result<()> {
+    require_root!();
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipping: `unshare` (util-linux) is not installed");
+        return Ok(());
+    }
+    let hidden = tempfile::Builder::new().prefix("ldbg-hidden-").tempdir()?;
+    let so = build_standin(hidden.path())?;
+    let dir = hidden.path().to_str().context("non-UTF-8 temp dir")?;
+    let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
+    for interp in python::supported() {
         let prefix = [
             "unshare",
             "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
             "--propagation",
             "private",
             "sh",
@@ -463,13 +761,21 @@ fn inject_into_other_mount_namespace() -> Result<()> {
             script.as_str(),
         ];
         let t = Target::spawn(&interp, "idle.py", &[], &prefix)?;
-        let inside = PathBuf::from(format!("/proc/{}/root{}", t.pid(), so.display()));
+        ensure!(t.pid() != t.child.id() as i32, "python pid not found");
+        inject_and_check(&t, &so)?;
+        let marker = std::fs::read_to_string(t.marker())?;
         ensure!(
-            !inside.exists() && so.exists(),
-            "{}: the test setup failed: the helper is visible inside the namespace",
+            marker.trim() == "attached pid=1",
+            "{}: marker {marker:?}",
             interp.label
         );
-        inject_and_check(&t, &so)?;
+        let again = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        ensure!(
+            again.outcome == Outcome::AlreadyLoaded,
+            "{}: {:?}",
+            interp.label,
+            again.outcome
+        );
         let (st, _) = t.stop(Duration::from_secs(10))?;
         ensure!(st.success(), "{}: exit status {st}", interp.label);
     }
@@ -509,6 +815,28 @@ fn inject_process_that_exits() -> Result<()> {
                 interp.label
             ),
         }
+    }
+    // The process dies inside the injected call (the stand-in's ldbg_attach calls _exit).
+    for interp in &interps {
+        let mut t = Target::spawn_env(
+            interp,
+            "idle.py",
+            &[],
+            &[],
+            &[("LDBG_TEST_EXIT_IN_ATTACH", "1")],
+        )?;
+        let t0 = Instant::now();
+        match inject::inject(t.pid(), &so, &InjectOptions::default()) {
+            Err(InjectError::ProcessExited { .. }) => {}
+            other => bail!("{}: died in ldbg_attach: {other:?}", interp.label),
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(3));
+        // Here the target is also our child, so the injector's waitpid may have reaped it
+        // (ECHILD); either way it must be gone, with status 3 if we still see it.
+        if let Ok(st) = t.child.wait() {
+            ensure!(st.code() == Some(3), "{}: exit status {st}", interp.label);
+        }
+        ensure!(!Path::new(&format!("/proc/{}", t.pid())).exists());
     }
     // An already-dead pid.
     let mut c = Command::new("true").spawn()?;

@@ -252,3 +252,179 @@ fn probe_cost() {
         w - wo
     );
 }
+
+/// A vectorcall that is not `_PyFunction_Vectorcall`: on 3.12+ `CALL` then neither inlines nor
+/// specialises the function, so every call goes `PyObject_Vectorcall` → here → the original
+/// `_PyFunction_Vectorcall` → `_PyEval_EvalFrameDefault`, visible to the frame-entry probe.
+const TRAMPOLINE_C: &str = r#"
+#include <Python.h>
+static vectorcallfunc orig;
+void ldbg_set_original(void *p) { orig = (vectorcallfunc)p; }
+PyObject *ldbg_trampoline(PyObject *f, PyObject *const *a, size_t n, PyObject *kw) {
+    return orig(f, a, n, kw);
+}
+"#;
+
+/// Routes `target` through the trampoline (3.12+: `PyFunction_SetVectorcall`; 3.11 has no such
+/// API, so the field is written directly), after letting its call site specialise; then calls it
+/// N times from Python code (normally inlined: invisible to the probe).
+const ROUTE_PY: &str = r#"
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+def target(x):
+    return x
+def loop(n):
+    for i in range(n):
+        target(i)
+loop(1000); loop(1000)
+OFF = 120 if sys.version_info < (3, 12) else 128  # PyFunctionObject.vectorcall
+lib.ldbg_set_original(ctypes.c_void_p(ctypes.c_void_p.from_address(id(target) + OFF).value))
+tramp = ctypes.cast(lib.ldbg_trampoline, ctypes.c_void_p).value
+if sys.version_info >= (3, 12):
+    ctypes.pythonapi.PyFunction_SetVectorcall.argtypes = [ctypes.py_object, ctypes.c_void_p]
+    ctypes.pythonapi.PyFunction_SetVectorcall.restype = None
+    ctypes.pythonapi.PyFunction_SetVectorcall(target, tramp)
+else:
+    ctypes.c_void_p.from_address(id(target) + OFF).value = tramp
+print('ready', flush=True)
+sys.stdin.readline()
+loop(1000)
+print('done', flush=True)
+sys.stdin.readline()
+"#;
+
+/// The investigation of issue 2, item 4, as a test: can calls of one chosen function be routed
+/// through the evaluator entry without a global cost? On 3.12+ yes: a function whose vectorcall
+/// is not `_PyFunction_Vectorcall` is never inlined nor specialised, and all its calls (from any
+/// call site) enter `_PyEval_EvalFrameDefault`; other functions keep their fast path. On 3.11
+/// no: its `CALL` inlines any `PyFunction` regardless of the vectorcall.
+#[test]
+fn calls_routed_through_a_vectorcall_trampoline_enter_the_evaluator() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = dir.path().join("tramp.c");
+    let py = dir.path().join("route.py");
+    std::fs::write(&c, TRAMPOLINE_C).expect("write C");
+    std::fs::write(&py, ROUTE_PY).expect("write Python");
+    let mut failures = Vec::new();
+    for interp in supported()
+        .into_iter()
+        .filter(|i| i.label.starts_with("pyenv-"))
+    {
+        let (major, minor) = interp.version;
+        let include = interp
+            .path
+            .parent()
+            .and_then(|bin| bin.parent())
+            .map(|prefix| prefix.join(format!("include/python{major}.{minor}")))
+            .expect("prefix");
+        let so = dir.path().join(format!("tramp{minor}.so"));
+        let built = std::process::Command::new("cc")
+            .args(["-O2", "-shared", "-fPIC", "-I"])
+            .arg(&include)
+            .arg(&c)
+            .arg("-o")
+            .arg(&so)
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "skipping {}: cannot build the trampoline (cc, Python headers)",
+                interp.label
+            );
+            continue;
+        }
+        let run = || -> Result<u64> {
+            let mut proc = std::process::Command::new(&interp.path);
+            proc.arg(&py).arg(&so);
+            let mut p = PyProcess::start_command(proc)?;
+            p.stdout
+                .wait_for("ready", Duration::from_secs(20), |l| l == "ready")?;
+            let trace = RunningTrace::start(p.pid(), &["--duration", "2", "--budget", "0"])?;
+            p.send_line("go")?;
+            p.stdout
+                .wait_for("done", Duration::from_secs(20), |l| l == "done")?;
+            let (status, stdout) = trace.finish(Duration::from_secs(30))?;
+            ensure!(status.success(), "trace failed");
+            let entries: Vec<Value> = serde_json::from_str(&stdout)?;
+            Ok(entries
+                .iter()
+                .filter(|e| e["qualname"] == "target")
+                .filter_map(|e| e["entries"].as_u64())
+                .sum())
+        };
+        let expected = if minor >= 12 { 1000 } else { 0 };
+        match run() {
+            Ok(n) if n == expected => {
+                eprintln!(
+                    "{}: routed target() entered the evaluator {n} times",
+                    interp.label
+                )
+            }
+            Ok(n) => failures.push(format!(
+                "{}: {n} entries, expected {expected}",
+                interp.label
+            )),
+            Err(e) => failures.push(format!("{}: {e:#}", interp.label)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A process whose interpreter file exists only in its own mount namespace (a container's view):
+/// `inspect` and `trace` must reach it through `/proc/<pid>/root`.
+#[test]
+fn trace_reaches_an_interpreter_only_visible_in_another_mount_namespace() {
+    if skip_unless_root() {
+        return;
+    }
+    let debian = std::path::Path::new("/usr/bin/python3.11");
+    if !debian.exists() {
+        eprintln!("skipping: /usr/bin/python3.11 (static build) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = script(dir.path()).expect("script");
+    let hidden = tempfile::tempdir().expect("mount point");
+    let exe = hidden.path().join("python3.11");
+    // In a private mount namespace: a tmpfs over `hidden` (empty in the host's view), the
+    // interpreter copied into it, and exec'd from there (same pid as `unshare`).
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none {h} && cp {src} {exe} && exec {exe} {script}",
+            h = hidden.path().display(),
+            src = debian.display(),
+            exe = exe.display(),
+            script = script.display()
+        ));
+    let mut py = match PyProcess::start_command(cmd) {
+        Ok(py) => py,
+        Err(e) => {
+            eprintln!("skipping: cannot run unshare ({e:#})");
+            return;
+        }
+    };
+    py.stdout
+        .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
+        .expect("ready");
+    assert!(
+        !exe.exists(),
+        "the interpreter must not be visible from the host"
+    );
+    let trace = RunningTrace::start(py.pid(), &["--duration", "2"]).expect("trace");
+    py.send_line("go").expect("go");
+    py.stdout
+        .wait_for("done", Duration::from_secs(20), |l| l == "done")
+        .expect("done");
+    let (status, stdout) = trace.finish(Duration::from_secs(30)).expect("finish");
+    assert!(status.success());
+    let entries: Vec<Value> = serde_json::from_str(&stdout).expect("json");
+    let n: u64 = entries
+        .iter()
+        .filter(|e| e["qualname"] == "target")
+        .filter_map(|e| e["entries"].as_u64())
+        .sum();
+    assert_eq!(n, N as u64, "{stdout}");
+}

@@ -138,24 +138,31 @@ pub fn cargo_nightly(channel: &str, bpf_linker: &Path) -> Command {
     cmd
 }
 
-/// Installs what is missing and builds the eBPF object. Returns its path.
-pub fn build() -> Result<PathBuf> {
+/// `cargo +nightly <subcommand>` for the eBPF crate on its target, with everything it needs
+/// installed first.
+fn ebpf_cargo(subcommand: &str) -> Result<Command> {
     let channel = nightly()?;
     ensure_nightly(&channel)?;
     let linker = ensure_bpf_linker(&channel)?;
-    run(cargo_nightly(&channel, &linker)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "-p",
-            "libdebugger-ebpf",
-            "--target-dir",
-        ])
-        .arg(root().join("target/ebpf")))?;
+    let mut cmd = cargo_nightly(&channel, &linker);
+    cmd.args([
+        subcommand,
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "-p",
+        "libdebugger-ebpf",
+        "--target-dir",
+    ])
+    .arg(root().join("target/ebpf"));
+    Ok(cmd)
+}
+
+/// Installs what is missing and builds the eBPF object. Returns its path.
+pub fn build() -> Result<PathBuf> {
+    run(&mut ebpf_cargo("build")?)?;
     let obj = object_path();
     if !obj.exists() {
         bail!("the eBPF build succeeded but {} is missing", obj.display());
@@ -166,21 +173,5 @@ pub fn build() -> Result<PathBuf> {
 
 /// Clippy for the eBPF crate on its own target.
 pub fn clippy() -> Result<()> {
-    let channel = nightly()?;
-    ensure_nightly(&channel)?;
-    let linker = ensure_bpf_linker(&channel)?;
-    run(cargo_nightly(&channel, &linker)
-        .args([
-            "clippy",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "-p",
-            "libdebugger-ebpf",
-            "--target-dir",
-        ])
-        .arg(root().join("target/ebpf"))
-        .args(["--", "-D", "warnings"]))
+    run(ebpf_cargo("clippy")?.args(["--", "-D", "warnings"]))
 }

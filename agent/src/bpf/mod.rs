@@ -10,6 +10,11 @@
 //! * Process lifecycle: [`Bpf::attach_lifecycle`] and [`Bpf::proc_events`].
 //! * Losses: [`Bpf::drops`].
 //! * eBPF logs: [`Bpf::take_log_pump`] (keep it alive; drain it).
+//!
+//! Pids: the programs see pids as the initial pid namespace numbers them
+//! (`bpf_get_current_pid_tgid`), and pid-scoped uprobes take the agent's view of the pid. Both
+//! agree when the agent runs in the host's pid namespace, as the root daemon does; a process in a
+//! container is then addressed by its host pid.
 pub mod logs;
 pub mod ring;
 pub mod tracefs;
@@ -563,3 +568,6 @@ fn ignore_missing(result: Result<(), MapError>, name: &'static str) -> Result<()
         Err(source) => Err(BpfError::Map { name, source }),
     }
 }
+
+#[cfg(test)]
+mod tests;

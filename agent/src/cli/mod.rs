@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (the default): find Python processes, arm breakpoints, deliver hits.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Describe a process: is it CPython, which version, how the agent would attach.
     Inspect(inspect::InspectArgs),
     /// Count frame entries per code object in a process with the frame-entry eBPF probe.
@@ -50,7 +50,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         None => run::run(cli.run),
-        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Run(args)) => run::run(*args),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Doctor(args)) => doctor::run(args),

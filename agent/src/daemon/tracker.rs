@@ -49,16 +49,19 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    fn slot(&mut self, id: &str, pid: i32) -> &mut PerProcess {
+        self.by_bp
+            .entry(id.to_string())
+            .or_default()
+            .entry(pid)
+            .or_default()
+    }
+
     /// Applies a STATUS message (`{"breakpoints": [{id, status, reason, counters, …}]}`).
     pub fn on_status(&mut self, pid: i32, msg: &Value) {
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
-            let p = self
-                .by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default();
+            let p = self.slot(id, pid);
             p.status = b["status"].as_str().map(str::to_owned);
             p.reason = b["reason"].as_str().map(str::to_owned);
             if let Some(c) = b["counters"].as_object() {
@@ -74,13 +77,7 @@ impl Tracker {
             let (Some(id), Some(c)) = (b["id"].as_str(), b["counters"].as_object()) else {
                 continue;
             };
-            let p = self
-                .by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default();
-            p.counters = c.clone();
+            self.slot(id, pid).counters = c.clone();
         }
     }
 
@@ -96,12 +93,7 @@ impl Tracker {
                 .filter_map(Value::as_u64)
                 .collect();
             all.extend(&codes);
-            self.by_bp
-                .entry(id.to_string())
-                .or_default()
-                .entry(pid)
-                .or_default()
-                .code_objects = codes;
+            self.slot(id, pid).code_objects = codes;
         }
         all
     }

@@ -182,3 +182,104 @@ impl ControlWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use libdebugger_common::helper_abi::ControlBlock;
+
+    use super::*;
+
+    /// A control block in this very process (`process_vm_writev` to oneself needs no
+    /// privilege), only ever accessed through a raw pointer since the kernel writes it behind
+    /// the compiler's back.
+    struct Block(*mut ControlBlock);
+
+    impl Block {
+        fn new(generation: u64, abi: u32) -> Self {
+            // SAFETY: ControlBlock is plain integers and bytes, so all-zero is a valid value.
+            let b: Box<ControlBlock> = unsafe { Box::new_zeroed().assume_init() };
+            let p = Box::into_raw(b);
+            // SAFETY: `p` is a valid, exclusively owned allocation.
+            unsafe {
+                (*p).magic = CONTROL_MAGIC;
+                (*p).abi_version = abi;
+                (*p).generation = generation;
+            }
+            Self(p)
+        }
+
+        fn addr(&self) -> u64 {
+            self.0 as u64
+        }
+
+        /// (generation, data) as the helper would read them.
+        fn read_back(&self) -> (u64, Vec<u8>) {
+            // SAFETY: `self.0` is valid until Drop; volatile reads because the kernel wrote it.
+            unsafe {
+                let g = std::ptr::read_volatile(&raw const (*self.0).generation);
+                let len = std::ptr::read_volatile(&raw const (*self.0).data_len) as usize;
+                let data = &raw const (*self.0).data;
+                let bytes = (0..len)
+                    .map(|i| std::ptr::read_volatile(data.cast::<u8>().add(i)))
+                    .collect();
+                (g, bytes)
+            }
+        }
+    }
+
+    impl Drop for Block {
+        fn drop(&mut self) {
+            // SAFETY: created by Box::into_raw in `new`, freed once.
+            drop(unsafe { Box::from_raw(self.0) });
+        }
+    }
+
+    fn me() -> i32 {
+        std::process::id() as i32
+    }
+
+    #[test]
+    fn publishes_under_the_seqlock_protocol() {
+        let b = Block::new(0, ABI_VERSION);
+        let mut w = ControlWriter::at(me(), b.addr()).expect("open");
+        assert_eq!(w.generation(), 0);
+        let g1 = w.publish(b"{\"a\":1}").expect("publish");
+        assert_eq!(g1, 2);
+        assert_eq!(b.read_back(), (2, b"{\"a\":1}".to_vec()));
+        let g2 = w
+            .publish_json(&serde_json::json!({"b": [1, 2]}))
+            .expect("publish");
+        assert_eq!(g2, 4);
+        assert_eq!(b.read_back(), (4, b"{\"b\":[1,2]}".to_vec()));
+        // Nobody applies it here: the wait times out with a clear error.
+        assert!(matches!(
+            w.wait_applied(g2, Duration::from_millis(10)),
+            Err(ControlError::NotApplied { applied: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_writer_continues_and_completes_a_torn_generation() {
+        // An agent died between writing the odd and the even generation.
+        let b = Block::new(7, ABI_VERSION);
+        let mut w = ControlWriter::at(me(), b.addr()).expect("open");
+        assert_eq!(w.generation(), 6);
+        assert_eq!(w.publish(b"x").expect("publish"), 8);
+        assert_eq!(b.read_back(), (8, b"x".to_vec()));
+    }
+
+    #[test]
+    fn refuses_wrong_abi_and_oversized_data() {
+        let bad = Block::new(0, ABI_VERSION + 1);
+        assert!(matches!(
+            ControlWriter::at(me(), bad.addr()),
+            Err(ControlError::Mismatch { .. })
+        ));
+        let b = Block::new(0, ABI_VERSION);
+        let mut w = ControlWriter::at(me(), b.addr()).expect("open");
+        assert!(matches!(
+            w.publish(&vec![b'x'; CONTROL_DATA_LEN + 1]),
+            Err(ControlError::TooLarge { .. })
+        ));
+    }
+}

@@ -309,6 +309,15 @@ pub struct Staged {
     host_dir: PathBuf,
     /// The script's path as the target sees it.
     pub script_in_target: String,
+    /// The helper's path as the target sees it.
+    pub helper_in_target: String,
+}
+
+impl Staged {
+    /// The staged helper as the agent sees it.
+    pub fn helper_on_host(&self) -> PathBuf {
+        self.host_dir.join(STAGED_HELPER_NAME)
+    }
 }
 
 impl Drop for Staged {
@@ -335,11 +344,12 @@ pub fn stage(pid: i32, helper_so: &Path) -> Result<Staged, Pep768Error> {
         .mode(0o700)
         .create(&host_dir)
         .map_err(err)?;
+    let so_in_target = format!("{in_target}/{STAGED_HELPER_NAME}");
     let staged = Staged {
         host_dir: host_dir.clone(),
         script_in_target: format!("{in_target}/attach.py"),
+        helper_in_target: so_in_target.clone(),
     };
-    let so_in_target = format!("{in_target}/{STAGED_HELPER_NAME}");
     std::fs::copy(helper_so, host_dir.join(STAGED_HELPER_NAME)).map_err(err)?;
     // Runs inside the target with the GIL; must never raise into the application (the
     // interpreter reports a failing script through sys.unraisablehook, nothing else).

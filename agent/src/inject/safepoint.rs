@@ -139,6 +139,8 @@ pub enum Refusal {
     InLoader,
     /// Not enough stack below `rsp` for the injected calls.
     NoStackRoom,
+    /// Stopped (SIGSTOP, or traced by someone else): resuming it would break job control.
+    Stopped,
 }
 
 impl std::fmt::Display for Refusal {
@@ -149,6 +151,7 @@ impl std::fmt::Display for Refusal {
             Refusal::LockWait => "waiting for a lock",
             Refusal::InLoader => "inside the dynamic loader",
             Refusal::NoStackRoom => "too little stack left",
+            Refusal::Stopped => "stopped (SIGSTOP or another tracer)",
         })
     }
 }

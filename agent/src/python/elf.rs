@@ -99,6 +99,28 @@ pub const WANTED_SYMBOLS: &[&str] = &[
     "PyEval_SaveThread",
 ];
 
+/// Adds the defined [`WANTED_SYMBOLS`] among `syms` to `out` (the first definition wins).
+fn collect_wanted<'data, S: ObjectSymbol<'data>>(
+    syms: impl Iterator<Item = S>,
+    out: &mut std::collections::HashMap<String, ElfSymbol>,
+) {
+    for sym in syms {
+        if !sym.is_definition() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if WANTED_SYMBOLS.contains(&name) && !out.contains_key(name) {
+            out.insert(
+                name.to_string(),
+                ElfSymbol {
+                    vaddr: sym.address(),
+                    size: sym.size(),
+                },
+            );
+        }
+    }
+}
+
 impl ElfImage {
     /// Opens and parses `path` (a path the agent can open, e.g. under `/proc/<pid>/root`).
     pub fn open(path: &Path) -> Result<Self, ElfError> {
@@ -150,20 +172,10 @@ impl ElfImage {
                 .section_by_name(".PyRuntime")
                 .map(|s| (s.address(), s.size()));
             let mut symbols = std::collections::HashMap::new();
-            for sym in elf.dynamic_symbols().chain(elf.symbols()) {
-                if !sym.is_definition() {
-                    continue;
-                }
-                let Ok(name) = sym.name() else { continue };
-                if WANTED_SYMBOLS.contains(&name) && !symbols.contains_key(name) {
-                    symbols.insert(
-                        name.to_string(),
-                        ElfSymbol {
-                            vaddr: sym.address(),
-                            size: sym.size(),
-                        },
-                    );
-                }
+            collect_wanted(elf.dynamic_symbols(), &mut symbols);
+            // `.symtab` (tens of thousands of entries with debug info) only if `.dynsym` lacks some.
+            if symbols.len() < WANTED_SYMBOLS.len() {
+                collect_wanted(elf.symbols(), &mut symbols);
             }
             (kind, loads, py_runtime_section, symbols)
         };

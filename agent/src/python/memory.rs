@@ -213,3 +213,102 @@ pub fn read_code(
         firstlineno: mem.read_u32(code + u64::from(layout.firstlineno))? as i32,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::offsets::from_table;
+    use crate::python::version::Version;
+
+    /// A fake address space: one buffer at `BASE`.
+    struct Fake(Vec<u8>);
+    const BASE: u64 = 0x1000;
+
+    impl ProcessMemory for Fake {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+            let start = addr.checked_sub(BASE).map(|s| s as usize);
+            match start.and_then(|s| self.0.get(s..s + buf.len())) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(MemoryError::Short {
+                    pid: 0,
+                    addr,
+                    len: buf.len(),
+                    got: 0,
+                }),
+            }
+        }
+    }
+
+    impl Fake {
+        fn put(&mut self, at: u64, bytes: &[u8]) {
+            let at = (at - BASE) as usize;
+            self.0[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    /// Builds a 3.12-layout compact str at 0x1100 whose type is named `str`.
+    fn fake_str(kind: u32, ascii: bool, data: &[u8], length: u64) -> (Fake, CodeLayout) {
+        let layout = from_table(Version::major_minor(3, 12)).expect("3.12").code;
+        let mut m = Fake(vec![0; 0x1000]);
+        let (obj, ty, name) = (0x1100, 0x1400, 0x1600);
+        m.put(name, b"str\0");
+        m.put(ty + TP_NAME, &name.to_le_bytes());
+        m.put(obj + OB_TYPE, &ty.to_le_bytes());
+        m.put(
+            obj + u64::from(layout.unicode_length),
+            &length.to_le_bytes(),
+        );
+        let state = (kind << 2) | (1 << 5) | (u32::from(ascii) << 6);
+        m.put(obj + u64::from(layout.unicode_state), &state.to_le_bytes());
+        let at = if ascii {
+            layout.ascii_data
+        } else {
+            layout.compact_data
+        };
+        m.put(obj + u64::from(at), data);
+        (m, layout)
+    }
+
+    #[test]
+    fn reads_ascii_latin1_ucs2_and_ucs4_strings() {
+        let (m, l) = fake_str(1, true, b"probe_me", 8);
+        assert_eq!(read_str(&m, &l, 0x1100).expect("ascii"), "probe_me");
+        let (m, l) = fake_str(1, false, &[0x63, 0x61, 0x66, 0xe9], 4);
+        assert_eq!(read_str(&m, &l, 0x1100).expect("latin-1"), "café");
+        let ucs2: Vec<u8> = "héllo→".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let (m, l) = fake_str(2, false, &ucs2, 6);
+        assert_eq!(read_str(&m, &l, 0x1100).expect("ucs2"), "héllo→");
+        let ucs4: Vec<u8> = "a🐍"
+            .chars()
+            .flat_map(|c| u32::from(c).to_le_bytes())
+            .collect();
+        let (m, l) = fake_str(4, false, &ucs4, 2);
+        assert_eq!(read_str(&m, &l, 0x1100).expect("ucs4"), "a🐍");
+    }
+
+    #[test]
+    fn refuses_other_types_and_non_compact_strings() {
+        let (mut m, l) = fake_str(1, true, b"x", 1);
+        m.put(0x1600, b"int\0");
+        assert!(matches!(
+            read_str(&m, &l, 0x1100),
+            Err(MemoryError::WrongType { .. })
+        ));
+        let (mut m, l) = fake_str(1, true, b"x", 1);
+        m.put(
+            0x1100 + u64::from(l.unicode_state),
+            &(1u32 << 2).to_le_bytes(),
+        );
+        assert!(matches!(
+            read_str(&m, &l, 0x1100),
+            Err(MemoryError::UnsupportedStr { .. })
+        ));
+        // A huge length is cut to MAX_STR_CHARS instead of allocating gigabytes (the fake has
+        // fewer bytes, so the read fails cleanly).
+        let (m, l) = fake_str(1, true, b"x", u64::MAX);
+        assert!(read_str(&m, &l, 0x1100).is_err());
+    }
+}

@@ -387,14 +387,29 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
         b.copy_from_slice(bytes);
         Version::from_hex(u64::from_le_bytes(b) as u32)
     });
+    // Each step is logged whatever it finds, so `LIBDEBUGGER_LOG=libdebugger_agent=debug`
+    // shows why a version was (or was not) recognised.
+    let from_debug_offsets = debug_offsets.and_then(|d| Version::from_hex(d.version_hex));
+    debug!(
+        pid,
+        path = %image_path.display(),
+        step1_py_version = ?py_version_sym.map(|v| v.to_string()),
+        step2_debug_offsets = ?from_debug_offsets.map(|v| v.to_string()),
+        step3_file_name = ?name_info.map(|n| n.version.to_string()),
+        "version ladder"
+    );
     let (version, version_source) = if let Some(v) = py_version_sym {
-        debug!(pid, %v, "version from the Py_Version symbol");
+        debug!(pid, %v, "version from step 1, the Py_Version symbol");
         (v, VersionSource::PyVersionSymbol)
-    } else if let Some(v) = debug_offsets.and_then(|d| Version::from_hex(d.version_hex)) {
-        debug!(pid, %v, "no Py_Version symbol; version from _Py_DebugOffsets");
+    } else if let Some(v) = from_debug_offsets {
+        debug!(pid, %v, "no Py_Version symbol; version from step 2, _Py_DebugOffsets");
         (v, VersionSource::DebugOffsets)
     } else if let Some(n) = name_info {
-        debug!(pid, v = %n.version, "no Py_Version, no _Py_DebugOffsets; version from the file name");
+        debug!(
+            pid,
+            v = %n.version,
+            "no Py_Version, no _Py_DebugOffsets; version from step 3, the file name"
+        );
         (n.version, VersionSource::FileName)
     } else {
         debug!(pid, "no step of the version ladder found a version");

@@ -35,8 +35,9 @@
 //! exception table is shifted so the inserted call is covered by the same handler as the
 //! instruction it precedes, and the location table is rebuilt so every original instruction keeps
 //! its exact positions (tracebacks, `frame.f_lineno`); the inserted instructions carry the line
-//! they belong to. The hook, the original code object and the line numbers are appended to
-//! `co_consts`; `co_stacksize` grows by 4.
+//! they belong to. The hook, the line numbers, [`INSTRUMENTED_MARKER`] and the original code
+//! object are appended to `co_consts` ([`instrumented_original`] reads it back); `co_stacksize`
+//! grows by 4.
 //!
 //! # Limits and costs
 //!
@@ -51,20 +52,25 @@
 //! * [`instrument`]: about 5 µs for a small function, 65 µs for a 1,300-code-unit one with all
 //!   87 lines armed.
 //! * [`swap_in`] and [`Swap::restore`] hold the GIL for one pass over the objects the garbage
-//!   collector tracks. For module-level functions and methods of module-level classes (nothing
-//!   live can nest them) that pass is `gc.get_referrers(code)`; for code nested in a function
-//!   (`<locals>` in `co_qualname`: closures, lambdas, comprehensions, local classes) it is
-//!   `gc.get_objects()` plus a walk of every live function's nested code, to find the parents.
-//!   Measured with 760,000 tracked objects and 50,000 functions (best of 7, 3.11.7 / 3.11.2):
-//!   13 / 16 ms each way for a module-level function, 25 / 34 ms for a closure whose 50,000
-//!   instances are all swapped. When `gc.freeze()` is in effect (its permanent generation is
-//!   invisible to both `gc` calls) the frozen objects are found by following references
-//!   instead, which is slower (about 18 ms each way for 22,000 frozen objects).
-//! * Swaps of the same code object must be restored in reverse order (LIFO); to change the lines
-//!   of an armed code object, instrument the original again and either restore then swap in the
-//!   new copy, or swap the new copy in place of the armed one and later restore both, LIFO.
-//! * The instrumented copy holds the original code object in `co_consts` (the hook's argument):
-//!   walk nested code with [`nested_code_objects`], not with every code constant.
+//!   collector tracks. For code that nothing live can nest and that creates no functions
+//!   (module-level functions and methods without closures) that pass is
+//!   `gc.get_referrers(code)`; otherwise (`<locals>` in `co_qualname`, or nested code inside) it
+//!   is `gc.get_objects()` plus a walk of every live function's nested code, to find parents and
+//!   derived copies. Measured with 760,000 tracked objects and 50,000 functions on the 2-core
+//!   test VM (best of 7, 3.11.7 and 3.11.2): 13–35 ms each way for a module-level function —
+//!   the cost of `gc.get_referrers` alone, which varied from 12 to 27 ms with the machine's load
+//!   — and 25–67 ms for a closure whose 50,000 instances are all swapped. When `gc.freeze()` is
+//!   in effect (its permanent generation is invisible to both `gc` calls) the frozen objects are
+//!   found by following references instead, which is slower (about 18 ms each way for 22,000
+//!   frozen objects).
+//! * Swaps can be restored in any order (parents are recomputed from their roots, see
+//!   `swap.rs`); once all are restored every function has its identical original code back. To
+//!   change the lines of an armed code object, instrument the original again and either restore
+//!   then swap in the new copy, or `swap_in(armed_copy, new_copy)` and later restore both.
+//! * Live functions hold instrumented and derived copies while armed: map what you find in
+//!   `__code__` through [`original_code`] before instrumenting or swapping, and walk nested code
+//!   with [`nested_code_objects`] (the copies hold extra code constants that are not nested
+//!   code).
 
 mod bytecode;
 mod exctable;
@@ -79,9 +85,9 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-pub use swap::{Swap, swap_in};
+pub use swap::{Swap, original_code, swap_in};
 
 /// Why a code object could not be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +234,28 @@ fn require_code(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
+/// Second-to-last constant of an instrumented copy; the last one is the original code object.
+pub const INSTRUMENTED_MARKER: &str = "libdebugger:py311:instrumented";
+
+/// The original of a code object made by [`instrument`], or `None` for any other code object.
+pub fn instrumented_original<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let consts = code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?;
+    let n = consts.len();
+    if n < 2 {
+        return Ok(None);
+    }
+    let marker = consts.get_item(n - 2)?;
+    // Exact str only: never compares through a user-defined __eq__.
+    let is_marker = marker.is_exact_instance_of::<PyString>()
+        && marker.cast::<PyString>()?.to_cow()? == INSTRUMENTED_MARKER;
+    is_marker.then(|| consts.get_item(n - 1)).transpose()
+}
+
 /// Returns a new code object equal to `code` except that the first instruction of each line in
 /// `lines` is preceded by a call `hook(code, line)` whose result is discarded, where `code` is the
 /// ORIGINAL code object (a constant in the new one) and `line` an int.
@@ -300,13 +328,16 @@ fn instrument_detailed<'py>(
     wanted.dedup();
     let base = u32::try_from(consts.len())
         .map_err(|_| PyValueError::new_err("co_consts is too large to add constants to"))?;
+    // New constants: hook, the line numbers, INSTRUMENTED_MARKER, the original code object
+    // (last, so that `instrumented_original` finds it).
+    let n_lines = wanted.len() as u32;
     let hook_consts = HookConsts {
         hook: base,
-        code: base + 1,
+        code: base + 2 + n_lines,
         lines: wanted
             .iter()
             .enumerate()
-            .map(|(i, &l)| (l, base + 2 + i as u32))
+            .map(|(i, &l)| (l, base + 1 + i as u32))
             .collect(),
     };
     let rewritten = bytecode::instrument(
@@ -322,10 +353,11 @@ fn instrument_detailed<'py>(
 
     let mut new_consts: Vec<Bound<'py, PyAny>> = consts.iter().collect();
     new_consts.push(hook.clone());
-    new_consts.push(code.clone());
     for &l in &wanted {
         new_consts.push(l.into_pyobject(py)?.into_any());
     }
+    new_consts.push(PyString::new(py, INSTRUMENTED_MARKER).into_any());
+    new_consts.push(code.clone());
     let kwargs = PyDict::new(py);
     kwargs.set_item("co_code", PyBytes::new(py, &rewritten.code))?;
     kwargs.set_item("co_consts", PyTuple::new(py, new_consts)?)?;
@@ -432,6 +464,15 @@ fn _py311_nested_code_objects<'py>(
     nested_code_objects(py, code)
 }
 
+/// `_py311_original_code(code) -> code`.
+#[pyfunction]
+fn _py311_original_code<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    original_code(py, code)
+}
+
 /// `_py311_round_trips(code) -> bool`.
 #[pyfunction]
 fn _py311_round_trips(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -439,12 +480,14 @@ fn _py311_round_trips(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool>
 }
 
 /// Adds the private test-only functions `_py311_instrument`, `_py311_swap`,
-/// `_py311_round_trips` and `_py311_nested_code_objects` to the helper module.
+/// `_py311_round_trips`, `_py311_nested_code_objects` and `_py311_original_code` to the helper
+/// module.
 pub fn register_test_functions(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySwap>()?;
     m.add_function(wrap_pyfunction!(_py311_instrument, m)?)?;
     m.add_function(wrap_pyfunction!(_py311_swap, m)?)?;
     m.add_function(wrap_pyfunction!(_py311_round_trips, m)?)?;
     m.add_function(wrap_pyfunction!(_py311_nested_code_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(_py311_original_code, m)?)?;
     Ok(())
 }
