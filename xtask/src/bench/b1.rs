@@ -112,6 +112,16 @@ fn bp_ids() -> Vec<String> {
     (1..=5).map(|n| format!("b1-unreached-{n}")).collect()
 }
 
+/// An A/B comparison and the pairs it had to leave out.
+struct Compared {
+    result: AbResult,
+    /// Pairs whose A or B run failed (e.g. the agent did not arm in time), with the first error.
+    failed: usize,
+    first_error: Option<String>,
+}
+
+/// `pairs` A/B pairs in alternation. A pair whose run fails is left out and counted; with fewer
+/// than half the pairs complete, the comparison fails with the first error.
 fn ab(
     ctx: &Ctx,
     py: &Python,
@@ -120,20 +130,50 @@ fn ab(
     a: Side<'_>,
     b: Side<'_>,
     pairs: usize,
-) -> Result<AbResult> {
-    let (ra, rb) = alternate(
-        pairs,
-        |_| one_run(ctx, py, variant, p, &a),
-        |_| one_run(ctx, py, variant, p, &b),
-    )?;
-    AbResult::from_runs(ra, rb).ok_or_else(|| anyhow!("no complete pair"))
+) -> Result<Compared> {
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let mut first_error = None;
+    let mut failed = 0;
+    for _ in 0..pairs {
+        let pair = alternate(
+            1,
+            |_| one_run(ctx, py, variant, p, &a),
+            |_| one_run(ctx, py, variant, p, &b),
+        );
+        match pair {
+            Ok((x, y)) => {
+                ra.extend(x);
+                rb.extend(y);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    if ra.len() * 2 < pairs {
+        return Err(anyhow!(
+            "{failed} of {pairs} pairs failed: {}",
+            first_error.unwrap_or_default()
+        ));
+    }
+    let result = AbResult::from_runs(ra, rb).ok_or_else(|| anyhow!("no complete pair"))?;
+    Ok(Compared {
+        result,
+        failed,
+        first_error,
+    })
 }
 
-fn row_from(row: Row, r: Result<AbResult>, verdict: impl Fn(f64) -> Verdict) -> Row {
+fn row_from(row: Row, r: Result<Compared>, verdict: impl Fn(f64) -> Verdict) -> Row {
     match r {
-        Ok(r) => {
-            let v = verdict(r.ratio.median);
-            row.ab(r).verdict(v)
+        Ok(c) => {
+            let v = verdict(c.result.ratio.median);
+            let mut row = row.ab(c.result).verdict(v);
+            if let Some(e) = c.first_error {
+                row = row.note(format!("{} pair(s) left out: {e}", c.failed));
+            }
+            row
         }
         Err(e) => row.not_available(format!("{e:#}")),
     }
@@ -141,9 +181,9 @@ fn row_from(row: Row, r: Result<AbResult>, verdict: impl Fn(f64) -> Verdict) -> 
 
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     let p = Params {
-        requests: ctx.pick(20_000, 3_000),
-        pairs: ctx.pick(6, 2),
-        aa_pairs: ctx.pick(3, 1),
+        requests: ctx.pick(12_000, 3_000),
+        pairs: ctx.pick(5, 2),
+        aa_pairs: ctx.pick(2, 1),
     };
     let note = format!(
         "{} requests per run; value = median of per-pair ratios of process CPU time, with/without",

@@ -429,3 +429,55 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn outcome(counters: serde_json::Value, calls: u64, received: u64) -> Outcome {
+        Outcome {
+            calls,
+            received,
+            span_s: 30.0,
+            status: json!({"breakpoints": [{"id": BP_ID, "counters": counters}]}),
+        }
+    }
+
+    #[test]
+    fn pipeline_loss_is_snapshots_taken_minus_arrived() {
+        let o = outcome(
+            json!({"hits": 100, "captured": 100, "rate_limited": 0}),
+            100,
+            97,
+        );
+        assert_eq!(o.lost(), 3);
+        assert!(capped_by_helper(&o).is_none());
+    }
+
+    #[test]
+    fn rate_limited_runs_do_not_measure_the_pipeline() {
+        let o = outcome(
+            json!({"hits": 100, "captured": 10, "rate_limited": 90}),
+            100,
+            10,
+        );
+        let why = capped_by_helper(&o).expect("capped");
+        assert!(why.contains("90 rate-limited"), "{why}");
+        let o = outcome(
+            json!({"hits": 100, "captured": 50, "process_capped": 50}),
+            100,
+            50,
+        );
+        assert!(capped_by_helper(&o).is_some());
+    }
+
+    #[test]
+    fn stale_or_missing_counters_are_not_taken_for_zero_loss() {
+        // The helpers report every few seconds: counters behind the calls say nothing.
+        let o = outcome(json!({"hits": 40, "captured": 40}), 100, 100);
+        assert!(capped_by_helper(&o).is_some_and(|w| w.contains("do not account")));
+        let o = outcome(json!({"hits": 100}), 100, 100);
+        assert!(capped_by_helper(&o).is_some_and(|w| w.contains("no `captured`")));
+    }
+}
