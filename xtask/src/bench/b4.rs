@@ -53,7 +53,7 @@ fn trial(
 }
 
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
-    let trials = ctx.pick(12, 2);
+    let trials = ctx.pick(10, 2);
     let started = ctx.agent().and_then(|pieces| {
         Agent::start(
             &pieces.bin,

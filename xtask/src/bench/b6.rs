@@ -104,7 +104,7 @@ fn measure(
 }
 
 pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
-    let window = Duration::from_secs(ctx.pick(20, 3));
+    let window = Duration::from_secs(ctx.pick(15, 3));
     let counts: &[usize] = if ctx.quick { &[1] } else { &[1, 10, 50] };
     let ready: Result<(AgentPieces, Python), String> = match (ctx.agent(), ctx.main_python()) {
         (Err(why), _) => Err(why),

@@ -163,7 +163,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         entries: 1_000_000,
         reps: ctx.pick(3, 2),
     };
-    let pairs = ctx.pick(5, 1);
+    let pairs = ctx.pick(4, 1);
     let agent = ctx.agent_bin();
     per_python(
         ctx,
