@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's build tasks. Run through `./x <task>` on a fresh machine
 //! (it installs the pinned host toolchain first).
+mod bench;
 mod demo;
 mod ebpf;
 mod helper;
@@ -21,6 +22,9 @@ enum Task {
     BuildEbpf,
     /// Build the in-process helper (release) and stage it as an importable module.
     BuildHelper,
+    /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
+    /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
+    Bench(bench::BenchArgs),
     /// Build everything and show a breakpoint hit in the bundled sample service (local mode).
     Demo,
     /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Task::BuildHelper => helper::build().map(|_| ()),
         Task::Demo => demo::run_demo(),
         Task::Test { args } => test::run_all(&args),
+        Task::Bench(args) => bench::run(args),
     }
 }
