@@ -96,10 +96,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let echo_to_terminal =
         args.events_file.is_some() && !events_to_stdout && std::io::stdout().is_terminal();
     let delivery = crate::delivery::Delivery::start(&settings, args.events_file.as_deref())?;
-    let helper_settings = serde_json::json!({
-        "capture": settings.capture,
-        "redaction": settings.redaction,
-    });
+    let helper_settings =
+        crate::daemon::HelperSettings::from_config(&settings.capture, &settings.redaction);
     let daemon = Daemon {
         platform: Arc::new(host::Host {
             helper_so,

@@ -42,22 +42,114 @@ pub trait HelperLink: Send {
     fn emit_target(&self) -> Option<PathBuf>;
 }
 
+/// What the helper is told besides the breakpoints, from the configuration's `[capture]` and
+/// `[redaction]` tables (shape documented in `helper/src/spec.rs`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HelperSettings {
+    /// Process-wide: `redact_add`, `redact_exclude`, `process_rate`, `cpu_budget`,
+    /// `queue_capacity`.
+    pub settings: Map<String, Value>,
+    /// Per-breakpoint capture limits applied to every breakpoint: `max_depth`, `max_items`,
+    /// `max_string`, `max_fields`, `max_bytes`, `deadline_ms`, `rate`, `burst`.
+    pub limits: Map<String, Value>,
+}
+
+/// `[capture]` keys that are per-breakpoint limits.
+const LIMIT_KEYS: [&str; 8] = [
+    "max_depth",
+    "max_items",
+    "max_string",
+    "max_fields",
+    "max_bytes",
+    "deadline_ms",
+    "rate",
+    "burst",
+];
+/// `[capture]` keys that are process-wide budgets.
+const PROCESS_KEYS: [&str; 3] = ["process_rate", "cpu_budget", "queue_capacity"];
+
+impl HelperSettings {
+    /// Maps the configuration tables onto the helper's fields; unknown keys are warned about.
+    pub fn from_config(capture: &Value, redaction: &Value) -> Self {
+        let mut out = Self::default();
+        for (k, v) in capture.as_object().into_iter().flatten() {
+            if LIMIT_KEYS.contains(&k.as_str()) {
+                out.limits.insert(k.clone(), v.clone());
+            } else if PROCESS_KEYS.contains(&k.as_str()) {
+                out.settings.insert(k.clone(), v.clone());
+            } else {
+                tracing::warn!(
+                    "unknown key `{k}` in [capture] (known: {LIMIT_KEYS:?}, {PROCESS_KEYS:?})"
+                );
+            }
+        }
+        for (k, v) in redaction.as_object().into_iter().flatten() {
+            match k.as_str() {
+                "add" => out.settings.insert("redact_add".into(), v.clone()),
+                "exclude" => out.settings.insert("redact_exclude".into(), v.clone()),
+                _ => {
+                    tracing::warn!("unknown key `{k}` in [redaction] (known: add, exclude)");
+                    None
+                }
+            };
+        }
+        out
+    }
+}
+
 /// The control JSON the helper applies: the full desired set, applied as a diff on its side
 /// (shape documented in `helper/src/spec.rs`).
-pub fn control_json(set: &DesiredSet, settings: &Value) -> Vec<u8> {
+pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
     let breakpoints: Vec<Value> = set
         .enabled()
         .map(|b: &Breakpoint| {
-            json!({
+            let mut v = json!({
                 "id": b.id,
                 "file": b.file,
                 "line": b.line,
                 "condition": b.condition,
-            })
+            });
+            if !helper.limits.is_empty() {
+                v["limits"] = Value::Object(helper.limits.clone());
+            }
+            v
         })
         .collect();
-    serde_json::to_vec(&json!({ "breakpoints": breakpoints, "settings": settings }))
+    serde_json::to_vec(&json!({ "breakpoints": breakpoints, "settings": helper.settings }))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_tables_map_onto_the_helpers_fields() {
+        let h = HelperSettings::from_config(
+            &json!({"rate": 1000, "burst": 2000, "max_depth": 5, "process_rate": 20000}),
+            &json!({"add": ["iban"], "exclude": ["pin"]}),
+        );
+        let set = DesiredSet::from_breakpoints([Breakpoint {
+            id: "b".into(),
+            file: "a.py".into(),
+            line: 3,
+            condition: None,
+            enabled: true,
+            repository: None,
+        }]);
+        let v: Value = serde_json::from_slice(&control_json(&set, &h)).unwrap();
+        assert_eq!(
+            v["breakpoints"][0]["limits"],
+            json!({"rate": 1000, "burst": 2000, "max_depth": 5})
+        );
+        assert_eq!(
+            v["settings"],
+            json!({"process_rate": 20000, "redact_add": ["iban"], "redact_exclude": ["pin"]})
+        );
+        let none: Value =
+            serde_json::from_slice(&control_json(&set, &HelperSettings::default())).unwrap();
+        assert!(none["breakpoints"][0].get("limits").is_none());
+    }
 }
 
 /// Merges the source's set with breakpoints added from the CLI (CLI ids win).
@@ -177,7 +269,7 @@ pub struct Daemon {
     pub delivery: Delivery,
     pub distinct_id: String,
     /// Settings passed to every helper (`settings` of the control JSON).
-    pub helper_settings: Value,
+    pub helper_settings: HelperSettings,
     pub selectors: crate::selectors::Matcher,
     pub mode_label: &'static str,
     /// Also show hits on the terminal (stdout is a terminal and events do not go to stdout).
@@ -201,7 +293,7 @@ struct Owner {
     cli_set: BTreeMap<String, Breakpoint>,
     source_set: DesiredSet,
     desired: DesiredSet,
-    helper_settings: Value,
+    helper_settings: HelperSettings,
     control: Vec<u8>,
     sender: FanOut,
     /// `$data_breakpoint_status` events, at most one per breakpoint per [`STATUS_INTERVAL`].
