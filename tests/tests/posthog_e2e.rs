@@ -736,10 +736,9 @@ fn posthog_e2e_unauthorized_is_reported_once_without_storm() -> Result<()> {
     Ok(())
 }
 
-/// (5, status) `status --json` should say that PostHog refuses the keys; today only the log
-/// does: the daemon's status has no delivery or poller errors (see the report of issue 5).
+/// (5, status) `status --json` says that PostHog refuses the keys, naming them (the poller's and
+/// the PostHog sink's last errors).
 #[test]
-#[ignore = "daemon: status --json does not expose the PostHog sink's or the poller's last error (401)"]
 fn posthog_e2e_unauthorized_shows_in_status() -> Result<()> {
     require_env!();
     let interp = main_interpreter()?;
@@ -757,13 +756,21 @@ fn posthog_e2e_unauthorized_shows_in_status() -> Result<()> {
     s.agent
         .log
         .wait_for("PostHog rejected the personal API key", DELIVERY_TIMEOUT)?;
-    let status = s.agent.status()?;
-    let text = status.to_string();
-    ensure!(
-        text.contains("POSTHOG_API_KEY") && text.contains("POSTHOG_PERSONAL_API_KEY"),
-        "status --json does not say which key PostHog refuses: {status:#}"
-    );
-    Ok(())
+    // `status` is refreshed by the agent's tick: poll it until it shows both, with a deadline.
+    let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        let status = s.agent.status()?;
+        let text = status.to_string();
+        if text.contains("POSTHOG_API_KEY") && text.contains("POSTHOG_PERSONAL_API_KEY") {
+            ensure!(status["posthog"]["auth_error"] == true, "{status:#}");
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "status --json does not say which key PostHog refuses: {status:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// (6) Malformed answers from the breakpoints API: the last good set stays in force (hits keep

@@ -63,10 +63,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     }
     let selectors = Matcher::new(&selectors)?;
     let mut file_status = None;
+    let mut poller_status = None;
     let (source, mode_label) = match (&settings.mode, &args.breakpoints) {
         (Mode::PostHog(ph), None) => {
             let poller = Poller::start(PollerConfig::from_settings(ph))?;
             let rx = poller.desired.clone();
+            poller_status = Some(poller.status.clone());
             (
                 Source::Watch {
                     rx,
@@ -111,6 +113,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         mode_label,
         echo_to_terminal,
         file_status,
+        poller_status,
     };
     let socket = args
         .socket

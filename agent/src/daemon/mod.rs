@@ -277,6 +277,8 @@ pub struct Daemon {
     /// The watched breakpoints file's load status (local mode with `--breakpoints`), shown in
     /// `status` so a malformed file is visible where the user looks.
     pub file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
+    /// Health of the PostHog poller, for `status` (PostHog mode).
+    pub poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
 }
 
 enum Injection {
@@ -313,6 +315,9 @@ struct Owner {
     echo_to_terminal: bool,
     governor_detached: BTreeMap<i32, u64>,
     file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
+    poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    /// The delivery pipelines (taken at shutdown to flush them).
+    delivery: Option<Delivery>,
 }
 
 impl Daemon {
@@ -383,15 +388,17 @@ impl Daemon {
             echo_to_terminal: self.echo_to_terminal,
             governor_detached: BTreeMap::new(),
             file_status: self.file_status,
+            poller_status: self.poller_status,
+            delivery: None,
         };
         let (mut emit_rx, mut proc_rx) = owner.readers();
         let mut source = self.source;
         if let Source::Watch { rx, .. } = &mut source {
             owner.source_set = rx.borrow_and_update().clone();
         }
+        owner.delivery = Some(self.delivery);
         owner.registry.rescan(owner.platform.as_ref());
         owner.set_changed();
-        let delivery = self.delivery;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -432,8 +439,12 @@ impl Daemon {
         if let Some(path) = control_socket {
             let _ = std::fs::remove_file(path);
         }
+        let delivery = owner.delivery.take();
         drop(owner);
-        let stats = delivery.shutdown(FLUSH_TIMEOUT).await;
+        let stats = match delivery {
+            Some(d) => d.shutdown(FLUSH_TIMEOUT).await,
+            None => Vec::new(),
+        };
         for (name, s) in stats {
             tracing::info!(sink = %name, delivered = s.delivered, queued = s.queued, dropped = s.dropped_spool_full, "events flushed");
         }
@@ -853,8 +864,26 @@ impl Owner {
                 "truncated": a.truncated,
                 "incomplete_dropped": a.incomplete_dropped,
             },
-            "delivery": { "not_accepted": self.delivery_errors },
+            "delivery": {
+                "not_accepted": self.delivery_errors,
+                "sinks": self.delivery.as_ref().map(|d| {
+                    d.stats().into_iter().map(|(name, st)| (name, json!(st))).collect::<Map<_, _>>()
+                }),
+            },
         });
+        if let Some(rx) = &self.poller_status {
+            let ps = rx.borrow();
+            self.shared.status.lock()["posthog"] = json!({
+                "fetches": ps.fetches,
+                "failures": ps.failures,
+                "consecutive_failures": ps.consecutive_failures,
+                "last_error": ps.last_error,
+                "auth_error": ps.auth_error,
+                "last_success": ps.last_success.map(|t| time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()),
+            });
+        }
         if let Some(rx) = &self.file_status {
             let fs = rx.borrow();
             self.shared.status.lock()["breakpoints_file"] = json!({
