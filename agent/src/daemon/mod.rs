@@ -73,7 +73,18 @@ impl HelperSettings {
     pub fn from_config(capture: &Value, redaction: &Value) -> Self {
         let mut out = Self::default();
         for (k, v) in capture.as_object().into_iter().flatten() {
-            if LIMIT_KEYS.contains(&k.as_str()) {
+            if k == "limits" {
+                // `[capture.limits]`: the per-breakpoint limits as a nested table.
+                for (lk, lv) in v.as_object().into_iter().flatten() {
+                    if LIMIT_KEYS.contains(&lk.as_str()) {
+                        out.limits.insert(lk.clone(), lv.clone());
+                    } else {
+                        tracing::warn!(
+                            "unknown key `{lk}` in [capture.limits] (known: {LIMIT_KEYS:?})"
+                        );
+                    }
+                }
+            } else if LIMIT_KEYS.contains(&k.as_str()) {
                 out.limits.insert(k.clone(), v.clone());
             } else if PROCESS_KEYS.contains(&k.as_str()) {
                 out.settings.insert(k.clone(), v.clone());
@@ -146,6 +157,18 @@ mod tests {
             v["settings"],
             json!({"process_rate": 20000, "redact_add": ["iban"], "redact_exclude": ["pin"]})
         );
+        let nested = HelperSettings::from_config(
+            &json!({"process_rate": 1e9, "limits": {"rate": 1e9, "burst": 1e9}}),
+            &Value::Null,
+        );
+        assert_eq!(
+            nested.limits,
+            json!({"rate": 1e9, "burst": 1e9})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(nested.settings["process_rate"], 1e9);
         let none: Value =
             serde_json::from_slice(&control_json(&set, &HelperSettings::default())).unwrap();
         assert!(none["breakpoints"][0].get("limits").is_none());
