@@ -93,13 +93,36 @@ fn helper_removal_leaves_no_residue() {
         assert_eq!(r["hits_after"], 0, "{}: {r}", i.label);
         assert_eq!(r["result_after"], 42, "{}: {r}", i.label);
         assert_eq!(r["finders"], 0, "{}: {r}", i.label);
-        // The agent learns the armed code objects (to watch them in the kernel) and statuses.
+        // The agent learns the armed code objects (to watch them in the kernel) and statuses:
+        // the originals, and what new frames run (3.11: the instrumented copy).
+        let msg = &r["code_objects_msg"];
+        assert_eq!(msg.as_array().map(Vec::len), Some(1), "{}: {r}", i.label);
+        assert_eq!(msg[0]["id"], "r", "{}: {r}", i.label);
         assert_eq!(
-            r["code_objects_msg"],
-            json!([{"id": "r", "code_objects": [r["f_code_addr"]]}]),
+            msg[0]["code_objects"],
+            json!([r["f_code_addr"]]),
             "{}: {r}",
             i.label
         );
+        assert_eq!(
+            msg[0]["running"].as_array().map(Vec::len),
+            Some(1),
+            "{}: {r}",
+            i.label
+        );
+        if i.version >= (3, 12) {
+            assert_eq!(
+                msg[0]["running"], msg[0]["code_objects"],
+                "{}: {r}",
+                i.label
+            );
+        } else {
+            assert_ne!(
+                msg[0]["running"], msg[0]["code_objects"],
+                "{}: {r}",
+                i.label
+            );
+        }
         assert!(
             r["status_msg_ids"]
                 .as_array()
