@@ -196,7 +196,7 @@ fn resolve_bp(py: Python<'_>, idx: &CodeIndex, bp: &Bp) -> (Vec<(Py<PyAny>, u32)
         );
     };
     let file = &bp.spec.file;
-    let groups = idx.matching_files(file);
+    let groups = idx.matching_files(file, &bp.spec.roots);
     if groups.is_empty() {
         if file.starts_with('/') && !std::path::Path::new(file).exists() {
             return (
@@ -672,15 +672,11 @@ fn apply_inner(
     }
     if let Some(f) = module_file {
         for (i, m) in st.bps.iter().enumerate() {
+            let canon = std::fs::canonicalize(f).ok();
+            let canon = canon.as_deref().and_then(|p| p.to_str());
             if !m.permanent_error
-                && resolve::path_matches(
-                    &m.bp.spec.file,
-                    f,
-                    std::fs::canonicalize(f)
-                        .ok()
-                        .as_deref()
-                        .and_then(|p| p.to_str()),
-                )
+                && resolve::path_matches(&m.bp.spec.file, f, canon)
+                && resolve::under_roots(&m.bp.spec.roots, f, canon)
             {
                 to_resolve.push(i);
             }

@@ -302,13 +302,28 @@ pub fn path_matches(bp_file: &str, co_filename: &str, co_canonical: Option<&str>
     false
 }
 
+/// Whether `path` (or its canonical form) lies under one of `roots` at a path-component
+/// boundary; true when `roots` is empty (no restriction).
+pub fn under_roots(roots: &[String], path: &str, canonical: Option<&str>) -> bool {
+    let under = |p: &str, root: &str| {
+        let root = root.trim_end_matches('/');
+        p.strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    roots.is_empty()
+        || roots
+            .iter()
+            .any(|r| under(path, r) || canonical.is_some_and(|c| under(c, r)))
+}
+
 impl CodeIndex {
-    /// co_filenames matching `bp_file`, grouped by the real file they name.
-    pub fn matching_files(&self, bp_file: &str) -> Vec<(String, Vec<&str>)> {
+    /// co_filenames matching `bp_file` (under one of `roots`, when given), grouped by the real
+    /// file they name.
+    pub fn matching_files(&self, bp_file: &str, roots: &[String]) -> Vec<(String, Vec<&str>)> {
         let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
         for f in self.by_file.keys() {
             let canon = self.canonical.get(f).map(String::as_str);
-            if path_matches(bp_file, f, canon) {
+            if path_matches(bp_file, f, canon) && under_roots(roots, f, canon) {
                 let key = canon.unwrap_or(f).to_string();
                 match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, v)) => v.push(f),
@@ -323,7 +338,7 @@ impl CodeIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::{decorated_def_line, path_matches};
+    use super::{decorated_def_line, path_matches, under_roots};
 
     #[test]
     fn def_line_of_decorated_functions() {
@@ -365,6 +380,20 @@ mod tests {
         assert!(path_matches("./app/views.py", "/srv/app/views.py", None));
         assert!(!path_matches("iews.py", "/srv/app/views.py", None));
         assert!(!path_matches("pp/views.py", "/srv/app/views.py", None));
+        let roots = vec!["/srv/app".to_string()];
+        assert!(under_roots(&[], "/x/views.py", None));
+        assert!(under_roots(&roots, "/srv/app/views.py", None));
+        assert!(!under_roots(&roots, "/srv/app2/views.py", None));
+        assert!(under_roots(
+            &roots,
+            "/link/views.py",
+            Some("/srv/app/views.py")
+        ));
+        assert!(under_roots(
+            &["/srv/app/".to_string()],
+            "/srv/app/a/b.py",
+            None
+        ));
         assert!(path_matches(
             "app/views.py",
             "/x/link.py",

@@ -27,6 +27,10 @@ pub struct BreakpointSpec {
     pub condition: Option<String>,
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Source roots (absolute directories): when non-empty, only files under one of them match
+    /// (the agent's `source_roots` setting).
+    #[serde(default)]
+    pub roots: Vec<String>,
 }
 
 impl BreakpointSpec {

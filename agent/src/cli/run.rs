@@ -98,8 +98,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let echo_to_terminal =
         args.events_file.is_some() && !events_to_stdout && std::io::stdout().is_terminal();
     let delivery = crate::delivery::Delivery::start(&settings, args.events_file.as_deref())?;
-    let helper_settings =
+    let mut helper_settings =
         crate::daemon::HelperSettings::from_config(&settings.capture, &settings.redaction);
+    helper_settings.roots = settings
+        .path_matcher
+        .source_roots
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    helper_settings.repository = settings.path_matcher.repository.clone();
     let daemon = Daemon {
         platform: Arc::new(host::Host {
             helper_so,

@@ -52,6 +52,22 @@ pub struct HelperSettings {
     /// Per-breakpoint capture limits applied to every breakpoint: `max_depth`, `max_items`,
     /// `max_string`, `max_fields`, `max_bytes`, `deadline_ms`, `rate`, `burst`.
     pub limits: Map<String, Value>,
+    /// `source_roots`: only files under these directories match a breakpoint (empty = any).
+    pub roots: Vec<String>,
+    /// `repository` this host runs: breakpoints of another repository are not armed.
+    pub repository: Option<String>,
+}
+
+impl HelperSettings {
+    /// Why a breakpoint is not armed on this host, if it belongs to another repository.
+    pub fn skip_reason(&self, b: &Breakpoint) -> Option<String> {
+        match (&self.repository, &b.repository) {
+            (Some(mine), Some(theirs)) if !mine.eq_ignore_ascii_case(theirs) => Some(format!(
+                "breakpoint of repository {theirs}; this host is configured for {mine}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// `[capture]` keys that are per-breakpoint limits.
@@ -113,6 +129,7 @@ impl HelperSettings {
 pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
     let breakpoints: Vec<Value> = set
         .enabled()
+        .filter(|b| helper.skip_reason(b).is_none())
         .map(|b: &Breakpoint| {
             let mut v = json!({
                 "id": b.id,
@@ -122,6 +139,9 @@ pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
             });
             if !helper.limits.is_empty() {
                 v["limits"] = Value::Object(helper.limits.clone());
+            }
+            if !helper.roots.is_empty() {
+                v["roots"] = json!(helper.roots);
             }
             v
         })
@@ -169,6 +189,20 @@ mod tests {
                 .clone()
         );
         assert_eq!(nested.settings["process_rate"], 1e9);
+        let mut restricted = HelperSettings {
+            roots: vec!["/srv/app".into()],
+            repository: Some("acme/shop".into()),
+            ..HelperSettings::default()
+        };
+        let v: Value = serde_json::from_slice(&control_json(&set, &restricted)).unwrap();
+        assert_eq!(v["breakpoints"][0]["roots"], json!(["/srv/app"]));
+        let mut other = set.clone();
+        other.breakpoints.get_mut("b").unwrap().repository = Some("acme/other".into());
+        let v: Value = serde_json::from_slice(&control_json(&other, &restricted)).unwrap();
+        assert_eq!(v["breakpoints"], json!([]));
+        restricted.repository = Some("ACME/Other".into());
+        let v: Value = serde_json::from_slice(&control_json(&other, &restricted)).unwrap();
+        assert_eq!(v["breakpoints"].as_array().map(Vec::len), Some(1));
         let none: Value =
             serde_json::from_slice(&control_json(&set, &HelperSettings::default())).unwrap();
         assert!(none["breakpoints"][0].get("limits").is_none());
@@ -526,6 +560,13 @@ impl Owner {
             }
         }
         self.tracker.retain(&desired);
+        self.tracker.set_skipped(
+            desired
+                .breakpoints
+                .values()
+                .filter_map(|b| Some((b.id.clone(), self.helper_settings.skip_reason(b)?)))
+                .collect(),
+        );
         self.desired = desired;
         self.control = control_json(&self.desired, &self.helper_settings);
         let data = self.control.clone();

@@ -46,6 +46,8 @@ pub struct Tracker {
     entries: BTreeMap<String, u64>,
     /// Last folded status sent per breakpoint, to report only changes.
     reported: BTreeMap<String, Folded>,
+    /// Breakpoints not armed on this host, with why (another repository).
+    skipped: BTreeMap<String, String>,
 }
 
 impl Tracker {
@@ -149,12 +151,23 @@ impl Tracker {
         self.reported.retain(|id, _| desired.get(id).is_some());
     }
 
+    /// Sets the breakpoints not armed on this host, with the reason.
+    pub fn set_skipped(&mut self, skipped: BTreeMap<String, String>) {
+        self.skipped = skipped;
+    }
+
     /// The folded status of `id`.
     pub fn fold(&self, id: &str, enabled: bool) -> Folded {
         if !enabled {
             return Folded {
                 status: "disabled".into(),
                 error: None,
+            };
+        }
+        if let Some(reason) = self.skipped.get(id) {
+            return Folded {
+                status: "skipped".into(),
+                error: Some(reason.clone()),
             };
         }
         let procs = self.by_bp.get(id);
