@@ -190,6 +190,17 @@ impl Target {
         }
     }
 
+    /// [`Target::stop`] with the usual deadline, requiring a clean exit; returns the last line.
+    fn stop_ok(self) -> Result<String> {
+        let label = self.label.clone();
+        let (st, last) = self.stop(Duration::from_secs(10))?;
+        ensure!(
+            st.success(),
+            "{label}: exit status {st}, last line {last:?}"
+        );
+        Ok(last)
+    }
+
     /// Creates the stop file, then waits for exit and returns the status and the last line.
     fn stop(mut self, timeout: Duration) -> Result<(ExitStatus, String)> {
         std::fs::write(self.dir.path().join("stop"), b"")?;
@@ -297,8 +308,7 @@ fn inject_busy_allocator_process() -> Result<()> {
             "{}: no progress after injection ({a} -> {b})",
             interp.label
         );
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let last = t.stop_ok()?;
         ensure!(
             last.starts_with("done "),
             "{}: last line {last:?}",
@@ -330,12 +340,8 @@ fn inject_pure_python_spinner_at_eval_loop() -> Result<()> {
             interp.label,
             t0.elapsed()
         );
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(
-            st.success() && last.starts_with("done "),
-            "{}: {st} {last:?}",
-            interp.label
-        );
+        let last = t.stop_ok()?;
+        ensure!(last.starts_with("done "), "{}: {last:?}", interp.label);
     }
     Ok(())
 }
@@ -347,8 +353,7 @@ fn inject_main_thread_blocked_forever() -> Result<()> {
     for interp in python::supported() {
         let t = Target::spawn(&interp, "blocked_main.py", &[], &[])?;
         inject_and_check(&t, &so)?;
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let last = t.stop_ok()?;
         // Event.wait() returned True (woken by set, no spurious exception).
         ensure!(
             last.starts_with("done True "),
@@ -372,8 +377,7 @@ fn inject_idle_process_and_waits_behave() -> Result<()> {
         inject_and_check(&t, &so)?;
         // Let every kind of wait go through at least one more full period after injection.
         std::thread::sleep(Duration::from_millis(500));
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let last = t.stop_ok()?;
         let v: serde_json::Value = serde_json::from_str(&last)
             .with_context(|| format!("{}: last line {last:?}", interp.label))?;
         for kind in [
@@ -517,12 +521,8 @@ fn inject_forked_child_reattaches() -> Result<()> {
         // Injecting the child again is a no-op now.
         let again = inject::inject(child, &so, &InjectOptions::default())?;
         ensure!(again.outcome == Outcome::AlreadyLoaded);
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(
-            st.success() && last == "done 0",
-            "{}: {st} {last:?}",
-            interp.label
-        );
+        let last = t.stop_ok()?;
+        ensure!(last == "done 0", "{}: {last:?}", interp.label);
     }
     Ok(())
 }
@@ -586,8 +586,7 @@ fn inject_with_signals_arriving() -> Result<()> {
         let t = Target::spawn(&interp, "signals.py", &[], &[])?;
         inject_and_check(&t, &so)?;
         std::thread::sleep(Duration::from_millis(100));
-        let (st, last) = t.stop(Duration::from_secs(10))?;
-        ensure!(st.success(), "{}: exit status {st}", interp.label);
+        let last = t.stop_ok()?;
         let f: Vec<u64> = last
             .strip_prefix("done ")
             .context("no done line")?

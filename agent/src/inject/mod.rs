@@ -654,22 +654,24 @@ impl Injector {
             Ok(find_loaded_in(pid, maps, canonical, None)?
                 .filter(|l| ns_pid.is_none() || ns_pid == Some(l.helper_pid)))
         };
+        let start = self.start;
+        let injected = |l: LoadedHelper| Injected {
+            pid,
+            outcome: Outcome::Loaded,
+            method: Method::RemoteExec,
+            helper_base: l.base,
+            control_addr: l.control_addr,
+            mapping: l.mapping,
+            hijacked: None,
+            attach_result: None,
+            elapsed: start.elapsed(),
+        };
         let deadline = Instant::now() + self.options.remote_exec_timeout;
         loop {
             if let Some(l) = attached(&read_maps(pid)?)? {
                 // The mapping keeps the staged file's inode alive; the files can go.
                 drop(staged);
-                return Ok(Injected {
-                    pid,
-                    outcome: Outcome::Loaded,
-                    method: Method::RemoteExec,
-                    helper_base: l.base,
-                    control_addr: l.control_addr,
-                    mapping: l.mapping,
-                    hijacked: None,
-                    attach_result: None,
-                    elapsed: self.start.elapsed(),
-                });
+                return Ok(injected(l));
             }
             if Instant::now() >= deadline {
                 break;
@@ -681,17 +683,7 @@ impl Injector {
         std::thread::sleep(Duration::from_millis(20));
         if let Some(l) = attached(&read_maps(pid)?)? {
             drop(staged);
-            return Ok(Injected {
-                pid,
-                outcome: Outcome::Loaded,
-                method: Method::RemoteExec,
-                helper_base: l.base,
-                control_addr: l.control_addr,
-                mapping: l.mapping,
-                hijacked: None,
-                attach_result: None,
-                elapsed: self.start.elapsed(),
-            });
+            return Ok(injected(l));
         }
         Err(InjectError::RemoteExecNotRun {
             pid,
