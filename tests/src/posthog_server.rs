@@ -8,7 +8,8 @@
 //!   requests without one are counted in [`PosthogServer::current_without_token`]). Answers
 //!   `{"results": [...], "count", "has_more": false}` (or `breakpoints` as the list name, see
 //!   [`PosthogServer::set_list_key`]), filtered by `enabled` (default true), `repository` and
-//!   `filename` like the real endpoint.
+//!   `filename` like the real endpoint. [`PosthogServer::set_paging`] splits the answer into
+//!   pages (`offset`, `has_more`, optionally `next`), which PostHog does not do today.
 //! * `POST /batch/`: gzip (`Content-Encoding: gzip`) or plain JSON, body ≤ 20 MB (else 413);
 //!   `api_key` must be the project key (missing → 400, wrong → 401); every event needs `event`
 //!   and `distinct_id` (else 400, and nothing of the batch is recorded). Accepted events are
@@ -94,6 +95,7 @@ struct State {
     project_id: u64,
     breakpoints: Mutex<Vec<Value>>,
     list_key: Mutex<String>,
+    paging: Mutex<Option<Paging>>,
     raw_breakpoints: Mutex<Option<(u16, String)>>,
     batch_faults: Mutex<Faults>,
     bp_faults: Mutex<Faults>,
@@ -103,6 +105,17 @@ struct State {
     changed: Condvar,
     changed_lock: Mutex<()>,
     current_without_token: Mutex<u64>,
+}
+
+/// How the breakpoints endpoint pages its answer: `page_size` breakpoints per page, from the
+/// `offset` query parameter; `"has_more": true` on every page but the last, and with
+/// `next_link` a Django-REST-framework-style `next` URL (else the client must add `offset`).
+#[derive(Clone, Copy, Debug)]
+pub struct Paging {
+    /// Breakpoints per page (at least 1).
+    pub page_size: usize,
+    /// Whether pages carry a `next` URL.
+    pub next_link: bool,
 }
 
 /// A running test server. Dropping it stops the server.
@@ -165,6 +178,7 @@ impl PosthogServer {
             project_id,
             breakpoints: Mutex::new(Vec::new()),
             list_key: Mutex::new("results".into()),
+            paging: Mutex::new(None),
             raw_breakpoints: Mutex::new(None),
             batch_faults: Mutex::new(Faults::default()),
             bp_faults: Mutex::new(Faults::default()),
@@ -238,6 +252,11 @@ impl PosthogServer {
     /// Names the list `results` (default) or `breakpoints`.
     pub fn set_list_key(&self, key: &str) {
         *self.state.list_key.lock() = key.into();
+    }
+
+    /// Splits the breakpoints answer into pages (`None`: one page, as PostHog answers today).
+    pub fn set_paging(&self, paging: Option<Paging>) {
+        *self.state.paging.lock() = paging;
     }
 
     /// Makes the breakpoints endpoint answer `status` with `body` as is (`None`: back to normal).
@@ -586,10 +605,41 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
         .cloned()
         .collect();
     let key = st.list_key.lock().clone();
-    json_resp(
-        200,
-        &json!({ key: list.clone(), "count": list.len(), "has_more": false }),
-    )
+    let Some(paging) = *st.paging.lock() else {
+        return json_resp(
+            200,
+            &json!({ key: list.clone(), "count": list.len(), "has_more": false }),
+        );
+    };
+    let offset: usize = query_param(parts, "offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let end = (offset + paging.page_size.max(1)).min(list.len());
+    let page = list.get(offset.min(end)..end).unwrap_or_default().to_vec();
+    let has_more = end < list.len();
+    let mut body = json!({ key: page, "count": list.len(), "has_more": has_more });
+    if has_more && paging.next_link {
+        let host = parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let mut query: Vec<String> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("offset="))
+            .map(str::to_owned)
+            .collect();
+        query.push(format!("offset={end}"));
+        body["next"] = json!(format!(
+            "http://{host}{}?{}",
+            parts.uri.path(),
+            query.join("&")
+        ));
+    }
+    json_resp(200, &body)
 }
 
 /// The events of a `/batch/` body (gzip or plain), or none when it is unreadable.

@@ -2,7 +2,7 @@
 use libdebugger_agent::breakpoints::DesiredSet;
 use libdebugger_agent::posthog::config::Secret;
 use libdebugger_agent::posthog::{Poller, PollerConfig, ProjectId};
-use libdebugger_tests::posthog_server::{self, Fault, PosthogServer};
+use libdebugger_tests::posthog_server::{self, Fault, Paging, PosthogServer};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -178,6 +178,90 @@ async fn malformed_answer_keeps_the_last_good_set() {
     })
     .await;
     assert!(poller.status.borrow().last_error.is_none());
+}
+
+/// An answer that says `has_more` is read to its last page, through `next` links or, without
+/// them, `offset`; with `@current`, every page carries the project token.
+#[tokio::test]
+async fn paged_answers_are_read_to_the_last_page() {
+    let many: Vec<Value> = (1..=250)
+        .map(|i| bp(&format!("bp{i}"), "app/x.py", i, None, true))
+        .collect();
+    for next_link in [true, false] {
+        let server = PosthogServer::start().unwrap();
+        server.set_breakpoints(many.clone());
+        server.set_paging(Some(Paging {
+            page_size: 100,
+            next_link,
+        }));
+        let mut cfg = config(&server, Duration::from_secs(3600));
+        cfg.project_id = ProjectId::Current;
+        let mut poller = Poller::start(cfg).unwrap();
+        let set = wait_set(&mut poller.desired, "all 250", |s| !s.is_empty()).await;
+        assert_eq!(
+            set.len(),
+            250,
+            "next_link={next_link}: one set with every page"
+        );
+        assert!(set.get("bp1").is_some() && set.get("bp250").is_some());
+        let reqs = server.breakpoint_requests();
+        assert_eq!(reqs.len(), 3, "next_link={next_link}: {reqs:?}");
+        let token = format!("token={}", posthog_server::PROJECT_KEY);
+        for (r, offset) in reqs
+            .iter()
+            .zip([None, Some("offset=100"), Some("offset=200")])
+        {
+            let q = r.query.as_deref().unwrap_or("");
+            assert_eq!(q.matches(&token).count(), 1, "{q}");
+            match offset {
+                Some(o) => assert!(q.split('&').any(|kv| kv == o), "{q} lacks {o}"),
+                None => assert!(!q.contains("offset="), "{q}"),
+            }
+        }
+        assert_eq!(server.current_without_token(), 0);
+    }
+}
+
+/// An incomplete answer (`has_more` with an empty page) and a `next` link to another host are
+/// errors: the set in force stays, and the personal key is not sent elsewhere.
+#[tokio::test]
+async fn incomplete_pages_keep_the_last_good_set() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut poller = Poller::start(config(&server, Duration::from_millis(50))).unwrap();
+    wait_set(&mut poller.desired, "a", |s| s.len() == 1).await;
+    let good = poller.desired.borrow().clone();
+    let one = r#"{"id": "b", "filename": "app/y.py", "line_number": 2}"#;
+    let bodies = [
+        (
+            r#"{"results": [], "has_more": true}"#.to_string(),
+            "no breakpoints",
+        ),
+        (
+            format!(r#"{{"results": [{one}], "has_more": true, "next": "http://192.0.2.1/p"}}"#),
+            "another host",
+        ),
+    ];
+    for (body, expected) in &bodies {
+        server.set_breakpoints_raw(Some((200, body)));
+        let before = poller.status.borrow().failures;
+        let mut st = poller.status.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            st.wait_for(|s| s.failures > before),
+        )
+        .await
+        .expect("the incomplete answer was fetched")
+        .unwrap();
+        assert_eq!(*poller.desired.borrow(), good, "after answer {body}");
+        let err = poller
+            .status
+            .borrow()
+            .last_error
+            .clone()
+            .unwrap_or_default();
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 /// Collects log output of the current thread's tracing subscriber.

@@ -114,6 +114,22 @@ fn default_true() -> bool {
 struct ApiAnswer {
     results: Option<Vec<ApiBreakpoint>>,
     breakpoints: Option<Vec<ApiBreakpoint>>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// One page of PostHog's active-breakpoints answer.
+#[derive(Debug)]
+pub struct ActivePage {
+    /// The breakpoints of this page, in the answer's order.
+    pub items: Vec<Breakpoint>,
+    /// `has_more`: the server holds breakpoints this page does not carry.
+    pub has_more: bool,
+    /// `next`: the URL of the next page, when the server names it (Django REST framework's
+    /// pagination does).
+    pub next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -155,8 +171,15 @@ fn finish(what: &str, items: Vec<Breakpoint>) -> Result<DesiredSet, FileError> {
 
 /// Parses PostHog's active-breakpoints answer (`results` or `breakpoints`). `what` names the
 /// source in error messages. Any structural problem rejects the whole answer, so the caller can
-/// keep its last good set.
+/// keep its last good set. Pagination fields are ignored here (a file is one page); the poller
+/// reads them with [`parse_active_page`].
 pub fn parse_active_json(what: &str, body: &[u8]) -> Result<DesiredSet, FileError> {
+    finish(what, parse_active_page(what, body)?.items)
+}
+
+/// Parses one page of PostHog's active-breakpoints answer, with its pagination fields. Check
+/// the whole set with [`active_set`] once every page is in.
+pub fn parse_active_page(what: &str, body: &[u8]) -> Result<ActivePage, FileError> {
     let json_err = |reason: String| FileError::Json {
         what: what.into(),
         reason,
@@ -182,6 +205,15 @@ pub fn parse_active_json(what: &str, body: &[u8]) -> Result<DesiredSet, FileErro
             repository: b.repository.filter(|r| !r.is_empty()),
         });
     }
+    Ok(ActivePage {
+        items,
+        has_more: answer.has_more,
+        next: answer.next.filter(|n| !n.is_empty()),
+    })
+}
+
+/// The set of the breakpoints of every page: duplicate ids and line 0 are errors, as in a file.
+pub fn active_set(what: &str, items: Vec<Breakpoint>) -> Result<DesiredSet, FileError> {
     finish(what, items)
 }
 

@@ -12,7 +12,7 @@
 //!   error: the last good set stays in force.
 use super::config::{PosthogSettings, ProjectId, Secret};
 use crate::breakpoints::DesiredSet;
-use crate::breakpoints::file::parse_active_json;
+use crate::breakpoints::file::{active_set, parse_active_page};
 use crate::delivery::backoff;
 use crate::delivery::sinks::{error_chain, http_client, parse_retry_after};
 use std::time::{Duration, SystemTime};
@@ -125,21 +125,104 @@ impl Poller {
     }
 }
 
+/// Most pages one fetch follows: a server that keeps saying `has_more` is an error, not a loop.
+const MAX_PAGES: usize = 100;
+
+/// Fetches every page of the active breakpoints. PostHog answers one page with
+/// `"has_more": false` today; when an answer says `has_more`, the next page is its `next` URL
+/// (Django REST framework style, same origin only: the personal API key is never sent
+/// elsewhere) or else the same endpoint with `offset` = the breakpoints received so far. The set
+/// is published only once every page arrived, so a partial answer never removes breakpoints.
 async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSet, FetchError> {
     let endpoint = cfg.endpoint();
-    let mut req = client
-        .get(&endpoint)
-        .bearer_auth(cfg.personal_api_key.expose())
-        .header(reqwest::header::ACCEPT, "application/json");
-    if cfg.project_id == ProjectId::Current {
-        req = req.query(&[("token", cfg.api_key.expose())]);
+    let base = reqwest::Url::parse(&endpoint)
+        .map_err(|e| FetchError::Other(format!("{endpoint} is not a valid URL: {e}"), None))?;
+    let mut items = Vec::new();
+    let mut next: Option<reqwest::Url> = None;
+    for page in 1..=MAX_PAGES {
+        let url = match next.take() {
+            Some(u) => u,
+            None => {
+                let mut u = base.clone();
+                if !items.is_empty() {
+                    u.query_pairs_mut()
+                        .append_pair("offset", &items.len().to_string());
+                }
+                u
+            }
+        };
+        let body = fetch_page(client, cfg, url, &endpoint).await?;
+        let what = if page == 1 {
+            "PostHog's answer".to_string()
+        } else {
+            format!("page {page} of PostHog's answer")
+        };
+        let answer = parse_active_page(&what, &body)
+            .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None))?;
+        let got = answer.items.len();
+        items.extend(answer.items);
+        if !answer.has_more {
+            return active_set("PostHog's answer", items)
+                .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None));
+        }
+        if got == 0 {
+            return Err(FetchError::Other(
+                format!(
+                    "GET {endpoint}: page {page} says `has_more` but carries no breakpoints; \
+                     the answer is incomplete"
+                ),
+                None,
+            ));
+        }
+        if let Some(n) = answer.next {
+            let u = base.join(&n).map_err(|e| {
+                FetchError::Other(format!("GET {endpoint}: `next` is not a URL: {e}"), None)
+            })?;
+            if u.origin() != base.origin() {
+                return Err(FetchError::Other(
+                    format!(
+                        "GET {endpoint}: `next` points to another host ({}); not following it \
+                         with the personal API key",
+                        u.origin().ascii_serialization()
+                    ),
+                    None,
+                ));
+            }
+            next = Some(u);
+        }
     }
-    let resp = req.send().await.map_err(|e| {
-        FetchError::Other(
-            format!("GET {endpoint}: {}", error_chain(&e.without_url())),
-            None,
-        )
-    })?;
+    Err(FetchError::Other(
+        format!(
+            "GET {endpoint}: still `has_more` after {MAX_PAGES} pages; the answer is incomplete"
+        ),
+        None,
+    ))
+}
+
+/// One GET of the breakpoints endpoint (`url` carries any page parameters). `endpoint` is what
+/// error messages show: never the query, which may hold the project key.
+async fn fetch_page(
+    client: &reqwest::Client,
+    cfg: &PollerConfig,
+    mut url: reqwest::Url,
+    endpoint: &str,
+) -> Result<Vec<u8>, FetchError> {
+    if cfg.project_id == ProjectId::Current && !url.query_pairs().any(|(k, _)| k == "token") {
+        url.query_pairs_mut()
+            .append_pair("token", cfg.api_key.expose());
+    }
+    let resp = client
+        .get(url)
+        .bearer_auth(cfg.personal_api_key.expose())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| {
+            FetchError::Other(
+                format!("GET {endpoint}: {}", error_chain(&e.without_url())),
+                None,
+            )
+        })?;
     let status = resp.status();
     let retry_after = resp
         .headers()
@@ -151,8 +234,7 @@ async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSe
         .await
         .map_err(|e| FetchError::Other(format!("GET {endpoint}: reading the answer: {e}"), None))?;
     if status.is_success() {
-        return parse_active_json("PostHog's answer", &body)
-            .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None));
+        return Ok(body.to_vec());
     }
     let detail = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
