@@ -306,21 +306,7 @@ impl PosthogServer {
 
     /// Waits until `pred(attempted events)` holds or `timeout` passes (blocking).
     pub fn wait_attempted(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.state.changed_lock.lock();
-        loop {
-            if pred(&self.state.attempted.lock()) {
-                return true;
-            }
-            if self
-                .state
-                .changed
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return pred(&self.state.attempted.lock());
-            }
-        }
+        self.wait_until(timeout, || pred(&self.state.attempted.lock()))
     }
 
     /// Every request so far.
@@ -352,21 +338,7 @@ impl PosthogServer {
     /// Waits until `pred(events)` holds or `timeout` passes; returns whether it held. Blocking:
     /// from async code use [`PosthogServer::wait_events_async`].
     pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.state.changed_lock.lock();
-        loop {
-            if pred(&self.state.events.lock()) {
-                return true;
-            }
-            if self
-                .state
-                .changed
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return pred(&self.state.events.lock());
-            }
-        }
+        self.wait_until(timeout, || pred(&self.state.events.lock()))
     }
 
     /// Waits until `pred(requests)` holds or `timeout` passes (blocking).
@@ -375,21 +347,7 @@ impl PosthogServer {
         timeout: Duration,
         pred: impl Fn(&[RequestRecord]) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.state.changed_lock.lock();
-        loop {
-            if pred(&self.state.requests.lock()) {
-                return true;
-            }
-            if self
-                .state
-                .changed
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return pred(&self.state.requests.lock());
-            }
-        }
+        self.wait_until(timeout, || pred(&self.state.requests.lock()))
     }
 
     /// [`PosthogServer::wait_events`] for async tests (checks every 10 ms until the deadline).
@@ -398,16 +356,8 @@ impl PosthogServer {
         timeout: Duration,
         pred: impl Fn(&[Value]) -> bool,
     ) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if pred(&self.state.events.lock()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_until_async(timeout, || pred(&self.state.events.lock()))
+            .await
     }
 
     /// [`PosthogServer::wait_requests`] for async tests.
@@ -416,9 +366,36 @@ impl PosthogServer {
         timeout: Duration,
         pred: impl Fn(&[RequestRecord]) -> bool,
     ) -> bool {
+        self.wait_until_async(timeout, || pred(&self.state.requests.lock()))
+            .await
+    }
+}
+
+impl PosthogServer {
+    /// Waits until `done()` holds or `timeout` passes, woken by every recorded request.
+    fn wait_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state.changed_lock.lock();
+        loop {
+            if done() {
+                return true;
+            }
+            if self
+                .state
+                .changed
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return done();
+            }
+        }
+    }
+
+    /// [`PosthogServer::wait_until`] for async tests (checks every 10 ms until the deadline).
+    async fn wait_until_async(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if pred(&self.state.requests.lock()) {
+            if done() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

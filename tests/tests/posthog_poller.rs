@@ -133,6 +133,23 @@ async fn current_project_sends_token_and_breakpoints_key_is_accepted() {
     assert_eq!(server.current_without_token(), 0);
 }
 
+/// Makes the server answer `body` and waits until the poller counted it as a failure; returns
+/// the error the poller's status shows.
+async fn answer_fails(server: &PosthogServer, poller: &Poller, body: &str) -> String {
+    server.set_breakpoints_raw(Some((200, body)));
+    let before = poller.status.borrow().failures;
+    let mut st = poller.status.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| s.failures > before),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the answer {body:?} was not fetched"))
+    .unwrap();
+    let err = poller.status.borrow().last_error.clone();
+    err.unwrap_or_default()
+}
+
 #[tokio::test]
 async fn malformed_answer_keeps_the_last_good_set() {
     let server = PosthogServer::start().unwrap();
@@ -147,27 +164,9 @@ async fn malformed_answer_keeps_the_last_good_set() {
         r#"{"results": [{"id": "x"}]}"#,
         "<html>",
     ] {
-        server.set_breakpoints_raw(Some((200, body)));
-        let before = poller.status.borrow().failures;
-        let mut st = poller.status.clone();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            st.wait_for(|s| s.failures > before),
-        )
-        .await
-        .expect("the malformed answer was fetched")
-        .unwrap();
+        let err = answer_fails(&server, &poller, body).await;
         assert_eq!(*poller.desired.borrow(), good, "after answer {body:?}");
-        assert!(
-            poller
-                .status
-                .borrow()
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("not a valid")),
-            "{:?}",
-            poller.status.borrow().last_error
-        );
+        assert!(err.contains("not a valid"), "{err}");
     }
     // A 500 keeps it too; then a good answer replaces it.
     server.set_breakpoints_raw(None);
@@ -243,23 +242,8 @@ async fn incomplete_pages_keep_the_last_good_set() {
         ),
     ];
     for (body, expected) in &bodies {
-        server.set_breakpoints_raw(Some((200, body)));
-        let before = poller.status.borrow().failures;
-        let mut st = poller.status.clone();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            st.wait_for(|s| s.failures > before),
-        )
-        .await
-        .expect("the incomplete answer was fetched")
-        .unwrap();
+        let err = answer_fails(&server, &poller, body).await;
         assert_eq!(*poller.desired.borrow(), good, "after answer {body}");
-        let err = poller
-            .status
-            .borrow()
-            .last_error
-            .clone()
-            .unwrap_or_default();
         assert!(err.contains(expected), "{err}");
     }
 }
