@@ -157,46 +157,84 @@ for line in sys.stdin:
     print("done", flush=True)
 "#;
 
-fn pyenv312() -> Option<std::path::PathBuf> {
+/// pyenv's 3.12.1 when this test can load eBPF programs into it (root); else says why once.
+fn pyenv312_as_root() -> Option<std::path::PathBuf> {
+    if !is_root() {
+        eprintln!("skipping: loading eBPF needs root");
+        return None;
+    }
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from)?;
     let p = home.join(".pyenv/versions/3.12.1/bin/python3");
-    p.exists().then_some(p)
+    if !p.exists() {
+        eprintln!("skipping: pyenv 3.12.1 is not installed");
+        return None;
+    }
+    Some(p)
+}
+
+/// A Python child running `script`, talked to line by line.
+struct Child {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    pid: i32,
+    /// The child's first line.
+    first: String,
+}
+
+impl Child {
+    fn spawn(python: &std::path::Path, script: &str) -> Child {
+        let mut child = Command::new(python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("first line");
+        let pid = child.id() as i32;
+        Child {
+            child,
+            stdin,
+            stdout,
+            pid,
+            first: first.trim().to_owned(),
+        }
+    }
+
+    /// Sends `line`, returns the child's answer.
+    fn ask(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("send");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("answer");
+        answer.trim().to_owned()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
 fn watched_code_objects_are_reported_and_counted() {
-    if !is_root() {
-        eprintln!("skipping: loading eBPF needs root");
-        return;
-    }
-    let Some(python) = pyenv312() else {
-        eprintln!("skipping: pyenv 3.12.1 is not installed");
+    let Some(python) = pyenv312_as_root() else {
         return;
     };
-    let mut child = Command::new(python)
-        .args(["-c", MAP_SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("code id");
-    let code: u64 = line.trim().parse().expect("id(f.__code__)");
-    let pid = child.id() as i32;
+    let mut child = Child::spawn(&python, MAP_SCRIPT);
+    let code: u64 = child.first.parse().expect("id(f.__code__)");
+    let pid = child.pid;
     let process = crate::python::inspect(pid).expect("inspect");
 
     let mut bpf = Bpf::load().expect("load");
     let mut events = bpf.frame_events().expect("ring");
     bpf.trace_process(&process, 0).expect("trace");
     bpf.watch(pid, code).expect("watch");
-    let mut call = |n: usize| {
-        writeln!(stdin, "{n}").expect("send");
-        line.clear();
-        stdout.read_line(&mut line).expect("done");
-        assert_eq!(line.trim(), "done");
-    };
+    let mut call = |n: usize| assert_eq!(child.ask(&n.to_string()), "done");
     call(25);
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -225,38 +263,20 @@ fn watched_code_objects_are_reported_and_counted() {
     );
     bpf.clear_code_counts(pid).expect("clear");
     assert!(bpf.code_counts(pid).expect("counts").is_empty());
-    drop(stdin);
-    let _ = child.wait();
 }
 
 #[test]
 fn the_governor_trips_in_the_kernel_and_stops_counting() {
-    if !is_root() {
-        eprintln!("skipping: loading eBPF needs root");
-        return;
-    }
-    let Some(python) = pyenv312() else {
-        eprintln!("skipping: pyenv 3.12.1 is not installed");
+    let Some(python) = pyenv312_as_root() else {
         return;
     };
-    let mut child = Command::new(python)
-        .args(["-c", MAP_SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("code id");
-    let code: u64 = line.trim().parse().expect("id(f.__code__)");
-    let pid = child.id() as i32;
+    let mut child = Child::spawn(&python, MAP_SCRIPT);
+    let code: u64 = child.first.parse().expect("id(f.__code__)");
+    let pid = child.pid;
     let process = crate::python::inspect(pid).expect("inspect");
     let mut bpf = Bpf::load().expect("load");
     bpf.trace_process(&process, 50).expect("trace");
-    writeln!(stdin, "500").expect("send");
-    line.clear();
-    stdout.read_line(&mut line).expect("done");
+    assert_eq!(child.ask("500"), "done");
     let gov = bpf.governor(pid).expect("governor").expect("state");
     assert!(gov.tripped, "{gov:?}");
     assert_eq!(gov.window_entries, 51, "counting stops at budget + 1");
@@ -264,8 +284,6 @@ fn the_governor_trips_in_the_kernel_and_stops_counting() {
     let f = counts.iter().find(|(c, _)| *c == code).map(|(_, n)| *n);
     assert!(f.is_some_and(|n| n <= 51), "{counts:?}");
     bpf.untrace_process(pid).expect("untrace");
-    drop(stdin);
-    let _ = child.wait();
 }
 
 /// Not a check: splits the frame-entry probe's cost into the uprobe trap plus the smallest
@@ -275,33 +293,14 @@ fn the_governor_trips_in_the_kernel_and_stops_counting() {
 #[test]
 #[ignore = "a measurement, not a check; needs root"]
 fn probe_cost_breakdown() {
-    if !is_root() {
-        eprintln!("skipping: loading eBPF needs root");
-        return;
-    }
-    let Some(python) = pyenv312() else {
-        eprintln!("skipping: pyenv 3.12.1 is not installed");
+    let Some(python) = pyenv312_as_root() else {
         return;
     };
     const BENCH: &str = "import sys, time\ndef f(x):\n    return x\nprint('ready', flush=True)\nfor line in sys.stdin:\n    t = time.perf_counter_ns()\n    list(map(f, range(10**6)))\n    print(time.perf_counter_ns() - t, flush=True)\n";
-    let mut child = Command::new(python)
-        .args(["-c", BENCH])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("ready");
-    let pid = child.id() as i32;
+    let mut child = Child::spawn(&python, BENCH);
+    let pid = child.pid;
     let process = crate::python::inspect(pid).expect("inspect");
-    let mut time = || -> f64 {
-        writeln!(stdin, "run").expect("send");
-        line.clear();
-        stdout.read_line(&mut line).expect("timing");
-        line.trim().parse::<f64>().expect("ns") / 1e6
-    };
+    let mut time = || -> f64 { child.ask("run").parse::<f64>().expect("ns") / 1e6 };
     time();
     let mut bpf = Bpf::load().expect("load");
     let (mut none, mut full, mut tripped, mut bare) =
@@ -338,6 +337,4 @@ fn probe_cost_breakdown() {
         t - n,
         f - n
     );
-    drop(stdin);
-    let _ = child.wait();
 }
