@@ -224,6 +224,8 @@ pub struct AgentConfig {
     pub cmdline: Option<String>,
     /// Initial breakpoints file contents; `None` = CLI-only mode (no `--breakpoints`).
     pub breakpoints: Option<String>,
+    /// More arguments for `run`, e.g. `--source-root DIR`.
+    pub extra_args: Vec<String>,
 }
 
 /// A running `libdebugger-agent run` in its own temp directories (runtime, state, files).
@@ -277,6 +279,7 @@ impl Agent {
         if let Some(re) = &self.config.cmdline {
             cmd.arg("--cmdline").arg(re);
         }
+        cmd.args(&self.config.extra_args);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -608,6 +611,7 @@ pub struct Scenario {
     breakpoints: Option<Vec<Bp>>,
     setup: Vec<String>,
     by_cmdline: bool,
+    agent_args: Vec<String>,
 }
 
 /// A started scenario.
@@ -625,6 +629,7 @@ impl Scenario {
             breakpoints: Some(Vec::new()),
             setup: Vec::new(),
             by_cmdline: false,
+            agent_args: Vec::new(),
         }
     }
 
@@ -649,6 +654,12 @@ impl Scenario {
     /// A target command run (and its reply awaited) before the agent starts, e.g. `workers 2`.
     pub fn before_agent(mut self, command: &str) -> Self {
         self.setup.push(command.into());
+        self
+    }
+
+    /// More arguments for the agent's `run`.
+    pub fn agent_args(mut self, args: &[&str]) -> Self {
+        self.agent_args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -678,6 +689,7 @@ impl Scenario {
             },
             cmdline: self.by_cmdline.then(|| format!("agent_target\\.py {tag}$")),
             breakpoints: self.breakpoints.as_deref().map(breakpoints_toml),
+            extra_args: self.agent_args,
         })?;
         Ok(Running {
             name: self.name,

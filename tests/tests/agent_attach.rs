@@ -201,6 +201,7 @@ fn target_in_another_mount_namespace_with_the_helper_dir_hidden() -> Result<()> 
             "BP:checkout",
         )
         .id("co")])),
+        ..AgentConfig::default()
     })?;
     for t in &mut targets {
         agent.wait_armed_in("co", t.pid(), Duration::from_secs(30))?;
@@ -243,6 +244,7 @@ fn targets_exiting_during_capture_or_injection_leave_the_agent_serving_others() 
         pids: all,
         cmdline: None,
         breakpoints: None,
+        ..AgentConfig::default()
     })?;
     let line = marker_line("agent_mod.py", "BP:checkout")?;
     let add = agent.cli(&[

@@ -2,8 +2,8 @@
 //! CLI, and bad input (each with a clear status, the agent serving everything else).
 use anyhow::{Context, Result, ensure};
 use libdebugger_tests::local::{
-    Agent, Bp, Hit, Running, Scenario, Target, bp_entry, breakpoints_toml, marker_line,
-    process_entry,
+    Agent, Bp, Hit, Running, Scenario, Target, bp_entry, bp_process, breakpoints_toml, marker_line,
+    process_entry, script,
 };
 use libdebugger_tests::python;
 use libdebugger_tests::require_agent_env;
@@ -361,5 +361,49 @@ fn bad_input_is_reported_and_everything_else_keeps_working() -> Result<()> {
             },
         )?;
     }
+    Ok(())
+}
+
+/// `--source-root` restricts which files match: with another directory as the only root the
+/// breakpoint stays pending in every process and never fires; restarted with the targets'
+/// directory as root, it arms and hits.
+#[test]
+fn source_roots_restrict_which_files_match() -> Result<()> {
+    require_agent_env!();
+    let here = script("agent_mod.py");
+    let here = here
+        .parent()
+        .context("script dir")?
+        .to_string_lossy()
+        .into_owned();
+    let elsewhere = "/srv/ldbg-e2e-elsewhere";
+    let mut s = Scenario::new("roots")
+        .breakpoint(Bp::marker("agent_mod.py", "BP:checkout").id("co"))
+        .agent_args(&["--source-root", elsewhere])
+        .start()?;
+    let pids: Vec<i32> = s.targets.iter().map(Target::pid).collect();
+    s.agent.wait_status(
+        "co pending in every process",
+        Duration::from_secs(20),
+        |st| {
+            pids.iter()
+                .all(|pid| bp_process(st, "co", *pid).is_some_and(|p| p["status"] == "pending"))
+        },
+    )?;
+    s.each_target(|t| t.cmd("call 5", "called").map(drop))?;
+    let hits = s
+        .agent
+        .events()
+        .iter()
+        .filter(|e| Hit((*e).clone()).is_hit())
+        .count();
+    ensure!(hits == 0, "{hits} hits of a file outside the source roots");
+
+    s.agent.sigterm(Duration::from_secs(15))?;
+    s.agent.config.extra_args = vec!["--source-root".into(), here];
+    s.agent.spawn()?;
+    s.wait_armed("co")?;
+    s.each_target(|t| t.cmd("call 5", "called").map(drop))?;
+    s.expect_hit("co", |_, _| Ok(()))?;
     Ok(())
 }
