@@ -135,6 +135,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         root,
     };
     let mut rows: Vec<Row> = Vec::new();
+    let mut figure_s = Vec::new();
     for fig in &selected {
         let t0 = Instant::now();
         eprintln!("xtask bench: {fig} ...");
@@ -149,11 +150,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "B7" => b7::run(&ctx, &mut rows),
             _ => unreachable!("checked against FIGURES above"),
         }
+        let took = t0.elapsed().as_secs_f64();
         eprintln!(
-            "xtask bench: {fig}: {} rows in {:.1} s",
-            rows.len() - before,
-            t0.elapsed().as_secs_f64()
+            "xtask bench: {fig}: {} rows in {took:.1} s",
+            rows.len() - before
         );
+        figure_s.push((fig.clone(), took));
     }
     machine.loadavg_end = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -165,6 +167,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         quick: args.quick,
         duration_s: started.elapsed().as_secs_f64(),
         build_s: ctx.pieces.build_s.get(),
+        figure_s,
         rows,
     };
     report.write(&out_dir)?;

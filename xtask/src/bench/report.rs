@@ -22,6 +22,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Of which building the helper and the agent, seconds.
     pub build_s: f64,
+    /// Wall time of each figure measured, seconds, in run order (builds it triggered included).
+    pub figure_s: Vec<(String, f64)>,
     pub rows: Vec<Row>,
 }
 
@@ -388,6 +390,16 @@ impl Report {
         out += &self.table();
         out.push('\n');
         out += &self.notes_text();
+        out += &format!(
+            "\nThe run took {:.0} s ({:.0} s building): {}.\n",
+            self.duration_s,
+            self.build_s,
+            self.figure_s
+                .iter()
+                .map(|(f, s)| format!("{f} {s:.0} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         out
     }
 
@@ -422,6 +434,7 @@ mod tests {
             quick: true,
             duration_s: 0.0,
             build_s: 0.0,
+            figure_s: Vec::new(),
             rows: vec![
                 na("3.11.7"),
                 na("3.12.1"),
@@ -464,6 +477,7 @@ mod tests {
             quick: true,
             duration_s: 0.0,
             build_s: 0.0,
+            figure_s: Vec::new(),
             rows: vec![
                 Row::new("B2", "plain capture", "µs")
                     .python("3.12.1")
