@@ -134,6 +134,106 @@ impl Event {
     }
 }
 
+/// A `$data_breakpoint_hit` encoded straight from the helper's message (see [`encode_hit`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedHit {
+    /// The event's JSON, exactly what [`Event::hit_from_json`] followed by [`Event::to_json`]
+    /// would give (same fields and values; the properties in the same sorted order).
+    pub json: Vec<u8>,
+    /// The few helper properties the agent's bookkeeping reads: `$breakpoint_id` and the
+    /// counters (`$hit_count`, `$captured_count`, `$condition_false_count`,
+    /// `$rate_limited_count`), where present.
+    pub summary: Map<String, Value>,
+}
+
+/// Helper properties copied into [`EncodedHit::summary`].
+const SUMMARY_KEYS: [&str; 5] = [
+    "$breakpoint_id",
+    "$hit_count",
+    "$captured_count",
+    "$condition_false_count",
+    "$rate_limited_count",
+];
+
+/// [`Event::hit_from_json`] then [`Event::to_json`], without building the event: the helper's
+/// properties are split at the top level only and their values copied through as they are
+/// (they are valid JSON — the parse checks it), so a hit costs one scan of its bytes instead of
+/// a tree of allocations, a serialisation and (for the size check) a second one. The result is
+/// the same event: extensions first, the helper's properties over them, then
+/// `$process_person_profile: false`, `$lib` and `$lib_version` as [`Event::new`] sets them.
+/// `extensions` are (name, JSON value) pairs.
+pub fn encode_hit(
+    distinct_id: &str,
+    message: &[u8],
+    extensions: &[(&str, Value)],
+) -> Result<EncodedHit, HitError> {
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    let helper: BTreeMap<String, &RawValue> = match serde_json::from_slice(message) {
+        Ok(m) => m,
+        // Not an object (or not JSON): the slow path names what it is.
+        Err(source) => {
+            return Err(match Event::hit_from_json(distinct_id, message, []) {
+                Err(e) => e,
+                Ok(_) => HitError::Json { source },
+            });
+        }
+    };
+    let ts = helper
+        .get("$timestamp")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
+        .unwrap_or_else(now_rfc3339);
+    let mut summary = Map::new();
+    for k in SUMMARY_KEYS {
+        if let Some(v) = helper
+            .get(k)
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        {
+            summary.insert(k.to_owned(), v);
+        }
+    }
+    // Every property as (name, encoded value), in the order a serde_json::Map (sorted) writes.
+    let ext: Vec<(&str, String)> = extensions
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    let mut props: BTreeMap<&str, &str> = ext.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (k, v) in &helper {
+        props.insert(k.as_str(), v.get());
+    }
+    props.insert("$process_person_profile", "false");
+    let lib_version = format!("\"{}\"", env!("CARGO_PKG_VERSION"));
+    props.entry("$lib").or_insert("\"libdebugger\"");
+    props.entry("$lib_version").or_insert(&lib_version);
+    let mut out = Vec::with_capacity(message.len() + 256);
+    out.extend_from_slice(b"{\"event\":\"");
+    out.extend_from_slice(HIT_EVENT.as_bytes());
+    out.extend_from_slice(b"\",\"distinct_id\":");
+    write_json_str(&mut out, distinct_id);
+    out.extend_from_slice(b",\"uuid\":\"");
+    out.extend_from_slice(Uuid::now_v7().hyphenated().to_string().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":");
+    write_json_str(&mut out, &ts);
+    out.extend_from_slice(b",\"properties\":{");
+    for (i, (k, v)) in props.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.extend_from_slice(b"}}");
+    Ok(EncodedHit { json: out, summary })
+}
+
+/// Appends `s` as a JSON string.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// A helper HIT message that cannot become an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HitError {
