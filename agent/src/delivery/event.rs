@@ -137,8 +137,8 @@ impl Event {
 /// A `$data_breakpoint_hit` encoded straight from the helper's message (see [`encode_hit`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncodedHit {
-    /// The event's JSON, exactly what [`Event::hit_from_json`] followed by [`Event::to_json`]
-    /// would give (same fields and values; the properties in the same sorted order).
+    /// The event's JSON: the event [`Event::hit_from_json`] builds (same fields and values, the
+    /// properties in the same sorted order), each helper value copied as the helper wrote it.
     pub json: Vec<u8>,
     /// The few helper properties the agent's bookkeeping reads: `$breakpoint_id` and the
     /// counters (`$hit_count`, `$captured_count`, `$condition_false_count`,
@@ -445,6 +445,55 @@ mod tests {
         ));
         assert!(matches!(
             Event::hit_from_json("d", b"{", []),
+            Err(HitError::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn encoded_hit_is_the_event_the_slow_path_builds() {
+        let msg = br#"{"$breakpoint_id":"b\"1","$file_path":"a.py","$line_number":3,"$locals_variables":{"s":"\u00e9\n","l":[1,2.5,null]},"$timestamp":"2026-01-02T03:04:05.123Z","$pid":9,"$hit_count":4,"$captured_count":3,"$lib":"mine"}"#;
+        let ext = [
+            ("$pid", json!(1)),
+            ("$hostname", json!("h\"x")),
+            ("$process_person_profile", json!(true)),
+        ];
+        let hit = encode_hit("d", msg, &ext).unwrap();
+        let fast: Event = serde_json::from_slice(&hit.json).unwrap();
+        let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
+        let mut slow = Event::hit_from_json("d", msg, ext_owned).unwrap();
+        slow.uuid = fast.uuid;
+        assert_eq!(fast, slow);
+        // The properties in the order serde writes them (values as the helper wrote them).
+        let keys = |j: &[u8]| -> Vec<String> {
+            let v: Value = serde_json::from_slice(j).unwrap();
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let text = String::from_utf8(hit.json.clone()).unwrap();
+        let mut last = 0;
+        for k in keys(&slow.to_json()) {
+            let at = text[last..].find(&format!("\"{k}\":")).map(|i| i + last);
+            assert!(at.is_some(), "{k} out of order in {text}");
+            last = at.unwrap_or(last);
+        }
+        assert_eq!(fast.uuid.get_version_num(), 7);
+        assert_eq!(hit.summary["$breakpoint_id"], json!("b\"1"));
+        assert_eq!(hit.summary["$hit_count"], json!(4));
+        assert!(!hit.summary.contains_key("$rate_limited_count"));
+        // No usable `$timestamp`: now, as on the slow path.
+        let hit = encode_hit("d", br#"{"$timestamp":"yesterday"}"#, &[]).unwrap();
+        let ev: Event = serde_json::from_slice(&hit.json).unwrap();
+        assert!(OffsetDateTime::parse(&ev.timestamp, &Rfc3339).is_ok());
+        assert!(matches!(
+            encode_hit("d", b"[1]", &[]),
+            Err(HitError::NotAnObject { kind: "an array" })
+        ));
+        assert!(matches!(
+            encode_hit("d", b"{", &[]),
             Err(HitError::Json { .. })
         ));
     }
