@@ -100,6 +100,9 @@ struct WriterState {
     /// Size of every segment on disk, the active one included.
     sizes: BTreeMap<u64, u64>,
     dirty: bool,
+    /// A segment was created without syncing the directory (see [`Spool::commit`]); the next
+    /// [`Spool::sync`] does it.
+    dir_dirty: bool,
 }
 
 impl WriterState {
@@ -212,7 +215,7 @@ impl Spool {
             }
         }
         let active = sizes.keys().next_back().map_or(1, |s| s + 1);
-        let file = create_segment(dir, active)?;
+        let file = create_segment(dir, active, true)?;
         sizes.insert(active, SEGMENT_HEADER);
         let start = start.unwrap_or(Position {
             segment: active,
@@ -224,6 +227,7 @@ impl Spool {
             active_len: SEGMENT_HEADER,
             sizes,
             dirty: false,
+            dir_dirty: false,
         };
         counters.spool_bytes.store(state.total(), Ordering::Relaxed);
         let spool = Arc::new(Spool {
@@ -381,8 +385,18 @@ impl Spool {
 
     fn roll(&self, st: &mut WriterState) -> Result<(), SpoolError> {
         let _ = st.file.sync_data();
+        self.start_segment(st, true)
+    }
+
+    /// Starts the next segment. `sync`: make its directory entry durable now; otherwise the
+    /// next [`Spool::sync`] (at most `fsync_interval` later, the bound on what a power loss can
+    /// take anyway) does.
+    fn start_segment(&self, st: &mut WriterState, sync: bool) -> Result<(), SpoolError> {
         let next = st.active + 1;
-        st.file = create_segment(&self.dir, next)?;
+        st.file = create_segment(&self.dir, next, sync)?;
+        if !sync {
+            st.dir_dirty = true;
+        }
         st.active = next;
         st.active_len = SEGMENT_HEADER;
         st.sizes.insert(next, SEGMENT_HEADER);
@@ -390,10 +404,14 @@ impl Spool {
         Ok(())
     }
 
-    /// `fdatasync`s the active segment if anything was appended since the last call.
+    /// `fdatasync`s the active segment if anything was appended since the last call (and the
+    /// directory, if a segment was started without).
     pub fn sync(&self) {
         let file = {
             let mut st = self.lock();
+            if std::mem::take(&mut st.dir_dirty) {
+                sync_dir(&self.dir);
+            }
             if !st.dirty {
                 return;
             }
@@ -430,8 +448,11 @@ impl Spool {
             cursor = None;
         } else if consumed && pos.offset > SEGMENT_HEADER {
             // Everything written so far is delivered: start a fresh segment, drop the old one.
+            // Neither is synced here (this runs under the lock the producers append under, once
+            // per delivered batch): the old one is deleted, and the new one's directory entry
+            // is synced by the fsync task.
             let old = st.active;
-            if self.roll(&mut st).is_ok() {
+            if self.start_segment(&mut st, false).is_ok() {
                 let _ = std::fs::remove_file(segment_path(&self.dir, old));
                 st.sizes.remove(&old);
                 cursor = None;
@@ -479,7 +500,7 @@ fn flate2_crc(data: &[u8]) -> u32 {
     crc.sum()
 }
 
-fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
+fn create_segment(dir: &Path, seg: u64, sync: bool) -> Result<File, SpoolError> {
     let path = segment_path(dir, seg);
     let mut f = OpenOptions::new()
         .create(true)
@@ -489,7 +510,9 @@ fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
         .open(&path)
         .map_err(io_err(&path))?;
     f.write_all(SEGMENT_MAGIC).map_err(io_err(&path))?;
-    sync_dir(dir);
+    if sync {
+        sync_dir(dir);
+    }
     Ok(f)
 }
 
