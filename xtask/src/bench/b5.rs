@@ -2,12 +2,13 @@
 //! sinks: the JSON Lines events file, and PostHog's `/batch/` (a counting stand-in on loopback,
 //! `posthog_stub.rs`). Emitters (`b5_emitter.py`) hit a breakpoint in a loop, each in its own
 //! process, at 1, 10 and 50 processes; the agent's `[capture]` settings lift the helper's rate
-//! limits ([`CAPTURE`]) so the pipeline is what is measured.
+//! limits ([`capture_config`]) so the pipeline is what is measured.
 //!
 //! Per run: throughput = events that arrived / (time from "go" to the last arrival); loss =
 //! breakpoint calls made − events that arrived. A run at 5,000 events/s (one process) checks
 //! zero loss; the runs at maximum rate report the loss there.
 use crate::bench::agent::{Agent, Breakpoint, HitCounter};
+use crate::bench::pieces::AGENT_CAPTURE_UNLIMITED;
 use crate::bench::posthog_stub::{self, Stub};
 use crate::bench::pyproc::{Proc, Python, args, num, scripts_dir};
 use crate::bench::report::{Row, Verdict};
@@ -18,20 +19,13 @@ use std::time::{Duration, Instant};
 const BP_ID: &str = "b5-emit";
 
 /// `[capture]` of B5's agent: no rate limit or CPU budget in the helper (as
-/// `pieces::AGENT_CAPTURE_UNLIMITED`), and the helper's default-sized queue scaled for a
-/// benchmark (4,096 snapshots): a 65,536-snapshot queue per process held up to hundreds of MB
-/// per emitter and took a minute to drain after a max-rate run at 50 processes, during which
-/// the helpers' counters (and the events) were still on their way.
-const CAPTURE: &str = "\
-[capture]
-process_rate = 1e9
-cpu_budget = 1.0
-queue_capacity = 4096
-
-[capture.limits]
-rate = 1e9
-burst = 1e9
-";
+/// `pieces::AGENT_CAPTURE_UNLIMITED`), with a 4,096-snapshot queue instead of 65,536: such a
+/// queue per process held up to hundreds of MB per emitter and took a minute to drain after a
+/// max-rate run at 50 processes, during which the helpers' counters (and the events) were still
+/// on their way.
+fn capture_config() -> String {
+    AGENT_CAPTURE_UNLIMITED.replace("queue_capacity = 65536", "queue_capacity = 4096")
+}
 const SCRIPT: &str = "b5_emitter.py";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -181,7 +175,7 @@ fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result
                 &bin.helper,
                 &dir,
                 std::slice::from_ref(&bp),
-                CAPTURE,
+                &capture_config(),
                 &ctx.log_dir,
             )?,
         ),
@@ -208,7 +202,7 @@ fn one_run(ctx: &Ctx, bin: &AgentPieces, py: &Python, spec: &Spec<'_>) -> Result
                 &bin.helper,
                 &dir,
                 None,
-                CAPTURE,
+                &capture_config(),
                 &env,
                 &ctx.log_dir,
             )?;
@@ -459,6 +453,15 @@ mod tests {
             span_s: 30.0,
             status: json!({"breakpoints": [{"id": BP_ID, "counters": counters}]}),
         }
+    }
+
+    #[test]
+    fn the_capture_config_shrinks_the_queue() {
+        let c = capture_config();
+        assert!(
+            c.contains("queue_capacity = 4096") && !c.contains("65536"),
+            "{c}"
+        );
     }
 
     #[test]
