@@ -2,7 +2,8 @@
 //! the helper's messages.
 //!
 //! A record ([`EmitChunk`], decoded by `bpf::ring`) carries the pid and tid the eBPF program saw
-//! and the bytes the helper passed to `ldbg_emit`: a [`ChunkHeader`] and that chunk's data.
+//! and the bytes the helper passed to `ldbg_emit`: one or more chunks back to back, each a
+//! [`ChunkHeader`] and that chunk's data (the helper packs small messages into one call).
 //! A message larger than one chunk arrives as several records with the same `(pid, msg_id)`.
 //! Chunks of one message come from one thread in order, but nothing here relies on that.
 //!
@@ -96,17 +97,38 @@ impl Assembler {
         self.counters
     }
 
-    /// Feeds one ring-buffer record; returns a message when this record completes one.
-    pub fn push(&mut self, rec: &EmitChunk, now: Instant) -> Option<Message> {
+    /// Feeds one ring-buffer record (one or more chunks back to back); appends to `out` every
+    /// message a chunk of it completes.
+    pub fn push(&mut self, rec: &EmitChunk, now: Instant, out: &mut Vec<Message>) {
         self.counters.records += 1;
         if rec.requested_len as usize > rec.payload.len() {
             self.counters.truncated += 1;
-            return None;
+            return;
         }
-        let Some((chunk, data)) = parse(&rec.payload) else {
-            self.counters.malformed += 1;
-            return None;
-        };
+        let mut rest = rec.payload.as_slice();
+        loop {
+            let Some((chunk, data, tail)) = parse(rest) else {
+                self.counters.malformed += 1;
+                return;
+            };
+            if let Some(m) = self.chunk(rec, &chunk, data, now) {
+                out.push(m);
+            }
+            if tail.is_empty() {
+                return;
+            }
+            rest = tail;
+        }
+    }
+
+    /// One chunk of a record; returns the message it completes.
+    fn chunk(
+        &mut self,
+        rec: &EmitChunk,
+        chunk: &ChunkHeader,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<Message> {
         let total_len = chunk.total_len as usize;
         if chunk.total_chunks == 0
             || chunk.seq >= chunk.total_chunks
@@ -220,7 +242,8 @@ impl Assembler {
     }
 }
 
-fn parse(payload: &[u8]) -> Option<(ChunkHeader, &[u8])> {
+/// The first chunk of `payload`: its header, its data and what follows it.
+fn parse(payload: &[u8]) -> Option<(ChunkHeader, &[u8], &[u8])> {
     let chunk_bytes = payload.get(..CHUNK_HEADER_LEN)?;
     // SAFETY: `chunk_bytes` is exactly size_of::<ChunkHeader>() bytes; the type is repr(C) with
     // only integer fields, so any bytes are a valid value; read_unaligned needs no alignment.
@@ -228,8 +251,9 @@ fn parse(payload: &[u8]) -> Option<(ChunkHeader, &[u8])> {
     if chunk.magic != CHUNK_MAGIC || u32::from(chunk.abi_version) != ABI_VERSION {
         return None;
     }
-    let data = payload.get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + chunk.data_len as usize)?;
-    Some((chunk, data))
+    let end = CHUNK_HEADER_LEN.checked_add(chunk.data_len as usize)?;
+    let data = payload.get(CHUNK_HEADER_LEN..end)?;
+    Some((chunk, data, &payload[end..]))
 }
 
 /// Encodes a message as the records the uprobe would produce; used by tests and benchmarks.
@@ -283,7 +307,96 @@ fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libdebugger_common::helper_abi::{MAX_CHUNK_DATA, message_kind};
+    use libdebugger_common::helper_abi::{MAX_CHUNK, MAX_CHUNK_DATA, message_kind};
+
+    /// Pushes a record that completes at most one message.
+    fn push1(a: &mut Assembler, rec: &EmitChunk, now: Instant) -> Option<Message> {
+        let mut out = Vec::new();
+        a.push(rec, now, &mut out);
+        assert!(out.len() <= 1, "{out:?}");
+        out.pop()
+    }
+
+    /// Packs the records' payloads into records of at most MAX_CHUNK bytes, as the helper does.
+    fn pack(recs: &[EmitChunk]) -> Vec<EmitChunk> {
+        let mut out: Vec<EmitChunk> = Vec::new();
+        for r in recs {
+            match out.last_mut() {
+                Some(last) if last.payload.len() + r.payload.len() <= MAX_CHUNK => {
+                    last.payload.extend_from_slice(&r.payload);
+                    last.requested_len = last.payload.len() as u32;
+                }
+                _ => out.push(r.clone()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_record_packing_several_chunks_yields_every_message() {
+        let mut a = Assembler::new(Limits::default());
+        let now = Instant::now();
+        let mut recs = Vec::new();
+        for id in 0..30u64 {
+            recs.extend(encode_records(
+                4,
+                5,
+                message_kind::HIT,
+                id,
+                &[id as u8; 700],
+                MAX_CHUNK_DATA,
+            ));
+        }
+        // A multi-chunk message in between, its last part packed with the small ones after it.
+        recs.extend(encode_records(
+            4,
+            5,
+            message_kind::HIT,
+            99,
+            &[9u8; 20_000],
+            MAX_CHUNK_DATA,
+        ));
+        recs.extend(encode_records(
+            4,
+            5,
+            message_kind::STATS,
+            100,
+            b"{}",
+            MAX_CHUNK_DATA,
+        ));
+        let packed = pack(&recs);
+        assert!(packed.len() < 5, "{} records", packed.len());
+        let mut out = Vec::new();
+        for r in &packed {
+            a.push(r, now, &mut out);
+        }
+        assert_eq!(out.len(), 32);
+        assert!(
+            out[..30]
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m.msg_id == i as u64 && m.data == [i as u8; 700])
+        );
+        assert_eq!((out[30].msg_id, out[30].data.len()), (99, 20_000));
+        assert_eq!(
+            (out[31].kind, out[31].data.as_slice()),
+            (message_kind::STATS, &b"{}"[..])
+        );
+        assert_eq!(a.counters().malformed, 0);
+        // A record whose second chunk is cut short: the first message still arrives, the rest is
+        // counted as malformed.
+        let mut two = pack(&[
+            encode_records(4, 5, 1, 200, b"{\"a\":1}", MAX_CHUNK_DATA).remove(0),
+            encode_records(4, 5, 1, 201, b"{\"b\":2}", MAX_CHUNK_DATA).remove(0),
+        ])
+        .remove(0);
+        two.payload.truncate(two.payload.len() - 2);
+        two.requested_len = two.payload.len() as u32;
+        out.clear();
+        a.push(&two, now, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(a.counters().malformed, 1);
+    }
 
     #[test]
     fn single_and_multi_chunk_messages_reassemble_in_any_order() {
@@ -291,7 +404,7 @@ mod tests {
         let now = Instant::now();
         let small = encode_records(7, 8, message_kind::HIT, 1, b"{\"a\":1}", MAX_CHUNK_DATA);
         assert_eq!(small.len(), 1);
-        let m = a.push(&small[0], now).unwrap();
+        let m = push1(&mut a, &small[0], now).unwrap();
         assert_eq!(
             (m.pid, m.tid, m.kind, m.data.as_slice()),
             (7, 8, message_kind::HIT, &b"{\"a\":1}"[..])
@@ -304,7 +417,7 @@ mod tests {
         let mut out = None;
         for r in &recs {
             assert!(out.is_none());
-            out = a.push(r, now);
+            out = push1(&mut a, r, now);
         }
         assert_eq!(out.unwrap().data, big);
         assert_eq!(a.counters().messages, 2);
@@ -319,8 +432,8 @@ mod tests {
         let y = encode_records(2, 2, message_kind::HIT, 5, &[2u8; 40_000], MAX_CHUNK_DATA);
         let mut done = Vec::new();
         for (rx, ry) in x.iter().zip(&y) {
-            done.extend(a.push(rx, now));
-            done.extend(a.push(ry, now));
+            done.extend(push1(&mut a, rx, now));
+            done.extend(push1(&mut a, ry, now));
         }
         assert_eq!(done.len(), 2);
         assert!(
@@ -339,19 +452,19 @@ mod tests {
         let mut short = encode_records(1, 1, 1, 1, b"x", 100).remove(0);
         short.payload.truncate(3);
         short.requested_len = 3;
-        assert!(a.push(&short, now).is_none());
+        assert!(push1(&mut a, &short, now).is_none());
         let mut bad = encode_records(1, 1, 1, 1, b"x", 100).remove(0);
         bad.payload[0] ^= 0xff; // break the magic
-        assert!(a.push(&bad, now).is_none());
+        assert!(push1(&mut a, &bad, now).is_none());
         assert_eq!(a.counters().malformed, 2);
 
         let mut cut = encode_records(1, 1, 1, 2, b"abc", 100).remove(0);
         cut.requested_len = 100_000; // the helper passed more than the uprobe copies
-        assert!(a.push(&cut, now).is_none());
+        assert!(push1(&mut a, &cut, now).is_none());
         assert_eq!(a.counters().truncated, 1);
 
         let parts = encode_records(1, 1, 1, 3, &[0u8; 40_000], MAX_CHUNK_DATA);
-        assert!(a.push(&parts[0], now).is_none());
+        assert!(push1(&mut a, &parts[0], now).is_none());
         a.expire(now + Duration::from_secs(2));
         assert_eq!(a.counters().incomplete_dropped, 1);
         assert_eq!(a.pending_bytes, 0);
@@ -366,8 +479,8 @@ mod tests {
         let t0 = Instant::now();
         let first = encode_records(1, 1, 1, 1, &[0u8; 40_000], MAX_CHUNK_DATA);
         let second = encode_records(1, 1, 1, 2, &[0u8; 40_000], MAX_CHUNK_DATA);
-        a.push(&first[0], t0);
-        a.push(&second[0], t0 + Duration::from_millis(1));
+        push1(&mut a, &first[0], t0);
+        push1(&mut a, &second[0], t0 + Duration::from_millis(1));
         assert_eq!(a.counters().incomplete_dropped, 1);
         assert!(a.pending_bytes <= 20_000);
     }

@@ -2,14 +2,17 @@
 //! agent. The helper exports, with C linkage:
 //!
 //! * `void ldbg_emit(const uint8_t *ptr, size_t len)`: a no-op the agent's eBPF uprobe reads.
-//!   Each call carries one chunk: a [`ChunkHeader`] followed by `data_len` bytes. A message larger
-//!   than [`MAX_CHUNK_DATA`] is split into chunks with the same `msg_id` and increasing `seq`.
+//!   Each call carries one or more chunks back to back (at most [`MAX_CHUNK`] bytes in all), each
+//!   a [`ChunkHeader`] followed by `data_len` bytes: packing several small messages into one call
+//!   saves a uprobe trap per message. A message larger than [`MAX_CHUNK_DATA`] is split into
+//!   chunks with the same `msg_id` and increasing `seq`.
 //! * `int ldbg_attach(void)`: called once by the injector (on any thread, GIL not required); it
 //!   starts the helper's own thread, which takes the GIL when it needs it. Idempotent.
 //! * `LDBG_CONTROL`: a [`ControlBlock`] the agent writes with `process_vm_writev` and the helper
 //!   polls; see [`ControlBlock`] for the protocol.
 
-/// Largest payload (header + data) one `ldbg_emit` call may carry; the uprobe copies at most this.
+/// Largest payload (one or more chunks) one `ldbg_emit` call may carry; the uprobe copies at most
+/// this.
 pub const MAX_CHUNK: usize = 16 * 1024;
 /// Size of [`ChunkHeader`] in bytes.
 pub const CHUNK_HEADER_LEN: usize = core::mem::size_of::<ChunkHeader>();
@@ -17,8 +20,9 @@ pub const CHUNK_HEADER_LEN: usize = core::mem::size_of::<ChunkHeader>();
 pub const MAX_CHUNK_DATA: usize = MAX_CHUNK - CHUNK_HEADER_LEN;
 /// `ChunkHeader::magic`: "LDBG" little-endian.
 pub const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"LDBG");
-/// Version of this ABI; bumped on any layout change.
-pub const ABI_VERSION: u32 = 1;
+/// Version of this ABI; bumped on any layout or protocol change (2: an `ldbg_emit` call may
+/// carry several chunks).
+pub const ABI_VERSION: u32 = 2;
 
 /// What a message is.
 pub mod message_kind {

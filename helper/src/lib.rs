@@ -77,7 +77,7 @@ fn status(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 /// helper's own thread for every message (kinds: hit, status, hello, stats, code_objects).
 #[pyfunction]
 fn set_sink(sink: Option<Py<PyAny>>) {
-    *output::SINK.lock() = sink;
+    output::set_sink(sink);
 }
 
 /// Waits until every message queued so far was delivered. Returns False on timeout.
@@ -104,7 +104,7 @@ fn shutdown(py: Python<'_>) {
     // Deliver what is queued, then stop the helper thread (set_breakpoints starts a new one).
     let _ = flush(py, 2.0);
     output::stop_thread();
-    *output::SINK.lock() = None;
+    output::set_sink(None);
     types::clear();
     hot::clear_code_info();
     capture::clear_redact_cache();

@@ -5,7 +5,7 @@ use crate::value::encode_str;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use libdebugger_common::helper_abi::{
     ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
-    ControlBlock, MAX_CHUNK_DATA, message_kind,
+    ControlBlock, MAX_CHUNK, MAX_CHUNK_DATA, message_kind,
 };
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -27,8 +27,19 @@ pub enum Msg {
 /// The queue's sending side; taken only with the GIL held (so a fork, which holds the GIL, never
 /// finds it locked).
 static TX: LazyLock<Mutex<Option<Sender<Msg>>>> = LazyLock::new(|| Mutex::new(None));
-/// The test sink (a Python callable), locked only with the GIL held.
+/// The test sink (a Python callable), locked only with the GIL held. Set it with [`set_sink`].
 pub static SINK: LazyLock<Mutex<Option<Py<PyAny>>>> = LazyLock::new(|| Mutex::new(None));
+/// Whether [`SINK`] holds a callable: lets the helper thread skip taking the GIL (a wait of up
+/// to the interpreter's switch interval, 5 ms, behind a busy application thread) when there is
+/// no test sink to call, which is always the case in production.
+static HAS_SINK: AtomicBool = AtomicBool::new(false);
+
+/// Installs (or with `None` removes) the test sink. Call with the GIL held.
+pub fn set_sink(sink: Option<Py<PyAny>>) {
+    let mut slot = SINK.lock();
+    HAS_SINK.store(sink.is_some(), SeqCst);
+    *slot = sink;
+}
 /// Set at interpreter exit: the helper thread must not take the GIL any more.
 pub static EXITING: AtomicBool = AtomicBool::new(false);
 /// Whether the current helper thread runs (reported in `status()`).
@@ -37,16 +48,47 @@ static MSG_ID: AtomicU64 = AtomicU64::new(1);
 /// Generation of the helper thread: a thread whose generation is stale exits.
 static THREAD_GEN: AtomicU64 = AtomicU64::new(0);
 
-/// Queues a message without blocking; false if the queue is full or absent.
+/// Snapshots the helper thread is done with, while it is busy: the application thread that
+/// queues the next hit frees them ([`try_send`]). A snapshot is allocated by an application
+/// thread; freed on the helper thread, each of its blocks goes back to the application
+/// thread's malloc arena under that arena's lock, and at a high hit rate the helper thread
+/// spent most of its time asleep on that lock (profiled: 91 % of its context switches in
+/// `__lll_lock_wait_private`). Taken only with the GIL held, like [`TX`].
+type Grave = (Sender<Box<Snapshot>>, Receiver<Box<Snapshot>>);
+static GRAVE: LazyLock<Mutex<Option<Grave>>> = LazyLock::new(|| Mutex::new(None));
+/// Snapshots the graveyard holds at most (what it holds is freed within a few hits).
+const GRAVE_CAPACITY: usize = 64;
+/// Snapshots an application thread frees per hit it queues (more than the one it adds).
+const FREES_PER_HIT: usize = 4;
+
+/// The graveyard's sending side for a new helper thread (creating it if needed).
+fn grave_sender() -> Sender<Box<Snapshot>> {
+    let mut g = GRAVE.lock();
+    g.get_or_insert_with(|| bounded(GRAVE_CAPACITY)).0.clone()
+}
+
+/// Queues a message without blocking; false if the queue is full or absent. Frees a few
+/// snapshots the helper thread finished with (see [`GRAVE`]).
 pub fn try_send(m: Msg) -> bool {
-    let tx = TX.lock();
-    match tx.as_ref() {
-        Some(tx) => match tx.try_send(m) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-        },
-        None => false,
+    let sent = {
+        let tx = TX.lock();
+        match tx.as_ref() {
+            Some(tx) => match tx.try_send(m) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        }
+    };
+    if let Some((_, rx)) = GRAVE.lock().as_ref() {
+        for _ in 0..FREES_PER_HIT {
+            match rx.try_recv() {
+                Ok(done) => drop(done),
+                Err(_) => break,
+            }
+        }
     }
+    sent
 }
 
 /// Queues an encoded message.
@@ -98,6 +140,10 @@ pub fn after_fork(capacity: usize) {
     if let Some(old) = tx.take() {
         std::mem::forget(old);
     }
+    // The parent's helper thread may have been using the graveyard (never drop it here).
+    if let Some(old) = GRAVE.try_lock().and_then(|mut g| g.take()) {
+        std::mem::forget(old);
+    }
     let (s, r) = bounded(capacity.max(1));
     *tx = Some(s);
     spawn(r);
@@ -113,13 +159,16 @@ pub fn stop_thread() {
 
 fn spawn(r: Receiver<Msg>) {
     let generation = THREAD_GEN.fetch_add(1, SeqCst) + 1;
+    let grave = grave_sender();
     let res = std::thread::Builder::new()
         .name("ldbg-helper".into())
         .spawn(move || {
             // SAFETY: gettid has no preconditions.
             HELPER_TID.store(unsafe { libc::gettid() }, SeqCst);
             THREAD_ALIVE.store(true, SeqCst);
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(r, generation)));
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(r, generation, grave)
+            }));
             if let Err(p) = res {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -146,7 +195,7 @@ fn spawn(r: Receiver<Msg>) {
     }
 }
 
-fn run(r: Receiver<Msg>, generation: u64) {
+fn run(r: Receiver<Msg>, generation: u64, grave: Sender<Box<Snapshot>>) {
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
     let mut batch: Vec<(u16, String)> = Vec::new();
@@ -155,8 +204,11 @@ fn run(r: Receiver<Msg>, generation: u64) {
     // application thread pay a futex wake-up (a syscall) per hit. It sleeps instead, 2 ms while
     // busy, backing off to 50 ms when idle, and drains what arrived.
     let mut idle = Duration::from_millis(2);
+    // Whether the last round was busy: then finished snapshots go to the graveyard.
+    let mut busy = false;
     loop {
         let mut got = false;
+        let mut drained = 0usize;
         loop {
             let m = match r.try_recv() {
                 Ok(m) => m,
@@ -164,10 +216,15 @@ fn run(r: Receiver<Msg>, generation: u64) {
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return,
             };
             got = true;
+            drained += 1;
             match m {
                 Msg::Hit(s) => {
                     let json = encode_hit(&s);
-                    drop(s);
+                    // Busy: let the application thread free it (see GRAVE); otherwise (or
+                    // with the graveyard full) free it here.
+                    if busy && let Err(e) = grave.try_send(s) {
+                        drop(e.into_inner());
+                    }
                     batch.push((message_kind::HIT, json));
                 }
                 Msg::Encoded { kind, json } => batch.push((kind, json)),
@@ -205,6 +262,14 @@ fn run(r: Receiver<Msg>, generation: u64) {
                 deliver(&mut batch);
             }
         }
+        busy = drained >= BUSY_DRAIN;
+        if busy {
+            // The application produces faster than one tick drains: sleeping now would let the
+            // bounded queue overflow (dropping snapshots). Go round again at once; senders still
+            // never wake this thread (it does not block in the channel).
+            std::thread::yield_now();
+            continue;
+        }
         idle = if got {
             Duration::from_millis(2)
         } else {
@@ -213,6 +278,9 @@ fn run(r: Receiver<Msg>, generation: u64) {
         std::thread::park_timeout(idle);
     }
 }
+
+/// Messages drained in one round from which the thread counts as busy and skips its sleep.
+const BUSY_DRAIN: usize = 32;
 
 /// Set by the before-fork hook: the helper thread parks its queue in `PARKED` and exits.
 static PAUSE: AtomicBool = AtomicBool::new(false);
@@ -336,10 +404,18 @@ fn kind_name(kind: u16) -> &'static str {
     }
 }
 
-/// Emits each message through `ldbg_emit` and, if set, the test sink; empties `batch`.
+/// Emits each message through `ldbg_emit` (several small messages per call, see
+/// [`Packer`]) and, if set, the test sink; empties `batch`.
 fn deliver(batch: &mut Vec<(u16, String)>) {
+    let mut packer = Packer::default();
     for (kind, json) in batch.iter() {
-        emit_chunks(*kind, json.as_bytes());
+        let msg_id = MSG_ID.fetch_add(1, Relaxed);
+        for_each_chunk(*kind, msg_id, json.as_bytes(), |chunk| packer.push(chunk));
+    }
+    packer.flush();
+    if !HAS_SINK.load(Relaxed) {
+        batch.clear();
+        return;
     }
     // SAFETY: Py_IsInitialized has no preconditions.
     if EXITING.load(Relaxed) || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
@@ -360,14 +436,52 @@ fn deliver(batch: &mut Vec<(u16, String)>) {
     batch.clear();
 }
 
-/// Splits `data` into `ldbg_emit` chunks.
+/// Splits `data` into `ldbg_emit` chunks, one call each.
 pub fn emit_chunks(kind: u16, data: &[u8]) {
     let msg_id = MSG_ID.fetch_add(1, Relaxed);
-    for_each_chunk(kind, msg_id, data, |chunk| {
-        let emit: extern "C" fn(*const u8, usize) =
-            std::hint::black_box(ldbg_emit as extern "C" fn(*const u8, usize));
-        emit(chunk.as_ptr(), chunk.len());
-    });
+    for_each_chunk(kind, msg_id, data, emit);
+}
+
+/// One `ldbg_emit` call (one uprobe hit, one ring-buffer record).
+fn emit(record: &[u8]) {
+    let f: extern "C" fn(*const u8, usize) =
+        std::hint::black_box(ldbg_emit as extern "C" fn(*const u8, usize));
+    f(record.as_ptr(), record.len());
+}
+
+/// Packs consecutive chunks into one `ldbg_emit` call of at most [`MAX_CHUNK`] bytes (ABI 2:
+/// a record carries one or more whole chunks back to back). Each call costs a uprobe trap
+/// (microseconds), so a hit of a few hundred bytes paid mostly for the trap before.
+#[derive(Default)]
+pub struct Packer {
+    buf: Vec<u8>,
+}
+
+impl Packer {
+    /// Adds one chunk (header + data, at most [`MAX_CHUNK`] bytes), emitting what is packed
+    /// first if it would not fit.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.push_with(chunk, emit);
+    }
+
+    /// Emits what is packed.
+    pub fn flush(&mut self) {
+        self.flush_with(emit);
+    }
+
+    fn push_with(&mut self, chunk: &[u8], mut out: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() && self.buf.len() + chunk.len() > MAX_CHUNK {
+            self.flush_with(&mut out);
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    fn flush_with(&mut self, mut out: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            out(&self.buf);
+            self.buf.clear();
+        }
+    }
 }
 
 /// Calls `f` with each chunk (header + data) of message `msg_id`.
@@ -564,7 +678,6 @@ pub fn encode_hit(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libdebugger_common::helper_abi::MAX_CHUNK;
 
     #[test]
     fn chunks_reassemble() {
@@ -592,5 +705,26 @@ mod tests {
         let mut empty = Vec::new();
         for_each_chunk(message_kind::HELLO, 1, &[], |c| empty.push(c.len()));
         assert_eq!(empty, vec![CHUNK_HEADER_LEN]);
+    }
+
+    #[test]
+    fn packed_records_hold_whole_chunks_up_to_the_limit() {
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut p = Packer::default();
+        let small = vec![b'x'; 700];
+        let big = vec![b'y'; MAX_CHUNK_DATA + 10];
+        let mut chunks = Vec::new();
+        for (id, data) in [(1u64, &small), (2, &big), (3, &small), (4, &small)] {
+            for_each_chunk(message_kind::HIT, id, data, |c| chunks.push(c.to_vec()));
+        }
+        for c in &chunks {
+            p.push_with(c, |r| records.push(r.to_vec()));
+        }
+        p.flush_with(|r| records.push(r.to_vec()));
+        // small | big part 1 (full) | big part 2 + small + small
+        assert_eq!(records.len(), 3);
+        assert!(records.iter().all(|r| r.len() <= MAX_CHUNK));
+        assert_eq!(records.concat(), chunks.concat());
+        assert_eq!(records[2].len(), CHUNK_HEADER_LEN * 3 + 10 + 1400);
     }
 }

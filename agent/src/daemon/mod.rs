@@ -19,6 +19,7 @@ use crate::assembler::{Assembler, Limits, Message};
 use crate::bpf::Bpf;
 use crate::bpf::ring::{AsyncRingReader, EmitChunk, ProcEvent};
 use crate::breakpoints::{Breakpoint, DesiredSet};
+use crate::delivery::event::encode_hit;
 use crate::delivery::{Delivery, Event, FanOut, StatusReporter, StatusUpdate};
 use libdebugger_common::helper_abi::message_kind;
 use parking_lot::Mutex;
@@ -375,6 +376,8 @@ struct Owner {
     poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
     /// The delivery pipelines (taken at shutdown to flush them).
     delivery: Option<Delivery>,
+    /// Hits encoded from the ring-buffer batch being handled, spooled together at its end.
+    hits: Vec<Vec<u8>>,
 }
 
 impl Daemon {
@@ -447,6 +450,7 @@ impl Daemon {
             file_status: self.file_status,
             poller_status: self.poller_status,
             delivery: None,
+            hits: Vec::new(),
         };
         let (mut emit_rx, mut proc_rx) = owner.readers();
         let mut source = self.source;
@@ -676,11 +680,14 @@ impl Owner {
 
     fn emitted(&mut self, chunks: Vec<EmitChunk>) {
         let now = Instant::now();
+        let mut messages = Vec::new();
         for c in &chunks {
-            if let Some(msg) = self.assembler.push(c, now) {
-                self.message(msg);
-            }
+            self.assembler.push(c, now, &mut messages);
         }
+        for msg in messages {
+            self.message(msg);
+        }
+        self.flush_hits();
     }
 
     fn message(&mut self, msg: Message) {
@@ -688,19 +695,21 @@ impl Owner {
         match msg.kind {
             message_kind::HIT => {
                 let ext = [
-                    ("$pid".to_string(), json!(pid)),
-                    ("$hostname".to_string(), json!(self.hostname)),
-                    ("$process_person_profile".to_string(), json!(false)),
+                    ("$pid", json!(pid)),
+                    ("$hostname", json!(self.hostname)),
+                    ("$process_person_profile", json!(false)),
                 ];
-                match Event::hit_from_json(&self.distinct_id, &msg.data, ext) {
-                    Ok(event) => {
-                        self.tracker.on_hit(pid, &event.properties);
-                        self.deliver(event);
+                match encode_hit(&self.distinct_id, &msg.data, &ext) {
+                    Ok(hit) => {
+                        self.tracker.on_hit(pid, &hit.summary);
+                        self.deliver(hit.json);
                     }
                     Err(e) => tracing::warn!(pid, "unreadable hit from the helper: {e}"),
                 }
             }
             message_kind::STATUS | message_kind::STATS | message_kind::CODE_OBJECTS => {
+                // Status events follow the hits before them.
+                self.flush_hits();
                 let Ok(v) = serde_json::from_slice::<Value>(&msg.data) else {
                     tracing::warn!(pid, kind = msg.kind, "unreadable message from the helper");
                     return;
@@ -756,17 +765,32 @@ impl Owner {
         }
     }
 
-    fn deliver(&mut self, event: Event) {
-        let value =
-            Arc::new(serde_json::from_slice::<Value>(&event.to_json()).unwrap_or(Value::Null));
-        if self.echo_to_terminal {
-            println!("{}", crate::delivery::sinks::render(&event));
+    /// Queues an encoded hit for [`Owner::flush_hits`]; shows it on the terminal and to `tail`
+    /// subscribers (decoded only for them: with none, a hit is never decoded in the agent).
+    fn deliver(&mut self, event: Vec<u8>) {
+        if self.echo_to_terminal
+            && let Ok(ev) = serde_json::from_slice::<Event>(&event)
+        {
+            println!("{}", crate::delivery::sinks::render(&ev));
         }
-        if let Err(e) = self.sender.send(event) {
-            self.delivery_errors += 1;
-            tracing::warn!("event not accepted for delivery: {e}");
+        if self.events.receiver_count() > 0 {
+            let value = serde_json::from_slice::<Value>(&event).unwrap_or(Value::Null);
+            let _ = self.events.send(Arc::new(value));
         }
-        let _ = self.events.send(value);
+        self.hits.push(event);
+    }
+
+    /// Spools the queued hits, one write per pipeline.
+    fn flush_hits(&mut self) {
+        if self.hits.is_empty() {
+            return;
+        }
+        let refs: Vec<&[u8]> = self.hits.iter().map(Vec::as_slice).collect();
+        if let Some((n, e)) = self.sender.send_encoded(&refs) {
+            self.delivery_errors += n as u64;
+            tracing::warn!(events = n, "events not accepted for delivery: {e}");
+        }
+        self.hits.clear();
     }
 
     fn report_changes(&mut self) {

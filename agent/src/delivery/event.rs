@@ -134,6 +134,106 @@ impl Event {
     }
 }
 
+/// A `$data_breakpoint_hit` encoded straight from the helper's message (see [`encode_hit`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedHit {
+    /// The event's JSON: the event [`Event::hit_from_json`] builds (same fields and values, the
+    /// properties in the same sorted order), each helper value copied as the helper wrote it.
+    pub json: Vec<u8>,
+    /// The few helper properties the agent's bookkeeping reads: `$breakpoint_id` and the
+    /// counters (`$hit_count`, `$captured_count`, `$condition_false_count`,
+    /// `$rate_limited_count`), where present.
+    pub summary: Map<String, Value>,
+}
+
+/// Helper properties copied into [`EncodedHit::summary`].
+const SUMMARY_KEYS: [&str; 5] = [
+    "$breakpoint_id",
+    "$hit_count",
+    "$captured_count",
+    "$condition_false_count",
+    "$rate_limited_count",
+];
+
+/// [`Event::hit_from_json`] then [`Event::to_json`], without building the event: the helper's
+/// properties are split at the top level only and their values copied through as they are
+/// (they are valid JSON — the parse checks it), so a hit costs one scan of its bytes instead of
+/// a tree of allocations, a serialisation and (for the size check) a second one. The result is
+/// the same event: extensions first, the helper's properties over them, then
+/// `$process_person_profile: false`, `$lib` and `$lib_version` as [`Event::new`] sets them.
+/// `extensions` are (name, JSON value) pairs.
+pub fn encode_hit(
+    distinct_id: &str,
+    message: &[u8],
+    extensions: &[(&str, Value)],
+) -> Result<EncodedHit, HitError> {
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    let helper: BTreeMap<String, &RawValue> = match serde_json::from_slice(message) {
+        Ok(m) => m,
+        // Not an object (or not JSON): the slow path names what it is.
+        Err(source) => {
+            return Err(match Event::hit_from_json(distinct_id, message, []) {
+                Err(e) => e,
+                Ok(_) => HitError::Json { source },
+            });
+        }
+    };
+    let ts = helper
+        .get("$timestamp")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
+        .unwrap_or_else(now_rfc3339);
+    let mut summary = Map::new();
+    for k in SUMMARY_KEYS {
+        if let Some(v) = helper
+            .get(k)
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        {
+            summary.insert(k.to_owned(), v);
+        }
+    }
+    // Every property as (name, encoded value), in the order a serde_json::Map (sorted) writes.
+    let ext: Vec<(&str, String)> = extensions
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    let mut props: BTreeMap<&str, &str> = ext.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (k, v) in &helper {
+        props.insert(k.as_str(), v.get());
+    }
+    props.insert("$process_person_profile", "false");
+    let lib_version = format!("\"{}\"", env!("CARGO_PKG_VERSION"));
+    props.entry("$lib").or_insert("\"libdebugger\"");
+    props.entry("$lib_version").or_insert(&lib_version);
+    let mut out = Vec::with_capacity(message.len() + 256);
+    out.extend_from_slice(b"{\"event\":\"");
+    out.extend_from_slice(HIT_EVENT.as_bytes());
+    out.extend_from_slice(b"\",\"distinct_id\":");
+    write_json_str(&mut out, distinct_id);
+    out.extend_from_slice(b",\"uuid\":\"");
+    out.extend_from_slice(Uuid::now_v7().hyphenated().to_string().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":");
+    write_json_str(&mut out, &ts);
+    out.extend_from_slice(b",\"properties\":{");
+    for (i, (k, v)) in props.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.extend_from_slice(b"}}");
+    Ok(EncodedHit { json: out, summary })
+}
+
+/// Appends `s` as a JSON string.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// A helper HIT message that cannot become an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HitError {
@@ -345,6 +445,55 @@ mod tests {
         ));
         assert!(matches!(
             Event::hit_from_json("d", b"{", []),
+            Err(HitError::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn encoded_hit_is_the_event_the_slow_path_builds() {
+        let msg = br#"{"$breakpoint_id":"b\"1","$file_path":"a.py","$line_number":3,"$locals_variables":{"s":"\u00e9\n","l":[1,2.5,null]},"$timestamp":"2026-01-02T03:04:05.123Z","$pid":9,"$hit_count":4,"$captured_count":3,"$lib":"mine"}"#;
+        let ext = [
+            ("$pid", json!(1)),
+            ("$hostname", json!("h\"x")),
+            ("$process_person_profile", json!(true)),
+        ];
+        let hit = encode_hit("d", msg, &ext).unwrap();
+        let fast: Event = serde_json::from_slice(&hit.json).unwrap();
+        let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
+        let mut slow = Event::hit_from_json("d", msg, ext_owned).unwrap();
+        slow.uuid = fast.uuid;
+        assert_eq!(fast, slow);
+        // The properties in the order serde writes them (values as the helper wrote them).
+        let keys = |j: &[u8]| -> Vec<String> {
+            let v: Value = serde_json::from_slice(j).unwrap();
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let text = String::from_utf8(hit.json.clone()).unwrap();
+        let mut last = 0;
+        for k in keys(&slow.to_json()) {
+            let at = text[last..].find(&format!("\"{k}\":")).map(|i| i + last);
+            assert!(at.is_some(), "{k} out of order in {text}");
+            last = at.unwrap_or(last);
+        }
+        assert_eq!(fast.uuid.get_version_num(), 7);
+        assert_eq!(hit.summary["$breakpoint_id"], json!("b\"1"));
+        assert_eq!(hit.summary["$hit_count"], json!(4));
+        assert!(!hit.summary.contains_key("$rate_limited_count"));
+        // No usable `$timestamp`: now, as on the slow path.
+        let hit = encode_hit("d", br#"{"$timestamp":"yesterday"}"#, &[]).unwrap();
+        let ev: Event = serde_json::from_slice(&hit.json).unwrap();
+        assert!(OffsetDateTime::parse(&ev.timestamp, &Rfc3339).is_ok());
+        assert!(matches!(
+            encode_hit("d", b"[1]", &[]),
+            Err(HitError::NotAnObject { kind: "an array" })
+        ));
+        assert!(matches!(
+            encode_hit("d", b"{", &[]),
             Err(HitError::Json { .. })
         ));
     }

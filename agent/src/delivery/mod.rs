@@ -201,8 +201,9 @@ pub enum SinkError {
 pub trait Sink: Send + 'static {
     /// Short name for logs (`posthog`, `events-file`, `terminal`).
     fn name(&self) -> &str;
-    /// Delivers a batch, all or nothing.
-    fn deliver(&mut self, batch: &[Event]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Delivers a batch, all or nothing. Each item is one event's JSON, as [`Event::to_json`]
+    /// writes it (the spool holds events encoded; sinks that send JSON copy the bytes through).
+    fn deliver(&mut self, batch: &[Vec<u8>]) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// Errors starting the pipeline or accepting an event.
@@ -249,10 +250,64 @@ pub struct EventSender {
 impl EventSender {
     /// Fits `event` under the size limit and appends it to the spool. `Ok` means the event is
     /// durable against a crash of the agent. This is a short blocking file write (no network).
-    pub fn send(&self, mut event: Event) -> Result<(), DeliveryError> {
+    pub fn send(&self, event: Event) -> Result<(), DeliveryError> {
         if *self.closed.borrow() {
             return Err(DeliveryError::Closed);
         }
+        let bytes = self.fit(event)?;
+        self.spool.append(&bytes)?;
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends already-encoded events (each exactly as [`Event::to_json`] writes one, e.g.
+    /// [`event::encode_hit`]'s) with one write: the way a burst of hits is spooled. An event
+    /// over the size limit is decoded and fitted first (see [`event::fit_event`]). Returns how
+    /// many became durable, and the first error met: the events that did not (too large even
+    /// when fitted, or the spool full or failing) were dropped and counted.
+    pub fn send_encoded(&self, events: &[&[u8]]) -> (usize, Option<DeliveryError>) {
+        if events.is_empty() {
+            return (0, None);
+        }
+        if *self.closed.borrow() {
+            return (0, Some(DeliveryError::Closed));
+        }
+        let mut fitted: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(events.len());
+        let mut first_err = None;
+        for e in events {
+            if e.len() <= self.max_event_bytes {
+                fitted.push(std::borrow::Cow::Borrowed(*e));
+                continue;
+            }
+            let parsed = match serde_json::from_slice::<Event>(e) {
+                Ok(ev) => self.fit(ev),
+                Err(source) => {
+                    self.counters
+                        .dropped_oversize
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "an oversized event is not a readable event ({source}); dropped"
+                    );
+                    continue;
+                }
+            };
+            match parsed {
+                Ok(b) => fitted.push(std::borrow::Cow::Owned(b)),
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        let refs: Vec<&[u8]> = fitted.iter().map(|c| c.as_ref()).collect();
+        let (n, err) = self.spool.append_many(&refs);
+        self.counters
+            .accepted
+            .fetch_add(n as u64, Ordering::Relaxed);
+        (n, err.map(DeliveryError::from).or(first_err))
+    }
+
+    /// The event's encoding, cut to the size limit (counted when cut or dropped).
+    fn fit(&self, mut event: Event) -> Result<Vec<u8>, DeliveryError> {
         let had_marker = event.properties.contains_key("$truncated");
         let bytes = match event::fit_event(&mut event, self.max_event_bytes) {
             Ok(b) => b,
@@ -267,9 +322,7 @@ impl EventSender {
         if !had_marker && event.properties.contains_key("$truncated") {
             self.counters.truncated.fetch_add(1, Ordering::Relaxed);
         }
-        self.spool.append(&bytes)?;
-        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(bytes)
     }
 }
 
@@ -432,7 +485,7 @@ struct Worker<S: Sink> {
     last_error: Arc<Mutex<Option<String>>>,
     shutdown: watch::Receiver<Option<Instant>>,
     /// A record read but not fitting in the previous batch.
-    held: Option<(Event, usize, Position)>,
+    held: Option<(Vec<u8>, Position)>,
     misconfigured_reported: bool,
     /// Records skipped as unreadable since the last commit: the position after the last one and
     /// how many. Committed with the next batch (committing earlier would also mark the
@@ -471,23 +524,23 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    fn next_event(&mut self) -> Option<(Event, usize, Position)> {
+    fn next_event(&mut self) -> Option<(Vec<u8>, Position)> {
         if let Some(h) = self.held.take() {
             return Some(h);
         }
         loop {
             match self.reader.next_record() {
-                Ok(Some((bytes, pos))) => match serde_json::from_slice::<Event>(&bytes) {
-                    Ok(ev) => return Some((ev, bytes.len(), pos)),
-                    Err(e) => {
-                        // A record with a valid checksum that is not an event: written by an
-                        // incompatible version. Skip it, counted.
-                        self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                        let n = self.skipped.map_or(0, |(_, n)| n);
-                        self.skipped = Some((pos, n + 1));
-                        tracing::warn!(error = %e, "skipping a spool record that is not an event");
+                Ok(Some((bytes, pos))) => {
+                    if looks_like_event(&bytes) {
+                        return Some((bytes, pos));
                     }
-                },
+                    // A record with a valid checksum that is not an event: written by an
+                    // incompatible version. Skip it, counted.
+                    self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                    let n = self.skipped.map_or(0, |(_, n)| n);
+                    self.skipped = Some((pos, n + 1));
+                    tracing::warn!("skipping a spool record that is not an event");
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     self.set_error(Some(e.to_string()));
@@ -501,7 +554,7 @@ impl<S: Sink> Worker<S> {
     async fn run(mut self) {
         loop {
             // Collect a batch.
-            let mut batch: Vec<Event> = Vec::new();
+            let mut batch: Vec<Vec<u8>> = Vec::new();
             let mut bytes = 0usize;
             let mut end: Option<Position> = None;
             let mut first_at: Option<Instant> = None;
@@ -510,11 +563,12 @@ impl<S: Sink> Worker<S> {
                     break;
                 }
                 match self.next_event() {
-                    Some((ev, len, pos)) => {
+                    Some((ev, pos)) => {
+                        let len = ev.len();
                         // 1 KiB for the request's envelope (api_key, sentAt, brackets).
                         let budget = self.config.max_request_bytes.saturating_sub(1024);
                         if !batch.is_empty() && bytes + len + 1 > budget {
-                            self.held = Some((ev, len, pos));
+                            self.held = Some((ev, pos));
                             break;
                         }
                         bytes += len + 1;
@@ -569,7 +623,7 @@ impl<S: Sink> Worker<S> {
 
     /// Delivers a batch, bisecting rejected ones. Returns false when the shutdown deadline
     /// passed before it was delivered.
-    async fn deliver(&mut self, batch: Vec<Event>) -> bool {
+    async fn deliver(&mut self, batch: Vec<Vec<u8>>) -> bool {
         let mut stack = vec![batch];
         while let Some(b) = stack.pop() {
             let mut attempt = 0u32;
@@ -622,7 +676,7 @@ impl<S: Sink> Worker<S> {
                                 .fetch_add(b.len() as u64, Ordering::Relaxed);
                             tracing::warn!(
                                 sink = self.sink.name(),
-                                uuid = %b.first().map(|e| e.uuid.to_string()).unwrap_or_default(),
+                                uuid = %b.first().and_then(|e| event_uuid(e)).unwrap_or_default(),
                                 "the sink rejected an event ({reason}); dropped"
                             );
                             self.set_error(Some(reason));
@@ -651,6 +705,23 @@ impl<S: Sink> Worker<S> {
         }
         true
     }
+}
+
+/// Whether a spool record is an encoded event: every encoder (serde for [`Event`],
+/// [`event::encode_hit`]) starts with its `event` field. A cheap check instead of a parse: the
+/// record's checksum already vouches for its bytes; this only tells events from records of an
+/// incompatible version.
+fn looks_like_event(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"{\"event\":") && bytes.ends_with(b"}")
+}
+
+/// The `uuid` of an encoded event, for logs.
+fn event_uuid(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        uuid: String,
+    }
+    serde_json::from_slice::<Id>(bytes).ok().map(|i| i.uuid)
 }
 
 #[cfg(test)]

@@ -62,6 +62,19 @@ impl FanOut {
         }
         first_err.map_or(Ok(()), Err)
     }
+
+    /// Spools already-encoded events in every pipeline (see [`EventSender::send_encoded`]).
+    /// Returns the first error of any pipeline, with how many events it did not take.
+    pub fn send_encoded(&self, events: &[&[u8]]) -> Option<(usize, DeliveryError)> {
+        let mut first_err = None;
+        for s in &self.senders {
+            let (n, err) = s.send_encoded(events);
+            if let Some(e) = err {
+                first_err.get_or_insert((events.len() - n, e));
+            }
+        }
+        first_err
+    }
 }
 
 impl Delivery {

@@ -37,15 +37,23 @@ impl PosthogSink {
         })
     }
 
-    fn body(&self, batch: &[Event]) -> Result<Vec<u8>, std::io::Error> {
-        let json = serde_json::json!({
-            "api_key": self.api_key.expose(),
-            "batch": batch,
-            "sentAt": super::event::now_rfc3339(),
-        });
-        let raw = serde_json::to_vec(&json)?;
-        let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4), Compression::fast());
-        gz.write_all(&raw)?;
+    /// The gzip-compressed request body: `{"api_key":…,"batch":[events],"sentAt":…}`, the
+    /// encoded events copied in as they are (no decoding and re-encoding per event).
+    fn body(&self, batch: &[Vec<u8>]) -> Result<Vec<u8>, std::io::Error> {
+        let events: usize = batch.iter().map(|e| e.len() + 1).sum();
+        let mut gz = GzEncoder::new(Vec::with_capacity(events / 4 + 64), Compression::fast());
+        gz.write_all(b"{\"api_key\":")?;
+        serde_json::to_writer(&mut gz, self.api_key.expose())?;
+        gz.write_all(b",\"batch\":[")?;
+        for (i, e) in batch.iter().enumerate() {
+            if i > 0 {
+                gz.write_all(b",")?;
+            }
+            gz.write_all(e)?;
+        }
+        gz.write_all(b"],\"sentAt\":")?;
+        serde_json::to_writer(&mut gz, &super::event::now_rfc3339())?;
+        gz.write_all(b"}")?;
         gz.finish()
     }
 }
@@ -69,7 +77,7 @@ impl Sink for PosthogSink {
         "posthog"
     }
 
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Vec<u8>]) -> Result<(), SinkError> {
         let body = self.body(batch).map_err(|e| SinkError::Rejected {
             reason: format!("cannot encode the batch: {e}"),
         })?;
@@ -175,10 +183,10 @@ impl Sink for JsonLinesSink {
         &self.name
     }
 
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), SinkError> {
-        let mut buf = Vec::new();
+    async fn deliver(&mut self, batch: &[Vec<u8>]) -> Result<(), SinkError> {
+        let mut buf = Vec::with_capacity(batch.iter().map(|e| e.len() + 1).sum());
         for ev in batch {
-            buf.extend_from_slice(&ev.to_json());
+            buf.extend_from_slice(ev);
             buf.push(b'\n');
         }
         self.out
@@ -215,10 +223,13 @@ impl Sink for TerminalSink {
         "terminal"
     }
 
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Vec<u8>]) -> Result<(), SinkError> {
         let mut s = String::new();
         for ev in batch {
-            s.push_str(&render(ev));
+            match serde_json::from_slice::<Event>(ev) {
+                Ok(ev) => s.push_str(&render(&ev)),
+                Err(e) => tracing::debug!("not shown on the terminal, unreadable event: {e}"),
+            }
         }
         self.out
             .write_all(s.as_bytes())
@@ -374,7 +385,7 @@ impl Sink for AnySink {
         }
     }
 
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Vec<u8>]) -> Result<(), SinkError> {
         match self {
             AnySink::Posthog(s) => s.deliver(batch).await,
             AnySink::JsonLines(s) => s.deliver(batch).await,

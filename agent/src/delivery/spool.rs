@@ -36,6 +36,8 @@ const SEGMENT_MAGIC: &[u8; 8] = b"LDBGSPL1";
 pub const SEGMENT_HEADER: u64 = SEGMENT_MAGIC.len() as u64;
 /// Bytes of a record header (length + checksum).
 pub const RECORD_HEADER: u64 = 8;
+/// Buffer of the delivery task's segment reader.
+const READ_BUFFER: usize = 256 * 1024;
 /// A record longer than this is corruption (events are < 1 MiB).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
@@ -98,6 +100,9 @@ struct WriterState {
     /// Size of every segment on disk, the active one included.
     sizes: BTreeMap<u64, u64>,
     dirty: bool,
+    /// A segment was created without syncing the directory (see [`Spool::commit`]); the next
+    /// [`Spool::sync`] does it.
+    dir_dirty: bool,
 }
 
 impl WriterState {
@@ -210,7 +215,7 @@ impl Spool {
             }
         }
         let active = sizes.keys().next_back().map_or(1, |s| s + 1);
-        let file = create_segment(dir, active)?;
+        let file = create_segment(dir, active, true)?;
         sizes.insert(active, SEGMENT_HEADER);
         let start = start.unwrap_or(Position {
             segment: active,
@@ -222,6 +227,7 @@ impl Spool {
             active_len: SEGMENT_HEADER,
             sizes,
             dirty: false,
+            dir_dirty: false,
         };
         counters.spool_bytes.store(state.total(), Ordering::Relaxed);
         let spool = Arc::new(Spool {
@@ -266,63 +272,131 @@ impl Spool {
     /// Appends one record (an encoded event). Returns once it is written (page cache); see the
     /// module documentation for when it reaches the disk.
     pub fn append(&self, payload: &[u8]) -> Result<(), SpoolError> {
-        let rec_len = RECORD_HEADER + payload.len() as u64;
+        match self.append_many(&[payload]) {
+            (_, Some(e)) => Err(e),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// Appends records in order with one `write(2)` per segment they land in (a burst of events
+    /// costs one system call, not one each). Returns how many were written — a prefix — and,
+    /// if not all, why the next one was not: the spool is full (those left are dropped and
+    /// counted) or a write failed (the records of that write are lost; the segment is closed).
+    pub fn append_many(&self, payloads: &[&[u8]]) -> (usize, Option<SpoolError>) {
         let mut st = self.lock();
-        let total = st.total();
-        if total + rec_len > self.max_bytes {
-            drop(st);
+        let mut done = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
+        // Records in `buf`, and the segment length once `buf` is written.
+        let mut pending = 0usize;
+        let mut error = None;
+        for payload in payloads {
+            let rec_len = RECORD_HEADER + payload.len() as u64;
+            let total = st.total() + buf.len() as u64;
+            if total + rec_len > self.max_bytes {
+                error = Some(SpoolError::Full {
+                    used: total,
+                    max: self.max_bytes,
+                });
+                break;
+            }
+            let len_after = st.active_len + buf.len() as u64;
+            if len_after > SEGMENT_HEADER && len_after + rec_len > self.segment_bytes {
+                if let Err(e) = self.write_buf(&mut st, &mut buf, pending) {
+                    error = Some(e);
+                    pending = 0;
+                    break;
+                }
+                done += pending;
+                pending = 0;
+                if let Err(e) = self.roll(&mut st) {
+                    error = Some(e);
+                    break;
+                }
+            }
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&flate2_crc(payload).to_le_bytes());
+            buf.extend_from_slice(payload);
+            pending += 1;
+        }
+        if error.is_none() || pending > 0 {
+            match self.write_buf(&mut st, &mut buf, pending) {
+                Ok(()) => done += pending,
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        drop(st);
+        let dropped = (payloads.len() - done) as u64;
+        if let Some(SpoolError::Full { used, max }) = &error {
             let n = self
                 .counters
                 .dropped_spool_full
-                .fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() || n == 0 {
+                .fetch_add(dropped, Ordering::Relaxed);
+            // Logged at the first drop and each time the count passes a power of two.
+            if n == 0 || n.ilog2() != (n + dropped).ilog2() {
                 tracing::warn!(
-                    dropped = n + 1,
-                    used = total,
-                    max = self.max_bytes,
+                    dropped = n + dropped,
+                    used,
+                    max,
                     dir = %self.dir.display(),
                     "the event spool is full (is PostHog unreachable?); new events are dropped"
                 );
             }
-            return Err(SpoolError::Full {
-                used: total,
-                max: self.max_bytes,
-            });
         }
-        if st.active_len > SEGMENT_HEADER && st.active_len + rec_len > self.segment_bytes {
-            self.roll(&mut st)?;
+        if done > 0 {
+            self.appended.notify_one();
         }
-        let mut buf = Vec::with_capacity(rec_len as usize);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&flate2_crc(payload).to_le_bytes());
-        buf.extend_from_slice(payload);
+        (done, error)
+    }
+
+    /// Writes `buf` (whole records) to the active segment and accounts for them; on failure the
+    /// segment may end in a partial record: it is closed (readers skip a torn tail) and writing
+    /// continues in a fresh one.
+    fn write_buf(
+        &self,
+        st: &mut WriterState,
+        buf: &mut Vec<u8>,
+        records: usize,
+    ) -> Result<(), SpoolError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         let active = st.active;
-        if let Err(source) = st.file.write_all(&buf) {
-            // The segment may now end in a partial record: close it (readers skip a torn tail)
-            // and continue in a fresh one.
-            let _ = self.roll(&mut st);
+        if let Err(source) = st.file.write_all(buf) {
+            buf.clear();
+            let _ = self.roll(st);
             return Err(SpoolError::Io {
                 path: segment_path(&self.dir, active),
                 source,
             });
         }
-        st.active_len += rec_len;
+        st.active_len += buf.len() as u64;
+        buf.clear();
         let len = st.active_len;
         st.sizes.insert(active, len);
         st.dirty = true;
         self.counters
             .spool_bytes
             .store(st.total(), Ordering::Relaxed);
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        drop(st);
-        self.appended.notify_one();
+        self.counters
+            .queued
+            .fetch_add(records as u64, Ordering::Relaxed);
         Ok(())
     }
 
     fn roll(&self, st: &mut WriterState) -> Result<(), SpoolError> {
         let _ = st.file.sync_data();
+        self.start_segment(st, true)
+    }
+
+    /// Starts the next segment. `sync`: make its directory entry durable now; otherwise the
+    /// next [`Spool::sync`] (at most `fsync_interval` later, the bound on what a power loss can
+    /// take anyway) does.
+    fn start_segment(&self, st: &mut WriterState, sync: bool) -> Result<(), SpoolError> {
         let next = st.active + 1;
-        st.file = create_segment(&self.dir, next)?;
+        st.file = create_segment(&self.dir, next, sync)?;
+        if !sync {
+            st.dir_dirty = true;
+        }
         st.active = next;
         st.active_len = SEGMENT_HEADER;
         st.sizes.insert(next, SEGMENT_HEADER);
@@ -330,10 +404,14 @@ impl Spool {
         Ok(())
     }
 
-    /// `fdatasync`s the active segment if anything was appended since the last call.
+    /// `fdatasync`s the active segment if anything was appended since the last call (and the
+    /// directory, if a segment was started without).
     pub fn sync(&self) {
         let file = {
             let mut st = self.lock();
+            if std::mem::take(&mut st.dir_dirty) {
+                sync_dir(&self.dir);
+            }
             if !st.dirty {
                 return;
             }
@@ -370,8 +448,11 @@ impl Spool {
             cursor = None;
         } else if consumed && pos.offset > SEGMENT_HEADER {
             // Everything written so far is delivered: start a fresh segment, drop the old one.
+            // Neither is synced here (this runs under the lock the producers append under, once
+            // per delivered batch): the old one is deleted, and the new one's directory entry
+            // is synced by the fsync task.
             let old = st.active;
-            if self.roll(&mut st).is_ok() {
+            if self.start_segment(&mut st, false).is_ok() {
                 let _ = std::fs::remove_file(segment_path(&self.dir, old));
                 st.sizes.remove(&old);
                 cursor = None;
@@ -419,7 +500,7 @@ fn flate2_crc(data: &[u8]) -> u32 {
     crc.sum()
 }
 
-fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
+fn create_segment(dir: &Path, seg: u64, sync: bool) -> Result<File, SpoolError> {
     let path = segment_path(dir, seg);
     let mut f = OpenOptions::new()
         .create(true)
@@ -429,7 +510,9 @@ fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
         .open(&path)
         .map_err(io_err(&path))?;
     f.write_all(SEGMENT_MAGIC).map_err(io_err(&path))?;
-    sync_dir(dir);
+    if sync {
+        sync_dir(dir);
+    }
     Ok(f)
 }
 
@@ -446,7 +529,10 @@ fn read_cursor(dir: &Path) -> Option<Position> {
 pub struct SpoolReader {
     spool: Arc<Spool>,
     pos: Position,
-    file: Option<(u64, File)>,
+    /// The open segment: its number, a buffered reader, and the offset the reader is at (reads
+    /// continue from there without a seek; records are read through a buffer, not with two
+    /// system calls each).
+    file: Option<(u64, std::io::BufReader<File>, u64)>,
     /// Counting pass at open: torn records are reported by the delivering reader only.
     quiet: bool,
 }
@@ -512,22 +598,33 @@ impl SpoolReader {
             return Ok(ReadOutcome::End);
         }
         let path = segment_path(&self.spool.dir, self.pos.segment);
-        if self.file.as_ref().map(|(s, _)| *s) != Some(self.pos.segment) {
+        if self.file.as_ref().map(|(s, _, _)| *s) != Some(self.pos.segment) {
             match File::open(&path) {
-                Ok(f) => self.file = Some((self.pos.segment, f)),
+                Ok(f) => {
+                    self.file = Some((
+                        self.pos.segment,
+                        std::io::BufReader::with_capacity(READ_BUFFER, f),
+                        0,
+                    ))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Ok(ReadOutcome::End);
                 }
                 Err(source) => return Err(SpoolError::Io { path, source }),
             }
         }
-        let Some((_, file)) = self.file.as_mut() else {
+        let Some((_, file, at)) = self.file.as_mut() else {
             return Ok(ReadOutcome::End);
         };
-        file.seek(SeekFrom::Start(self.pos.offset))
-            .map_err(io_err(&path))?;
+        if *at != self.pos.offset {
+            file.seek(SeekFrom::Start(self.pos.offset))
+                .map_err(io_err(&path))?;
+            *at = self.pos.offset;
+        }
         let mut header = [0u8; RECORD_HEADER as usize];
-        match read_full(file, &mut header).map_err(io_err(&path))? {
+        let n = read_full(file, &mut header).map_err(io_err(&path))?;
+        *at += n as u64;
+        match n {
             0 => return Ok(ReadOutcome::End),
             n if n < header.len() => return Ok(ReadOutcome::Torn("torn")),
             _ => {}
@@ -538,7 +635,9 @@ impl SpoolReader {
             return Ok(ReadOutcome::Torn("corrupt"));
         }
         let mut payload = vec![0u8; len as usize];
-        if read_full(file, &mut payload).map_err(io_err(&path))? < payload.len() {
+        let n = read_full(file, &mut payload).map_err(io_err(&path))?;
+        *at += n as u64;
+        if n < payload.len() {
             return Ok(ReadOutcome::Torn("torn"));
         }
         if flate2_crc(&payload) != crc {
@@ -550,7 +649,7 @@ impl SpoolReader {
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
