@@ -550,14 +550,15 @@ async fn next_batch<T: crate::bpf::ring::Record>(
     }
 }
 
+/// The owner's ring readers: `ldbg_emit` chunks, process lifecycle, frame-entry records.
+type RingReaders = (
+    Option<AsyncRingReader<EmitChunk>>,
+    Option<AsyncRingReader<ProcEvent>>,
+    Option<AsyncRingReader<FrameEvent>>,
+);
+
 impl Owner {
-    fn readers(
-        &mut self,
-    ) -> (
-        Option<AsyncRingReader<EmitChunk>>,
-        Option<AsyncRingReader<ProcEvent>>,
-        Option<AsyncRingReader<FrameEvent>>,
-    ) {
+    fn readers(&mut self) -> RingReaders {
         let Some(bpf) = self.bpf.as_mut() else {
             return (None, None, None);
         };
