@@ -19,14 +19,23 @@ use libdebugger_common::bpf::{
 
 const WINDOW_NS: u64 = 1_000_000_000;
 
-/// A perf-event uprobe, scoped to one process. Detaching it leaves the breakpoint in the process
-/// for one tasks-trace RCU grace period (`perf_event_detach_bpf_prog` waits before the event is
-/// released): 20–60 ms of traps for a busy process after a governor trip. A `uprobe.multi`
-/// program would take the breakpoint out first, but a process forked while its parent is
-/// traced then keeps the trap for as long as the parent's link exists (measured on Linux 6.18:
-/// 453 ns per frame entry in the child instead of 56; the multi link's pid filter does not
-/// remove the breakpoint from the child's memory, the perf-event uprobe's does), so switching
-/// needs a re-attach of the parent on every fork first.
+/// The frame-entry probe as a `uprobe.multi` program (Linux 6.6+), which the agent prefers:
+/// detaching a uprobe-multi link takes the breakpoint out of the process at once and only then
+/// waits for the kernel's RCU grace periods, whereas a perf-event uprobe stays in place for a
+/// tasks-trace RCU grace period (`perf_event_detach_bpf_prog` waits before the event is
+/// released): 20–60 ms of traps for a busy process after a governor trip. The price: a process
+/// forked while its parent is traced keeps the breakpoint for as long as the parent's link
+/// exists (measured on Linux 6.18: 453 ns per frame entry in the child instead of 56; the multi
+/// link's pid filter does not take it out of the child's memory, the perf-event uprobe's does),
+/// so the agent re-attaches the parent's probe when it forks.
+#[uprobe(multi)]
+pub fn frame_entry_multi(ctx: ProbeContext) -> u32 {
+    match try_frame_entry(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// The same probe as a perf-event uprobe, for kernels without uprobe-multi links.
 #[uprobe]
 pub fn frame_entry(ctx: ProbeContext) -> u32 {
     match try_frame_entry(&ctx) {

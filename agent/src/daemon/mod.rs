@@ -819,6 +819,7 @@ impl Owner {
                     self.queue_examine(pid as i32);
                 }
                 ProcEvent::Fork { child, parent } => {
+                    self.frame_probe_after_fork(parent as i32, child as i32);
                     let debugged = self
                         .registry
                         .entries
@@ -830,6 +831,47 @@ impl Owner {
                 }
                 ProcEvent::Exit { pid } => self.forget(pid as i32),
             }
+        }
+    }
+
+    /// A uprobe-multi frame-entry probe stays in the memory of a process forked while its
+    /// parent is traced: the child would take the trap on every frame entry, uncounted, for as
+    /// long as the parent's probe is attached. Re-attaching the parent's probe takes it out of
+    /// the child (and of any other such child). New threads, which the tracepoint reports too,
+    /// are left alone.
+    fn frame_probe_after_fork(&mut self, parent: i32, child: i32) {
+        let Some(bpf) = self.bpf.as_mut() else { return };
+        if !bpf.frame_probe_follows_forks() || !bpf.traced().any(|p| p == parent) {
+            return;
+        }
+        let tgid = std::fs::read_to_string(format!("/proc/{child}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+            });
+        if tgid.is_some_and(|t| t == parent) {
+            return; // a thread of the traced process
+        }
+        let Some(process) = self
+            .registry
+            .entries
+            .get(&parent)
+            .and_then(|e| e.info.as_ref())
+            .and_then(|i| i.process.clone())
+        else {
+            return;
+        };
+        if let Err(e) = bpf
+            .untrace_process(parent)
+            .and_then(|()| bpf.trace_process(&process, ENTRIES_BUDGET_PER_SEC))
+        {
+            tracing::warn!(
+                parent,
+                child,
+                "frame-entry probe not re-attached after a fork: {e}"
+            );
         }
     }
 
