@@ -851,8 +851,8 @@ impl Owner {
                     .find_map(|l| l.strip_prefix("Tgid:"))
                     .and_then(|v| v.trim().parse::<i32>().ok())
             });
-        if tgid.is_some_and(|t| t == parent) {
-            return; // a thread of the traced process
+        if tgid.is_none_or(|t| t == parent) {
+            return; // a thread of the traced process, or a child already gone
         }
         let Some(process) = self
             .registry
