@@ -40,7 +40,8 @@ pub struct GovernorState {
     pub _pad: u32,
 }
 
-/// Record sent to the `FRAME_EVENTS` ring buffer when a watched code object is entered.
+/// Record sent to the `FRAME_EVENTS` ring buffer when a watched code object is entered, and once
+/// when the governor trips for a process (then `code` is [`GOVERNOR_TRIPPED_CODE`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameEntryRecord {
@@ -49,6 +50,13 @@ pub struct FrameEntryRecord {
     pub code: u64,
     pub ktime_ns: u64,
 }
+
+/// `FrameEntryRecord::code` of the record the frame-entry probe sends, with a forced wake-up,
+/// the moment the governor trips for `tgid` (no code object lives at address 0, and the probe
+/// never reports a null code pointer as an entry). The agent detaches the probe on it at once:
+/// until it does, every frame entry of the process still takes the uprobe's trap (~0.5 µs), so
+/// a detach at the agent's next poll would let a busy process pay for tens of thousands more.
+pub const GOVERNOR_TRIPPED_CODE: u64 = 0;
 
 /// Kind of a process lifecycle record.
 pub mod proc_event_kind {

@@ -3,7 +3,7 @@
 //!
 //! | program | kind | attached to | output |
 //! |---|---|---|---|
-//! | `frame_entry` | uprobe | `_PyEval_EvalFrameDefault`, one process at a time | `CODE_COUNTS`, `GOVERNOR`, `FRAME_EVENTS` |
+//! | `frame_entry_multi` (Linux 6.6+), else `frame_entry` | uprobe.multi / uprobe | `_PyEval_EvalFrameDefault`, one process at a time | `CODE_COUNTS`, `GOVERNOR`, `FRAME_EVENTS` |
 //! | `ldbg_emit` | uprobe | the helper's exported `ldbg_emit(ptr, len)` | `EMIT_EVENTS` |
 //! | `sched_process_exec` / `_fork` / `_exit` | tracepoints | `sched/*` | `PROC_EVENTS` |
 //!

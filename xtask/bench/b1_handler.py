@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import time
 
@@ -205,28 +206,36 @@ def main():
     ap.add_argument("--wait-go", action="store_true")
     ap.add_argument("--helper-breakpoints", action="store_true",
                     help="import the helper and arm 5 breakpoints on unreached lines")
+    ap.add_argument("--arm-after-warmup", action="store_true",
+                    help="with --helper-breakpoints: arm after the warm-up, as the agent does")
     ap.add_argument(_benchlib.TAG, action="store_true", help="marks the process as a bench run")
     args = ap.parse_args()
 
     runner = run_sync if args.variant == "sync" else run_async
     armed = None
-    if args.helper_breakpoints:
+    if args.helper_breakpoints and not args.arm_after_warmup:
         armed = arm_unreached(_benchlib.import_helper())
     runner(make_requests(args.warmup))
+    if args.helper_breakpoints and args.arm_after_warmup:
+        armed = arm_unreached(_benchlib.import_helper())
     requests = make_requests(args.requests)
     if args.wait_go:
         _benchlib.wait_go({"unreached_lines": _benchlib.find_marker_lines(
             os.path.abspath(__file__), UNREACHED_MARK)})
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = time.process_time_ns()
     t0 = time.perf_counter_ns()
     checksum = runner(requests)
     elapsed = (time.perf_counter_ns() - t0) / 1e9
     cpu = (time.process_time_ns() - c0) / 1e9
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     _benchlib.emit({
         "variant": args.variant,
         "requests": args.requests,
         "elapsed_s": elapsed,
         "cpu_s": cpu,
+        "user_s": ru1.ru_utime - ru0.ru_utime,
+        "system_s": ru1.ru_stime - ru0.ru_stime,
         "requests_per_s": args.requests / elapsed,
         "requests_per_cpu_s": args.requests / cpu,
         "python": _benchlib.python_version(),

@@ -132,6 +132,9 @@ pub struct Bpf {
     log_pump: Option<LogPump>,
     /// Frame-entry attachments per traced pid.
     traced: HashMap<i32, UProbeLinkId>,
+    /// The frame-entry program in use: [`FRAME_ENTRY_MULTI`] where the kernel has uprobe-multi
+    /// links, else [`FRAME_ENTRY`].
+    frame_prog: &'static str,
     lifecycle_attached: bool,
 }
 
@@ -144,7 +147,12 @@ impl std::fmt::Debug for Bpf {
     }
 }
 
+/// The frame-entry probe as a perf-event uprobe (any kernel the agent supports).
 const FRAME_ENTRY: &str = "frame_entry";
+/// The same probe as a uprobe-multi program (Linux 6.6+), preferred: detaching it takes the
+/// breakpoint out of the process before waiting for RCU grace periods, so a busy process stops
+/// taking the trap at once when the governor trips (see `ebpf/src/frame_entry.rs`).
+const FRAME_ENTRY_MULTI: &str = "frame_entry_multi";
 const LDBG_EMIT: &str = "ldbg_emit";
 /// (program, tracepoint category, tracepoint name)
 const LIFECYCLE: [(&str, &str, &str); 3] = [
@@ -171,16 +179,28 @@ impl Bpf {
             ebpf,
             log_pump: Some(LogPump::new(logger)),
             traced: HashMap::new(),
+            frame_prog: FRAME_ENTRY_MULTI,
             lifecycle_attached: false,
         };
-        for name in [FRAME_ENTRY, LDBG_EMIT] {
-            bpf.uprobe(name)?
+        if let Err(e) = bpf.uprobe(FRAME_ENTRY_MULTI)?.load() {
+            tracing::debug!(
+                "no uprobe-multi links ({e}): the frame-entry probe is a perf-event uprobe, which \
+                 stays in a process for an RCU grace period after the governor detaches it"
+            );
+            bpf.frame_prog = FRAME_ENTRY;
+            bpf.uprobe(FRAME_ENTRY)?
                 .load()
                 .map_err(|source| BpfError::Program {
-                    program: name,
+                    program: FRAME_ENTRY,
                     source,
                 })?;
         }
+        bpf.uprobe(LDBG_EMIT)?
+            .load()
+            .map_err(|source| BpfError::Program {
+                program: LDBG_EMIT,
+                source,
+            })?;
         for (name, _, _) in LIFECYCLE {
             bpf.tracepoint(name)?
                 .load()
@@ -257,13 +277,11 @@ impl Bpf {
         self.reset_governor(pid)?;
         let offset = process.symbols.eval_frame_probe.file_offset;
         let path = process.interpreter.host_path.clone();
+        let program = self.frame_prog;
         let link = self
-            .uprobe(FRAME_ENTRY)?
+            .uprobe(program)?
             .attach([offset], &path, UProbeScope::OneProcess(tgid))
-            .map_err(|source| BpfError::Program {
-                program: FRAME_ENTRY,
-                source,
-            })?;
+            .map_err(|source| BpfError::Program { program, source })?;
         tracing::debug!(pid, path = %path.display(), offset, "frame-entry probe attached");
         self.traced.insert(pid, link);
         Ok(())
@@ -276,18 +294,23 @@ impl Bpf {
             .traced
             .remove(&pid)
             .ok_or(BpfError::NotTraced { pid })?;
-        self.uprobe(FRAME_ENTRY)?
+        let program = self.frame_prog;
+        self.uprobe(program)?
             .detach(link)
-            .map_err(|source| BpfError::Program {
-                program: FRAME_ENTRY,
-                source,
-            })?;
+            .map_err(|source| BpfError::Program { program, source })?;
         self.clear_offsets(pid)?;
         let tgid = nonzero_pid(pid)?.get();
         let mut gov = self.hash_map::<u32, GovernorState>("GOVERNOR")?;
         ignore_missing(gov.remove(&tgid), "GOVERNOR")?;
         tracing::debug!(pid, "frame-entry probe detached");
         Ok(())
+    }
+
+    /// Whether the frame-entry probe is a uprobe-multi link, whose breakpoint stays in a child
+    /// forked while its parent is traced until the parent's probe is re-attached
+    /// ([`Bpf::untrace_process`] then [`Bpf::trace_process`]).
+    pub fn frame_probe_follows_forks(&self) -> bool {
+        self.frame_prog == FRAME_ENTRY_MULTI
     }
 
     /// The pids the frame-entry probe is attached to.
@@ -513,19 +536,14 @@ impl Bpf {
             .ok_or_else(|| BpfError::UprobeCheck {
                 detail: "no libc mapped in the agent".into(),
             })?;
+        let program = self.frame_prog;
         let link = self
-            .uprobe(FRAME_ENTRY)?
+            .uprobe(program)?
             .attach(["getpid"], &libc, UProbeScope::CallingProcess)
-            .map_err(|source| BpfError::Program {
-                program: FRAME_ENTRY,
-                source,
-            })?;
-        self.uprobe(FRAME_ENTRY)?
+            .map_err(|source| BpfError::Program { program, source })?;
+        self.uprobe(program)?
             .detach(link)
-            .map_err(|source| BpfError::Program {
-                program: FRAME_ENTRY,
-                source,
-            })?;
+            .map_err(|source| BpfError::Program { program, source })?;
         Ok(libc)
     }
 

@@ -275,11 +275,23 @@ fn the_governor_trips_in_the_kernel_and_stops_counting() {
     let pid = child.pid;
     let process = crate::python::inspect(pid).expect("inspect");
     let mut bpf = Bpf::load().expect("load");
+    let mut events = bpf.frame_events().expect("ring");
     bpf.trace_process(&process, 50).expect("trace");
     assert_eq!(child.ask("500"), "done");
     let gov = bpf.governor(pid).expect("governor").expect("state");
     assert!(gov.tripped, "{gov:?}");
     assert_eq!(gov.window_entries, 51, "counting stops at budget + 1");
+    // The trip is announced once on the frame ring (the agent detaches on it at once).
+    let notices = events.drain();
+    assert_eq!(
+        notices
+            .iter()
+            .filter(|e| e.code == libdebugger_common::bpf::GOVERNOR_TRIPPED_CODE
+                && e.tgid == pid as u32)
+            .count(),
+        1,
+        "{notices:?}"
+    );
     let counts = bpf.code_counts(pid).expect("counts");
     let f = counts.iter().find(|(c, _)| *c == code).map(|(_, n)| *n);
     assert!(f.is_some_and(|n| n <= 51), "{counts:?}");

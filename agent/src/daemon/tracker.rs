@@ -258,7 +258,7 @@ impl Tracker {
                     "counters": totals,
                     "counters_help": {
                         "hits": "times a thread reached the line (helper)",
-                        "entries": "calls of the breakpoint's functions entered from C, counted in the kernel by the frame-entry probe; Python-to-Python calls are not counted (CPython 3.11+ inlines them)",
+                        "entries": format!("calls of the breakpoint's functions entered from C, counted in the kernel by the frame-entry probe; Python-to-Python calls are not counted (CPython 3.11+ inlines them), nor calls after the governor detached the probe from a process entering more than {} frames/s (see the process's frame_probe)", super::ENTRIES_BUDGET_PER_SEC),
                     },
                     "processes": processes,
                 })

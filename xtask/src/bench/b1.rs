@@ -15,7 +15,7 @@ use crate::bench::agent::{Agent, Breakpoint};
 use crate::bench::pieces::helper_env;
 use crate::bench::pyproc::{Proc, Python, args, num, run_script, scripts_dir};
 use crate::bench::report::{Row, Verdict};
-use crate::bench::stats::{AbResult, alternate};
+use crate::bench::stats::{AbResult, alternate, percentile};
 use crate::bench::{Ctx, per_python};
 use anyhow::{Context, Result, anyhow};
 use std::time::Duration;
@@ -68,7 +68,15 @@ struct Params {
     aa_pairs: usize,
 }
 
-fn one_run(ctx: &Ctx, py: &Python, variant: &str, p: &Params, side: &Side<'_>) -> Result<f64> {
+/// One run's process CPU time, and the part of it spent in the kernel (`None` if the script
+/// did not report it). System time is where a uprobe's traps show up: the frame-entry probe's
+/// cost under the agent was found there (see `xtask/bench/README.md`).
+struct RunCpu {
+    cpu_s: f64,
+    system_s: Option<f64>,
+}
+
+fn one_run(ctx: &Ctx, py: &Python, variant: &str, p: &Params, side: &Side<'_>) -> Result<RunCpu> {
     let mut a = args(["--variant", variant, "--requests", &p.requests.to_string()]);
     let timeout = Duration::from_secs(120);
     let v = match side {
@@ -105,7 +113,10 @@ fn one_run(ctx: &Ctx, py: &Python, variant: &str, p: &Params, side: &Side<'_>) -
             v
         }
     };
-    num(&v, "/cpu_s")
+    Ok(RunCpu {
+        cpu_s: num(&v, "/cpu_s")?,
+        system_s: num(&v, "/system_s").ok(),
+    })
 }
 
 fn bp_ids() -> Vec<String> {
@@ -115,6 +126,8 @@ fn bp_ids() -> Vec<String> {
 /// An A/B comparison and the pairs it had to leave out.
 struct Compared {
     result: AbResult,
+    /// System time of each run of the complete pairs, without / with.
+    system_s: (Vec<f64>, Vec<f64>),
     /// Pairs whose A or B run failed (e.g. the agent did not arm in time), with the first error.
     failed: usize,
     first_error: Option<String>,
@@ -132,18 +145,30 @@ fn ab(
     pairs: usize,
 ) -> Result<Compared> {
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
     let mut first_error = None;
     let mut failed = 0;
     for _ in 0..pairs {
+        let (mut pair_sa, mut pair_sb) = (None, None);
         let pair = alternate(
             1,
-            |_| one_run(ctx, py, variant, p, &a),
-            |_| one_run(ctx, py, variant, p, &b),
+            |_| {
+                let r = one_run(ctx, py, variant, p, &a)?;
+                pair_sa = r.system_s;
+                Ok::<_, anyhow::Error>(r.cpu_s)
+            },
+            |_| {
+                let r = one_run(ctx, py, variant, p, &b)?;
+                pair_sb = r.system_s;
+                Ok(r.cpu_s)
+            },
         );
         match pair {
             Ok((x, y)) => {
                 ra.extend(x);
                 rb.extend(y);
+                sa.extend(pair_sa);
+                sb.extend(pair_sb);
             }
             Err(e) => {
                 failed += 1;
@@ -160,16 +185,30 @@ fn ab(
     let result = AbResult::from_runs(ra, rb).ok_or_else(|| anyhow!("no complete pair"))?;
     Ok(Compared {
         result,
+        system_s: (sa, sb),
         failed,
         first_error,
     })
+}
+
+/// "system time per run, median: without X ms, with Y ms", when both sides reported it.
+fn system_note((a, b): &(Vec<f64>, Vec<f64>)) -> Option<String> {
+    Some(format!(
+        "kernel (system) time per run, median: without {:.1} ms, with {:.1} ms",
+        percentile(a, 50.0)? * 1e3,
+        percentile(b, 50.0)? * 1e3
+    ))
 }
 
 fn row_from(row: Row, r: Result<Compared>, verdict: impl Fn(f64) -> Verdict) -> Row {
     match r {
         Ok(c) => {
             let v = verdict(c.result.ratio.median);
+            let system = system_note(&c.system_s);
             let mut row = row.ab(c.result).verdict(v);
+            if let Some(n) = system {
+                row = row.note(n);
+            }
             if let Some(e) = c.first_error {
                 row = row.note(format!("{} pair(s) left out: {e}", c.failed));
             }
