@@ -333,6 +333,14 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
         }
     }
     bp.throttled_now.store(false, Relaxed);
+    // A full queue would drop the snapshot: do not take it. At a hit rate the helper thread
+    // cannot keep up with, snapshots that are thrown away cost the application thread most of
+    // its hit time (and their frees the helper thread's allocator).
+    if output::queue_full() {
+        bp.counters.dropped.fetch_add(1, Relaxed);
+        PROCESS.dropped.fetch_add(1, Relaxed);
+        return;
+    }
     let frame = current_frame();
     if frame.is_null() {
         return;
@@ -345,8 +353,11 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
     if snap.cuts.deadline > 0 {
         bp.counters.deadline_cut.fetch_add(1, Relaxed);
     }
+    // `captured` counts snapshots on their way out (counted before queuing, so the snapshot's
+    // own `$captured_count` includes it); `dropped` hits the full queue turned away.
     bp.counters.captured.fetch_add(1, Relaxed);
     if !output::try_send(Msg::Hit(Box::new(snap))) {
+        bp.counters.captured.fetch_sub(1, Relaxed);
         bp.counters.dropped.fetch_add(1, Relaxed);
         PROCESS.dropped.fetch_add(1, Relaxed);
     }

@@ -91,6 +91,12 @@ pub fn try_send(m: Msg) -> bool {
     sent
 }
 
+/// Whether a hit queued now would be dropped (the queue to the helper thread is full, or there
+/// is none): the application thread then skips the snapshot it could not deliver.
+pub fn queue_full() -> bool {
+    TX.lock().as_ref().is_none_or(|tx| tx.is_full())
+}
+
 /// Queues an encoded message.
 pub fn send_json(kind: u16, json: String) {
     if !try_send(Msg::Encoded { kind, json }) {

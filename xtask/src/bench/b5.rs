@@ -62,10 +62,11 @@ impl Outcome {
             .as_u64()
     }
 
-    /// Snapshots the helpers took (what entered the pipeline): the `captured` counter (0 if the
-    /// status has none; [`capped_by_helper`] makes such a run N/A).
+    /// Hits that entered the pipeline: snapshots the helpers queued (`captured`) plus those
+    /// their full queue turned away (`dropped`, not captured at all); 0 if the status has no
+    /// `captured` ([`capped_by_helper`] makes such a run N/A).
     fn captured(&self) -> u64 {
-        self.counter("captured").unwrap_or(0)
+        self.counter("captured").unwrap_or(0) + self.counter("dropped").unwrap_or(0)
     }
 
     /// Snapshots that entered the pipeline and did not arrive.
@@ -83,7 +84,7 @@ impl Outcome {
 
     fn describe(&self) -> String {
         format!(
-            "{} breakpoint calls, {} snapshots taken, {} rate-limited in the helper, {} arrived, {} lost in the pipeline",
+            "{} breakpoint calls, {} passed the helpers' limits, {} rate-limited in the helper, {} arrived, {} lost in the pipeline",
             self.calls,
             self.captured(),
             self.rate_limited(),
@@ -494,6 +495,13 @@ mod tests {
         );
         assert_eq!(o.lost(), 3);
         assert!(capped_by_helper(&o).is_none());
+        // Hits a full helper queue turned away (not captured) are lost in the pipeline too.
+        let o = outcome(
+            json!({"hits": 100, "captured": 60, "dropped": 40, "rate_limited": 0}),
+            100,
+            55,
+        );
+        assert_eq!(o.lost(), 45);
     }
 
     #[test]
