@@ -8,7 +8,7 @@ use crate::output::{self, send_json};
 use crate::redact::Redactor;
 use crate::resolve::{self, CodeIndex};
 use crate::spec::{BreakpointSpec, Desired, Settings};
-use libdebugger_common::helper_abi::message_kind;
+use libdebugger_common::helper_abi::{ControlBlock, message_kind};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use serde_json::json;
@@ -1037,26 +1037,106 @@ pub fn queue_capacity(py: Python<'_>) -> usize {
 
 static LAST_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The control block's seqlock generation: 0 before the agent's first write, odd while it
+/// writes (or, right after injection, while it prepares the first block: the injector marks it
+/// odd before `ldbg_attach`, see [`await_first_control`]).
+pub fn control_generation() -> u64 {
+    let cb = std::ptr::addr_of!(output::LDBG_CONTROL).cast::<ControlBlock>();
+    // SAFETY: `LDBG_CONTROL` is a `#[repr(transparent)]` wrapper of `UnsafeCell<ControlBlock>`,
+    // which has the layout of `ControlBlock`; a volatile read of one aligned u64 field of a
+    // static that another process writes (torn values are impossible for an aligned u64 on
+    // x86-64, and an odd one only means "being written").
+    unsafe { std::ptr::read_volatile(&raw const (*cb).generation) }
+}
+
+/// Whether the agent has published a control block the helper has not applied yet.
+fn control_pending() -> bool {
+    let g = control_generation();
+    g != 0 && g % 2 == 0 && g != LAST_GEN.load(Relaxed)
+}
+
 /// Helper thread: applies a new control block message, if any.
 pub fn poll() {
+    poll_applied();
+}
+
+/// Applies a new control block message, if any; true if one was applied. Its STATUS goes out at
+/// once: the helper thread is woken instead of finishing its idle sleep (up to 50 ms).
+pub fn poll_applied() -> bool {
     let last = LAST_GEN.load(Relaxed);
     let Some((generation, data)) = output::read_control(last) else {
-        return;
+        return false;
     };
-    LAST_GEN.store(generation, Relaxed);
+    // The attach thread and the helper thread may both see the first block: one applies it.
+    if LAST_GEN
+        .compare_exchange(last, generation, SeqCst, SeqCst)
+        .is_err()
+    {
+        return false;
+    }
     if output::EXITING.load(Relaxed) {
-        return;
+        return false;
     }
     let parsed: Result<Desired, _> = serde_json::from_slice(&data);
-    let result = match parsed {
-        Ok(d) => Python::attach(|py| apply(py, d)),
-        Err(source) => Err(ControlError::InvalidJson { source }),
-    };
-    if let Err(e) = result {
-        send_json(
-            message_kind::STATUS,
-            json!({"error": e.to_string(), "generation": generation}).to_string(),
-        );
+    let on_helper_thread = std::thread::current().name() == Some(HELPER_THREAD);
+    // Everything with the GIL held: the queue's and the helper thread's locks are only ever
+    // taken with it (a fork, which holds the GIL, never finds them locked).
+    Python::attach(|py| {
+        let result = parsed
+            .map_err(|source| ControlError::InvalidJson { source })
+            .and_then(|d| apply(py, d));
+        if let Err(e) = result {
+            send_json(
+                message_kind::STATUS,
+                json!({"error": e.to_string(), "generation": generation}).to_string(),
+            );
+        }
+        output::write_control_ack(Some(generation));
+        if on_helper_thread {
+            // Our own thread: its next park returns at once.
+            std::thread::current().unpark();
+        } else {
+            output::wake();
+        }
+    });
+    true
+}
+
+/// The name `output` gives the helper thread.
+const HELPER_THREAD: &str = "ldbg-helper";
+
+/// How long the attach thread waits for the agent's first control block once the injector
+/// announced it.
+const FIRST_CONTROL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Attach thread, right after `ldbg_attach` (no GIL held): whether the injector announced a
+/// first control block (the generation is odd: the agent attaches its `ldbg_emit` probe, then
+/// publishes). Read before anything else, so a block published meanwhile is not missed.
+pub fn first_control_announced() -> bool {
+    let g = control_generation();
+    g % 2 == 1 || (g != 0 && g != LAST_GEN.load(Relaxed))
+}
+
+/// Attach thread, with the GIL (right after the module is initialised): applies the first
+/// control block if the agent published it already — arming in the same GIL hold as the import,
+/// which in a busy process saves a whole wait for the GIL. Returns true if applied.
+pub fn apply_first_control_now() -> bool {
+    control_pending() && poll_applied()
+}
+
+/// Attach thread, without the GIL: waits (≤ [`FIRST_CONTROL_WAIT`]) for the announced block and
+/// applies it. The helper thread's regular poll would also apply it, up to 100 ms later.
+pub fn await_first_control() {
+    let deadline = std::time::Instant::now() + FIRST_CONTROL_WAIT;
+    loop {
+        if control_pending() {
+            poll_applied();
+            return;
+        }
+        let g = control_generation();
+        if (g != 0 && g % 2 == 0) || std::time::Instant::now() >= deadline {
+            return; // applied by the helper thread meanwhile, or the agent never published
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    output::write_control_ack(Some(generation));
 }

@@ -359,6 +359,27 @@ impl Bpf {
         Ok(out)
     }
 
+    /// Entry counts of every process's code objects: (pid, code object address, entries). One
+    /// pass over the map (walking a hash map costs a scan of its buckets, whatever it holds).
+    pub fn all_code_counts(&mut self) -> Result<Vec<(i32, u64, u64)>, BpfError> {
+        let map = self.hash_map::<CodeKey, u64>("CODE_COUNTS")?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            match item {
+                Ok((key, count)) => out.push((key.tgid as i32, key.code, count)),
+                // The LRU may evict the key being iterated; skip it.
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(BpfError::Map {
+                        name: "CODE_COUNTS",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes `pid`'s counters.
     pub fn clear_code_counts(&mut self, pid: i32) -> Result<(), BpfError> {
         let tgid = nonzero_pid(pid)?.get();

@@ -18,7 +18,15 @@ impl Platform for Host {
             .unwrap_or_default()
     }
 
+    fn is_thread(&self, pid: i32) -> bool {
+        thread_group(pid).is_some_and(|tgid| tgid != pid)
+    }
+
     fn facts(&self, pid: i32) -> Option<ProcessFacts> {
+        // A thread id resolves under /proc too: it is not a process of its own.
+        if self.is_thread(pid) {
+            return None;
+        }
         ProcessFacts::read(pid)
     }
 
@@ -54,8 +62,14 @@ impl Platform for Host {
     }
 
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String> {
+        // The daemon publishes the desired set as soon as this returns (`Owner::injected`): the
+        // helper waits for it and arms at start-up.
+        let options = InjectOptions {
+            announce_control: true,
+            ..self.options.clone()
+        };
         let injected =
-            inject::inject(pid, &self.helper_so, &self.options).map_err(|e| e.to_string())?;
+            inject::inject(pid, &self.helper_so, &options).map_err(|e| e.to_string())?;
         tracing::info!(
             pid,
             outcome = ?injected.outcome,
@@ -73,6 +87,17 @@ impl Platform for Host {
             emit_target,
         }))
     }
+}
+
+/// The thread group (process) `pid` belongs to: `Tgid:` of `/proc/<pid>/status`.
+fn thread_group(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How long a re-attach waits for the helper to drop the previous agent's breakpoints.

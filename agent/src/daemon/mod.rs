@@ -290,6 +290,15 @@ impl crate::control::ControlHandler for ControlBridge {
 /// How often the owner task rescans /proc for processes it missed (the eBPF lifecycle
 /// tracepoints report exec/fork/exit at once; this is the safety net).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// The same with the lifecycle tracepoints attached: a rescan reads every process's
+/// `/proc/<pid>/stat`, which costs an idle agent more than everything else it does.
+pub const RESCAN_INTERVAL_WITH_EBPF: Duration = Duration::from_secs(10);
+/// How often the kernel's per-breakpoint entry counts are read (a walk of the whole
+/// `CODE_COUNTS` map). The governors are checked on every tick.
+const ENTRY_COUNTS_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest time the `status` snapshot goes without a refresh: changes refresh it at once; this
+/// only bounds how stale the ring and delivery counters may get.
+const SHARED_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// A new (exec'd or forked) process is examined after these delays: the dynamic loader maps
 /// libpython only after exec returns, so an early look may not see Python yet.
 const EXAMINE_DELAYS: [Duration; 4] = [
@@ -303,6 +312,11 @@ pub const ENTRIES_BUDGET_PER_SEC: u32 = 20_000;
 /// Least time between two `$data_breakpoint_status` events of one breakpoint (a status that
 /// changes faster is sent once the interval has passed, latest value only).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Injections run at the same time at most. Each takes a blocking-pool thread and its own
+/// injector thread (with a malloc arena that outlives it): 50 processes attached at once left
+/// the agent with 90 threads and its RSS with their arenas; with 2 cores more in parallel is
+/// not faster anyway.
+const MAX_INJECTIONS_IN_FLIGHT: usize = 4;
 /// How long SIGTERM waits for helpers to confirm they removed their breakpoints.
 const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for events to be delivered.
@@ -342,6 +356,41 @@ enum Injection {
     Done(i32, Result<Box<dyn HelperLink>, String>),
 }
 
+/// When each step of attaching one process happened, logged once (debug, "attach timeline")
+/// when its first breakpoint is armed or the attach failed: where B4's latency goes.
+struct Timeline {
+    /// The later of: the breakpoint set changed, the process became known.
+    start: Instant,
+    marks: Vec<(&'static str, Instant)>,
+}
+
+impl Timeline {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            marks: Vec::with_capacity(6),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        self.marks.push((step, Instant::now()));
+    }
+
+    /// `step=ms step=ms …`, milliseconds since `start`.
+    fn render(&self) -> String {
+        self.marks
+            .iter()
+            .map(|(step, at)| {
+                format!(
+                    "{step}={:.1}",
+                    at.duration_since(self.start).as_secs_f64() * 1e3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 struct Owner {
     platform: Arc<dyn Platform>,
     registry: Registry,
@@ -375,6 +424,16 @@ struct Owner {
     poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
     /// The delivery pipelines (taken at shutdown to flush them).
     delivery: Option<Delivery>,
+    /// When the desired set last changed.
+    set_changed_at: Instant,
+    /// Attach timelines of processes being attached, until armed (debug log).
+    timelines: HashMap<i32, Timeline>,
+    /// When the kernel's entry counts were last read.
+    last_entry_counts: Instant,
+    /// When `shared` was last refreshed.
+    last_shared: Instant,
+    /// The lifecycle ring buffer is read (exec/fork/exit arrive as they happen).
+    proc_events_live: bool,
 }
 
 impl Daemon {
@@ -447,8 +506,14 @@ impl Daemon {
             file_status: self.file_status,
             poller_status: self.poller_status,
             delivery: None,
+            set_changed_at: Instant::now(),
+            timelines: HashMap::new(),
+            last_entry_counts: Instant::now(),
+            last_shared: Instant::now(),
+            proc_events_live: false,
         };
         let (mut emit_rx, mut proc_rx) = owner.readers();
+        owner.proc_events_live = proc_rx.is_some();
         let mut source = self.source;
         if let Source::Watch { rx, .. } = &mut source {
             owner.source_set = rx.borrow_and_update().clone();
@@ -568,6 +633,8 @@ impl Owner {
                 .collect(),
         );
         self.desired = desired;
+        self.set_changed_at = Instant::now();
+        tracing::debug!(breakpoints = self.desired.len(), "desired set changed");
         self.control = control_json(&self.desired, &self.helper_settings);
         let data = self.control.clone();
         for (pid, entry) in self.registry.entries.iter_mut() {
@@ -587,15 +654,33 @@ impl Owner {
         self.desired.enabled().next().is_some()
     }
 
-    /// Starts injections for the processes that need a helper now.
+    /// Starts injections for the processes that need a helper now, at most
+    /// [`MAX_INJECTIONS_IN_FLIGHT`] at a time (the rest start as those finish).
     fn attach_wanted(&mut self) {
+        let mut in_flight = self
+            .registry
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, AttachState::Attaching))
+            .count();
         for pid in self
             .registry
             .wanting_attach(self.have_breakpoints(), Instant::now())
         {
-            if let Some(e) = self.registry.entries.get_mut(&pid) {
-                e.state = AttachState::Attaching;
+            if in_flight >= MAX_INJECTIONS_IN_FLIGHT {
+                break;
             }
+            in_flight += 1;
+            let known = match self.registry.entries.get_mut(&pid) {
+                Some(e) => {
+                    e.state = AttachState::Attaching;
+                    e.known_at
+                }
+                None => Instant::now(),
+            };
+            let mut timeline = Timeline::new(self.set_changed_at.max(known));
+            timeline.mark("inject_start");
+            self.timelines.insert(pid, timeline);
             let platform = self.platform.clone();
             let tx = self.inject_tx.clone();
             tokio::task::spawn_blocking(move || {
@@ -607,8 +692,13 @@ impl Owner {
 
     fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, String>) {
         let Some(entry) = self.registry.entries.get_mut(&pid) else {
+            self.timelines.remove(&pid);
             return; // exited meanwhile
         };
+        let mut timeline = self.timelines.get_mut(&pid);
+        if let Some(t) = timeline.as_deref_mut() {
+            t.mark("injected");
+        }
         match result {
             Ok(mut link) => {
                 if let (Some(bpf), Some(target)) = (self.bpf.as_mut(), link.emit_target()) {
@@ -626,6 +716,9 @@ impl Owner {
                         }
                     }
                 }
+                if let Some(t) = timeline.as_deref_mut() {
+                    t.mark("emit_probe");
+                }
                 let published = match link.publish(&self.control) {
                     Ok(g) => g,
                     Err(e) => {
@@ -636,17 +729,25 @@ impl Owner {
                         0
                     }
                 };
+                if let Some(t) = timeline.as_deref_mut() {
+                    t.mark("published");
+                }
                 tracing::info!(pid, "helper attached");
                 entry.state = AttachState::Attached { link, published };
             }
             Err(reason) => {
                 tracing::warn!(pid, "injection failed: {reason}");
+                if let Some(t) = self.timelines.remove(&pid) {
+                    tracing::debug!(pid, timeline = %t.render(), "attach timeline (failed)");
+                }
                 entry.state = AttachState::Failed {
                     reason,
                     retry_at: Instant::now() + registry::RETRY_AFTER,
                 };
             }
         }
+        // Processes held back by the in-flight limit.
+        self.attach_wanted();
         self.refresh_shared();
     }
 
@@ -788,6 +889,7 @@ impl Owner {
 
     fn lifecycle(&mut self, events: Vec<ProcEvent>) {
         for ev in events {
+            tracing::trace!(?ev, "lifecycle event");
             match ev {
                 ProcEvent::Exec { pid } => {
                     // A new image: whatever we knew of this pid is void.
@@ -795,12 +897,13 @@ impl Owner {
                     self.queue_examine(pid as i32);
                 }
                 ProcEvent::Fork { child, parent } => {
+                    // The tracepoint fires for new threads as well; only processes count.
                     let debugged = self
                         .registry
                         .entries
                         .get(&(parent as i32))
                         .is_some_and(|e| !matches!(e.state, AttachState::Ignored(_)));
-                    if debugged {
+                    if debugged && !self.platform.is_thread(child as i32) {
                         self.queue_examine(child as i32);
                     }
                 }
@@ -819,6 +922,7 @@ impl Owner {
             tracing::debug!(pid, "process gone");
         }
         self.examine_queue.remove(&pid);
+        self.timelines.remove(&pid);
         self.tracker.forget_process(pid);
         self.assembler.forget_process(pid as u32);
         self.governor_detached.remove(&pid);
@@ -844,6 +948,7 @@ impl Owner {
             .collect();
         for pid in due {
             let attempt = self.examine_queue.remove(&pid).map_or(0, |(a, _)| a);
+            tracing::trace!(pid, attempt, known = self.registry.entries.contains_key(&pid), "examining");
             let tracked = self.registry.examine(self.platform.as_ref(), pid);
             let next = attempt + 1;
             if !tracked
@@ -854,7 +959,12 @@ impl Owner {
                     .insert(pid, (next, now + EXAMINE_DELAYS[next]));
             }
         }
-        if now.duration_since(self.last_rescan) >= RESCAN_INTERVAL {
+        let rescan_every = if self.proc_events_ok() {
+            RESCAN_INTERVAL_WITH_EBPF
+        } else {
+            RESCAN_INTERVAL
+        };
+        if now.duration_since(self.last_rescan) >= rescan_every {
             self.last_rescan = now;
             let before: Vec<i32> = self.registry.entries.keys().copied().collect();
             self.registry.rescan(self.platform.as_ref());
@@ -865,17 +975,33 @@ impl Owner {
             }
         }
         self.assembler.expire(now);
-        self.check_governors();
+        let entries_changed = self.check_governors();
         self.attach_wanted();
-        self.report_changes();
+        // What changed status was reported (and `shared` refreshed) where it changed; a tick
+        // only sends status events held back by their interval, and refreshes the counters
+        // `status` shows now and then. (An idle agent with 50 processes spent most of its time
+        // rebuilding that snapshot four times a second.)
+        if entries_changed || now.duration_since(self.last_shared) >= SHARED_REFRESH_INTERVAL {
+            self.report_changes();
+        } else {
+            self.statuses.tick();
+        }
     }
 
-    /// Detaches the frame-entry probe from processes over their entry budget, and reads the
-    /// kernel's entry counts per breakpoint.
-    fn check_governors(&mut self) {
-        let Some(bpf) = self.bpf.as_mut() else { return };
+    /// Whether the lifecycle tracepoints report exec/fork/exit (so rescans are a rare safety
+    /// net).
+    fn proc_events_ok(&self) -> bool {
+        self.proc_events_live
+    }
+
+    /// Detaches the frame-entry probe from processes over their entry budget, and (every
+    /// [`ENTRY_COUNTS_INTERVAL`]) reads the kernel's entry counts per breakpoint. Returns true if
+    /// the counts changed.
+    fn check_governors(&mut self) -> bool {
+        let Some(bpf) = self.bpf.as_mut() else {
+            return false;
+        };
         let traced: Vec<i32> = bpf.traced().collect();
-        let mut entries: BTreeMap<String, u64> = BTreeMap::new();
         for pid in traced {
             if let Ok(Some(g)) = bpf.governor(pid)
                 && g.tripped
@@ -887,20 +1013,40 @@ impl Owner {
                 );
                 let _ = bpf.untrace_process(pid);
                 self.governor_detached.insert(pid, g.window_entries);
-                continue;
-            }
-            if let Ok(counts) = bpf.code_counts(pid) {
-                for (code, n) in counts {
-                    if let Some(id) = self.tracker.breakpoint_of_code(pid, code) {
-                        *entries.entry(id.to_string()).or_default() += n;
-                    }
-                }
             }
         }
-        self.tracker.set_entries(entries);
+        let now = Instant::now();
+        if now.duration_since(self.last_entry_counts) < ENTRY_COUNTS_INTERVAL {
+            return false;
+        }
+        self.last_entry_counts = now;
+        // One walk of the map for every process (a walk per process cost a scan of the whole
+        // hash table each, 200 a second with 50 processes).
+        let Ok(counts) = bpf.all_code_counts() else {
+            return false;
+        };
+        let mut entries: BTreeMap<String, u64> = BTreeMap::new();
+        for (pid, code, n) in counts {
+            if let Some(id) = self.tracker.breakpoint_of_code(pid, code) {
+                *entries.entry(id.to_string()).or_default() += n;
+            }
+        }
+        self.tracker.set_entries(entries)
     }
 
     fn refresh_shared(&mut self) {
+        self.last_shared = Instant::now();
+        if !self.timelines.is_empty() {
+            let tracker = &self.tracker;
+            self.timelines.retain(|pid, t| {
+                if !tracker.armed_in(*pid) {
+                    return true;
+                }
+                t.mark("armed");
+                tracing::debug!(pid, timeline = %t.render(), "attach timeline (ms)");
+                false
+            });
+        }
         let breakpoints = self.tracker.view(&self.desired);
         let drops = self.bpf.as_mut().and_then(|b| b.drops().ok());
         let a = self.assembler.counters();

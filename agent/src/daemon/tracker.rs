@@ -61,6 +61,13 @@ impl Tracker {
 
     /// Applies a STATUS message (`{"breakpoints": [{id, status, reason, counters, …}]}`).
     pub fn on_status(&mut self, pid: i32, msg: &Value) {
+        tracing::debug!(
+            pid,
+            scan_us = ?msg.get("scan_us"),
+            scan_objects = ?msg.get("scan_objects"),
+            helper = ?msg.get("timing"),
+            "helper status"
+        );
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
             let p = self.slot(id, pid);
@@ -133,9 +140,20 @@ impl Tracker {
         })
     }
 
-    /// Replaces the kernel-counted entries per breakpoint.
-    pub fn set_entries(&mut self, entries: BTreeMap<String, u64>) {
+    /// Whether the helper of `pid` reported at least one breakpoint armed (or throttled).
+    pub fn armed_in(&self, pid: i32) -> bool {
+        self.by_bp.values().any(|procs| {
+            procs
+                .get(&pid)
+                .is_some_and(|p| matches!(p.status.as_deref(), Some("armed" | "throttled")))
+        })
+    }
+
+    /// Replaces the kernel-counted entries per breakpoint; true if they changed.
+    pub fn set_entries(&mut self, entries: BTreeMap<String, u64>) -> bool {
+        let changed = self.entries != entries;
         self.entries = entries;
+        changed
     }
 
     /// Forgets a process that exited (its counters leave the totals).
