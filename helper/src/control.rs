@@ -1052,7 +1052,7 @@ pub fn control_generation() -> u64 {
 /// Whether the agent has published a control block the helper has not applied yet.
 fn control_pending() -> bool {
     let g = control_generation();
-    g != 0 && g % 2 == 0 && g != LAST_GEN.load(Relaxed)
+    g != 0 && g.is_multiple_of(2) && g != LAST_GEN.load(Relaxed)
 }
 
 /// Helper thread: applies a new control block message, if any.
@@ -1134,7 +1134,7 @@ pub fn await_first_control() {
             return;
         }
         let g = control_generation();
-        if (g != 0 && g % 2 == 0) || std::time::Instant::now() >= deadline {
+        if (g != 0 && g.is_multiple_of(2)) || std::time::Instant::now() >= deadline {
             return; // applied by the helper thread meanwhile, or the agent never published
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

@@ -68,8 +68,7 @@ impl Platform for Host {
             announce_control: true,
             ..self.options.clone()
         };
-        let injected =
-            inject::inject(pid, &self.helper_so, &options).map_err(|e| e.to_string())?;
+        let injected = inject::inject(pid, &self.helper_so, &options).map_err(|e| e.to_string())?;
         tracing::info!(
             pid,
             outcome = ?injected.outcome,

@@ -657,20 +657,19 @@ impl Owner {
     /// Starts injections for the processes that need a helper now, at most
     /// [`MAX_INJECTIONS_IN_FLIGHT`] at a time (the rest start as those finish).
     fn attach_wanted(&mut self) {
-        let mut in_flight = self
+        let in_flight = self
             .registry
             .entries
             .values()
             .filter(|e| matches!(e.state, AttachState::Attaching))
             .count();
-        for pid in self
+        let wanted = self
             .registry
-            .wanting_attach(self.have_breakpoints(), Instant::now())
+            .wanting_attach(self.have_breakpoints(), Instant::now());
+        for pid in wanted
+            .into_iter()
+            .take(MAX_INJECTIONS_IN_FLIGHT.saturating_sub(in_flight))
         {
-            if in_flight >= MAX_INJECTIONS_IN_FLIGHT {
-                break;
-            }
-            in_flight += 1;
             let known = match self.registry.entries.get_mut(&pid) {
                 Some(e) => {
                     e.state = AttachState::Attaching;
@@ -696,7 +695,7 @@ impl Owner {
             return; // exited meanwhile
         };
         let mut timeline = self.timelines.get_mut(&pid);
-        if let Some(t) = timeline.as_deref_mut() {
+        if let Some(t) = timeline.as_mut() {
             t.mark("injected");
         }
         match result {
@@ -716,7 +715,7 @@ impl Owner {
                         }
                     }
                 }
-                if let Some(t) = timeline.as_deref_mut() {
+                if let Some(t) = timeline.as_mut() {
                     t.mark("emit_probe");
                 }
                 let published = match link.publish(&self.control) {
@@ -729,7 +728,7 @@ impl Owner {
                         0
                     }
                 };
-                if let Some(t) = timeline.as_deref_mut() {
+                if let Some(t) = timeline.as_mut() {
                     t.mark("published");
                 }
                 tracing::info!(pid, "helper attached");
@@ -948,7 +947,12 @@ impl Owner {
             .collect();
         for pid in due {
             let attempt = self.examine_queue.remove(&pid).map_or(0, |(a, _)| a);
-            tracing::trace!(pid, attempt, known = self.registry.entries.contains_key(&pid), "examining");
+            tracing::trace!(
+                pid,
+                attempt,
+                known = self.registry.entries.contains_key(&pid),
+                "examining"
+            );
             let tracked = self.registry.examine(self.platform.as_ref(), pid);
             let next = attempt + 1;
             if !tracked
