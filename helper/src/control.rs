@@ -734,7 +734,6 @@ fn apply_inner(
     if changed {
         rearm(py, &mut st);
     }
-    update_finder(py, &mut st);
     *WATCHED.lock() = st.bps.iter().map(|m| m.bp.spec.file.clone()).collect();
     let statuses: Vec<serde_json::Value> = st.bps.iter().map(status_json).collect();
     let code_objects: Vec<serde_json::Value> = st
@@ -758,15 +757,31 @@ fn apply_inner(
         })
         .collect();
     let out = json!({"breakpoints": statuses, "scan_us": st.last_scan_us, "scan_objects": st.last_scan_objects});
-    drop(st);
     if changed {
         send_json(message_kind::STATUS, out.to_string());
         send_json(
             message_kind::CODE_OBJECTS,
             json!({"breakpoints": code_objects}).to_string(),
         );
+        wake_output();
     }
+    // The import hook last, once the status is on its way: creating its class runs Python
+    // code, and in a busy process any stretch of Python code may hand the GIL to the running
+    // threads for a while.
+    update_finder(py, &mut st);
+    drop(st);
     Ok(out)
+}
+
+/// Has the helper thread deliver what is queued now rather than after its idle sleep.
+fn wake_output() {
+    if std::thread::current().name() == Some(HELPER_THREAD) {
+        // Our own thread: its next park returns at once. (It never takes the lock `wake`
+        // takes, see `output::spawn`.)
+        std::thread::current().unpark();
+    } else {
+        output::wake();
+    }
 }
 
 /// Recomputes the hot table and the set of armed code objects from the managed breakpoints,
@@ -1078,7 +1093,6 @@ pub fn poll_applied() -> bool {
         return false;
     }
     let parsed: Result<Desired, _> = serde_json::from_slice(&data);
-    let on_helper_thread = std::thread::current().name() == Some(HELPER_THREAD);
     // Everything with the GIL held: the queue's and the helper thread's locks are only ever
     // taken with it (a fork, which holds the GIL, never finds them locked).
     Python::attach(|py| {
@@ -1092,12 +1106,7 @@ pub fn poll_applied() -> bool {
             );
         }
         output::write_control_ack(Some(generation));
-        if on_helper_thread {
-            // Our own thread: its next park returns at once.
-            std::thread::current().unpark();
-        } else {
-            output::wake();
-        }
+        wake_output();
     });
     true
 }

@@ -327,6 +327,24 @@ mod tests {
     }
 
     #[test]
+    fn examining_a_tracked_process_again_keeps_its_attach_state() {
+        let host = FakeHost::default();
+        host.procs.lock().insert(30, (7, Some(Ok("3.12.1"))));
+        let mut r = registry(vec![]);
+        assert!(r.examine(&host, 30));
+        r.entries.get_mut(&30).unwrap().state = AttachState::Attaching;
+        // An exec/fork event and a rescan racing, or a HELLO: no second injection.
+        assert!(r.examine(&host, 30));
+        assert!(matches!(r.entries[&30].state, AttachState::Attaching));
+        assert!(r.wanting_attach(true, Instant::now()).is_empty());
+        assert_eq!(host.inspections.lock().len(), 1);
+        // The pid reused by another process: looked at afresh.
+        host.procs.lock().insert(30, (8, Some(Ok("3.13.0"))));
+        assert!(r.examine(&host, 30));
+        assert!(matches!(r.entries[&30].state, AttachState::Idle));
+    }
+
+    #[test]
     fn unsupported_ignored_and_attach_decisions() {
         let host = FakeHost::default();
         host.procs
