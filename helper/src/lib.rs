@@ -213,8 +213,10 @@ static GIL_WAIT_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Called by the injector on any thread, without the GIL. Starts (once) a thread that takes the
 /// GIL, imports this very file as `libdebugger_helper` (registering it in `sys.modules`, which
-/// starts the helper thread and emits HELLO) and returns. Returns 0, or -1 if the thread could
-/// not be started.
+/// starts the helper thread and emits HELLO) and returns. If the injector marked the control
+/// block "being written" before the call, that thread also applies the agent's first block: in
+/// the same GIL hold when it is there already, else as soon as it arrives (≤ 2 s). Returns 0,
+/// or -1 if the thread could not be started.
 #[unsafe(no_mangle)]
 pub extern "C" fn ldbg_attach() -> std::ffi::c_int {
     if ATTACHED.swap(true, SeqCst) {

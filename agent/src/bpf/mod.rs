@@ -450,6 +450,32 @@ impl Bpf {
         })
     }
 
+    /// [`Bpf::attach_emit`] at a known file offset of `ldbg_emit` in `helper` (the caller has
+    /// the helper's ELF parsed already): saves reading and parsing the whole library again.
+    pub fn attach_emit_at(
+        &mut self,
+        helper: &Path,
+        file_offset: u64,
+        pid: Option<i32>,
+    ) -> Result<EmitLink, BpfError> {
+        let scope = match pid {
+            Some(pid) => UProbeScope::OneProcess(nonzero_pid(pid)?),
+            None => UProbeScope::AllProcesses,
+        };
+        let id = self
+            .uprobe(LDBG_EMIT)?
+            .attach([file_offset], helper, scope)
+            .map_err(|source| BpfError::Program {
+                program: LDBG_EMIT,
+                source,
+            })?;
+        Ok(EmitLink {
+            id,
+            helper: helper.to_path_buf(),
+            pid,
+        })
+    }
+
     /// Detaches an `ldbg_emit` uprobe.
     pub fn detach_emit(&mut self, link: EmitLink) -> Result<(), BpfError> {
         self.uprobe(LDBG_EMIT)?

@@ -81,9 +81,11 @@ impl Platform for Host {
             resync(pid, &mut writer);
         }
         let emit_target = emit_target(pid, &injected.mapping, injected.helper_base);
+        let emit_offset = emit_target.as_deref().and_then(emit_offset);
         Ok(Box::new(Link {
             writer,
             emit_target,
+            emit_offset,
         }))
     }
 }
@@ -133,9 +135,18 @@ fn emit_target(pid: i32, mapping: &str, base: u64) -> Option<PathBuf> {
     Some(m.map_file(pid))
 }
 
+/// The file offset of `ldbg_emit` in the helper mapped at `path` (the mapped file itself: a
+/// previous agent may have loaded another build).
+fn emit_offset(path: &Path) -> Option<u64> {
+    let elf = crate::elf::Elf::open(path).ok()?;
+    let sym = elf.symbol("ldbg_emit")?;
+    elf.file_offset(sym.vaddr)
+}
+
 struct Link {
     writer: ControlWriter,
     emit_target: Option<PathBuf>,
+    emit_offset: Option<u64>,
 }
 
 impl HelperLink for Link {
@@ -147,6 +158,9 @@ impl HelperLink for Link {
     }
     fn emit_target(&self) -> Option<PathBuf> {
         self.emit_target.clone()
+    }
+    fn emit_offset(&self) -> Option<u64> {
+        self.emit_offset
     }
 }
 

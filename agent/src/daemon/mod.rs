@@ -40,6 +40,11 @@ pub trait HelperLink: Send {
     /// The helper's mapping in the target, for the `ldbg_emit` uprobe (a path the agent can
     /// open, e.g. `/proc/<pid>/map_files/<range>`).
     fn emit_target(&self) -> Option<PathBuf>;
+    /// The file offset of `ldbg_emit` in [`HelperLink::emit_target`], if known (saves the
+    /// probe's attach a read of the whole library).
+    fn emit_offset(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What the helper is told besides the breakpoints, from the configuration's `[capture]` and
@@ -705,7 +710,11 @@ impl Owner {
                     // every process that maps it, so forked children are covered too.
                     if let std::collections::hash_map::Entry::Vacant(v) = self.emit_links.entry(pid)
                     {
-                        match bpf.attach_emit(&target, None) {
+                        let attached = match link.emit_offset() {
+                            Some(offset) => bpf.attach_emit_at(&target, offset, None),
+                            None => bpf.attach_emit(&target, None),
+                        };
+                        match attached {
                             Ok(l) => {
                                 v.insert(l);
                             }

@@ -35,6 +35,10 @@
 //!    into `/proc/<pid>/fd/<n>`, then `dlopen("/proc/self/fd/<n>", RTLD_NOW)`, `dlerror()` if
 //!    that failed, `close(n)`, and finally the helper's `ldbg_attach()` (its address: the memfd
 //!    mapping's load bias from `/proc/<pid>/maps` + the symbol value from the helper's ELF).
+//!    With [`InjectOptions::announce_control`] (the daemon), the helper's control block is
+//!    marked "being written" (generation 1) just before `ldbg_attach`: the helper waits for the
+//!    agent's first block and arms at start-up, in the same GIL hold as its import when the
+//!    block is there by then (the agent writes it once its `ldbg_emit` probe is attached).
 //! 4. **Restore.** The saved registers go back *unchanged*, `orig_rax` included, while the
 //!    thread sits in that last `SIGSEGV` stop; we then detach suppressing the signal. The kernel
 //!    continues `get_signal()`, finds no signal to deliver, and runs its own syscall-restart
