@@ -417,6 +417,14 @@ mod tests {
     }
 
     #[test]
+    fn regex_escape_matches_literally() {
+        assert_eq!(
+            regex_escape("/work/wt/a+b (1)/x.y-z"),
+            r"/work/wt/a\+b \(1\)/x\.y\-z"
+        );
+    }
+
+    #[test]
     fn armed_detection() {
         let per_process =
             json!({"processes": [{"pid": 5, "breakpoints": [{"id": "a", "status": "armed"}]}]});
