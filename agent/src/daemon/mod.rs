@@ -439,6 +439,12 @@ struct Owner {
     last_shared: Instant,
     /// The lifecycle ring buffer is read (exec/fork/exit arrive as they happen).
     proc_events_live: bool,
+    /// Something `status` shows beyond counters changed (processes, attach states, the
+    /// desired set): the next [`Owner::refresh_shared`] rebuilds the snapshot at once. Counter
+    /// updates alone (STATS messages, hits) refresh it at most every
+    /// [`SHARED_REFRESH_INTERVAL`]: 50 helpers' periodic STATS otherwise rebuilt the whole
+    /// snapshot five times a second.
+    shared_stale: bool,
 }
 
 impl Daemon {
@@ -516,6 +522,7 @@ impl Daemon {
             last_entry_counts: Instant::now(),
             last_shared: Instant::now(),
             proc_events_live: false,
+            shared_stale: true,
         };
         let (mut emit_rx, mut proc_rx) = owner.readers();
         owner.proc_events_live = proc_rx.is_some();
@@ -639,6 +646,7 @@ impl Owner {
         );
         self.desired = desired;
         self.set_changed_at = Instant::now();
+        self.shared_stale = true;
         tracing::debug!(breakpoints = self.desired.len(), "desired set changed");
         self.control = control_json(&self.desired, &self.helper_settings);
         let data = self.control.clone();
@@ -699,6 +707,7 @@ impl Owner {
             self.timelines.remove(&pid);
             return; // exited meanwhile
         };
+        self.shared_stale = true;
         let mut timeline = self.timelines.get_mut(&pid);
         if let Some(t) = timeline.as_mut() {
             t.mark("injected");
@@ -926,6 +935,7 @@ impl Owner {
     }
 
     fn forget(&mut self, pid: i32) {
+        self.shared_stale = true;
         if self.registry.remove(pid).is_some() {
             tracing::debug!(pid, "process gone");
         }
@@ -963,6 +973,7 @@ impl Owner {
                 "examining"
             );
             let tracked = self.registry.examine(self.platform.as_ref(), pid);
+            self.shared_stale |= tracked;
             let next = attempt + 1;
             if !tracked
                 && next < EXAMINE_DELAYS.len()
@@ -980,7 +991,9 @@ impl Owner {
         if now.duration_since(self.last_rescan) >= rescan_every {
             self.last_rescan = now;
             let before: Vec<i32> = self.registry.entries.keys().copied().collect();
+            let known = self.registry.entries.len();
             self.registry.rescan(self.platform.as_ref());
+            self.shared_stale |= self.registry.entries.len() != known;
             for pid in before {
                 if !self.registry.entries.contains_key(&pid) {
                     self.forget(pid);
@@ -1026,6 +1039,7 @@ impl Owner {
                 );
                 let _ = bpf.untrace_process(pid);
                 self.governor_detached.insert(pid, g.window_entries);
+                self.shared_stale = true;
             }
         }
         let now = Instant::now();
@@ -1048,6 +1062,12 @@ impl Owner {
     }
 
     fn refresh_shared(&mut self) {
+        let urgent = std::mem::take(&mut self.shared_stale)
+            | self.tracker.take_changed()
+            | !self.timelines.is_empty();
+        if !urgent && self.last_shared.elapsed() < SHARED_REFRESH_INTERVAL {
+            return;
+        }
         self.last_shared = Instant::now();
         if !self.timelines.is_empty() {
             let tracker = &self.tracker;
