@@ -8,7 +8,7 @@ use crate::output::{self, send_json};
 use crate::redact::Redactor;
 use crate::resolve::{self, CodeIndex};
 use crate::spec::{BreakpointSpec, Desired, Settings};
-use libdebugger_common::helper_abi::message_kind;
+use libdebugger_common::helper_abi::{ControlBlock, message_kind};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use serde_json::json;
@@ -734,7 +734,6 @@ fn apply_inner(
     if changed {
         rearm(py, &mut st);
     }
-    update_finder(py, &mut st);
     *WATCHED.lock() = st.bps.iter().map(|m| m.bp.spec.file.clone()).collect();
     let statuses: Vec<serde_json::Value> = st.bps.iter().map(status_json).collect();
     let code_objects: Vec<serde_json::Value> = st
@@ -758,15 +757,31 @@ fn apply_inner(
         })
         .collect();
     let out = json!({"breakpoints": statuses, "scan_us": st.last_scan_us, "scan_objects": st.last_scan_objects});
-    drop(st);
     if changed {
         send_json(message_kind::STATUS, out.to_string());
         send_json(
             message_kind::CODE_OBJECTS,
             json!({"breakpoints": code_objects}).to_string(),
         );
+        wake_output();
     }
+    // The import hook last, once the status is on its way: creating its class runs Python
+    // code, and in a busy process any stretch of Python code may hand the GIL to the running
+    // threads for a while.
+    update_finder(py, &mut st);
+    drop(st);
     Ok(out)
+}
+
+/// Has the helper thread deliver what is queued now rather than after its idle sleep.
+fn wake_output() {
+    if std::thread::current().name() == Some(HELPER_THREAD) {
+        // Our own thread: its next park returns at once. (It never takes the lock `wake`
+        // takes, see `output::spawn`.)
+        std::thread::current().unpark();
+    } else {
+        output::wake();
+    }
 }
 
 /// Recomputes the hot table and the set of armed code objects from the managed breakpoints,
@@ -1037,26 +1052,100 @@ pub fn queue_capacity(py: Python<'_>) -> usize {
 
 static LAST_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The control block's seqlock generation: 0 before the agent's first write, odd while it
+/// writes (or, right after injection, while it prepares the first block: the injector marks it
+/// odd before `ldbg_attach`, see [`await_first_control`]).
+pub fn control_generation() -> u64 {
+    let cb = std::ptr::addr_of!(output::LDBG_CONTROL).cast::<ControlBlock>();
+    // SAFETY: `LDBG_CONTROL` is a `#[repr(transparent)]` wrapper of `UnsafeCell<ControlBlock>`,
+    // which has the layout of `ControlBlock`; a volatile read of one aligned u64 field of a
+    // static that another process writes (torn values are impossible for an aligned u64 on
+    // x86-64, and an odd one only means "being written").
+    unsafe { std::ptr::read_volatile(&raw const (*cb).generation) }
+}
+
+/// Whether the agent has published a control block the helper has not applied yet.
+fn control_pending() -> bool {
+    let g = control_generation();
+    g != 0 && g.is_multiple_of(2) && g != LAST_GEN.load(Relaxed)
+}
+
 /// Helper thread: applies a new control block message, if any.
 pub fn poll() {
+    poll_applied();
+}
+
+/// Applies a new control block message, if any; true if one was applied. Its STATUS goes out at
+/// once: the helper thread is woken instead of finishing its idle sleep (up to 50 ms).
+pub fn poll_applied() -> bool {
     let last = LAST_GEN.load(Relaxed);
     let Some((generation, data)) = output::read_control(last) else {
-        return;
+        return false;
     };
-    LAST_GEN.store(generation, Relaxed);
+    // The attach thread and the helper thread may both see the first block: one applies it.
+    if LAST_GEN
+        .compare_exchange(last, generation, SeqCst, SeqCst)
+        .is_err()
+    {
+        return false;
+    }
     if output::EXITING.load(Relaxed) {
-        return;
+        return false;
     }
     let parsed: Result<Desired, _> = serde_json::from_slice(&data);
-    let result = match parsed {
-        Ok(d) => Python::attach(|py| apply(py, d)),
-        Err(source) => Err(ControlError::InvalidJson { source }),
-    };
-    if let Err(e) = result {
-        send_json(
-            message_kind::STATUS,
-            json!({"error": e.to_string(), "generation": generation}).to_string(),
-        );
+    // Everything with the GIL held: the queue's and the helper thread's locks are only ever
+    // taken with it (a fork, which holds the GIL, never finds them locked).
+    Python::attach(|py| {
+        let result = parsed
+            .map_err(|source| ControlError::InvalidJson { source })
+            .and_then(|d| apply(py, d));
+        if let Err(e) = result {
+            send_json(
+                message_kind::STATUS,
+                json!({"error": e.to_string(), "generation": generation}).to_string(),
+            );
+        }
+        output::write_control_ack(Some(generation));
+        wake_output();
+    });
+    true
+}
+
+/// The name `output` gives the helper thread.
+const HELPER_THREAD: &str = "ldbg-helper";
+
+/// How long the attach thread waits for the agent's first control block once the injector
+/// announced it.
+const FIRST_CONTROL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Attach thread, right after `ldbg_attach` (no GIL held): whether the injector announced a
+/// first control block (the generation is odd: the agent attaches its `ldbg_emit` probe, then
+/// publishes). Read before anything else, so a block published meanwhile is not missed.
+pub fn first_control_announced() -> bool {
+    let g = control_generation();
+    g % 2 == 1 || (g != 0 && g != LAST_GEN.load(Relaxed))
+}
+
+/// Attach thread, with the GIL (right after the module is initialised): applies the first
+/// control block if the agent published it already — arming in the same GIL hold as the import,
+/// which in a busy process saves a whole wait for the GIL. Returns true if applied.
+pub fn apply_first_control_now() -> bool {
+    control_pending() && poll_applied()
+}
+
+/// Attach thread, without the GIL: waits (≤ [`FIRST_CONTROL_WAIT`]) for the announced block and
+/// applies it. The helper thread's regular poll would also apply it, up to 100 ms later.
+pub fn await_first_control() {
+    let deadline = std::time::Instant::now() + FIRST_CONTROL_WAIT;
+    loop {
+        if control_pending() {
+            poll_applied();
+            return;
+        }
+        let g = control_generation();
+        if (g != 0 && g.is_multiple_of(2)) || std::time::Instant::now() >= deadline {
+            return; // applied by the helper thread meanwhile, or the agent never published
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    output::write_control_ack(Some(generation));
 }

@@ -382,6 +382,27 @@ impl Bpf {
         Ok(out)
     }
 
+    /// Entry counts of every process's code objects: (pid, code object address, entries). One
+    /// pass over the map (walking a hash map costs a scan of its buckets, whatever it holds).
+    pub fn all_code_counts(&mut self) -> Result<Vec<(i32, u64, u64)>, BpfError> {
+        let map = self.hash_map::<CodeKey, u64>("CODE_COUNTS")?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            match item {
+                Ok((key, count)) => out.push((key.tgid as i32, key.code, count)),
+                // The LRU may evict the key being iterated; skip it.
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(BpfError::Map {
+                        name: "CODE_COUNTS",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes `pid`'s counters.
     pub fn clear_code_counts(&mut self, pid: i32) -> Result<(), BpfError> {
         let tgid = nonzero_pid(pid)?.get();
@@ -441,6 +462,32 @@ impl Bpf {
         let id = self
             .uprobe(LDBG_EMIT)?
             .attach(["ldbg_emit"], helper, scope)
+            .map_err(|source| BpfError::Program {
+                program: LDBG_EMIT,
+                source,
+            })?;
+        Ok(EmitLink {
+            id,
+            helper: helper.to_path_buf(),
+            pid,
+        })
+    }
+
+    /// [`Bpf::attach_emit`] at a known file offset of `ldbg_emit` in `helper` (the caller has
+    /// the helper's ELF parsed already): saves reading and parsing the whole library again.
+    pub fn attach_emit_at(
+        &mut self,
+        helper: &Path,
+        file_offset: u64,
+        pid: Option<i32>,
+    ) -> Result<EmitLink, BpfError> {
+        let scope = match pid {
+            Some(pid) => UProbeScope::OneProcess(nonzero_pid(pid)?),
+            None => UProbeScope::AllProcesses,
+        };
+        let id = self
+            .uprobe(LDBG_EMIT)?
+            .attach([file_offset], helper, scope)
             .map_err(|source| BpfError::Program {
                 program: LDBG_EMIT,
                 source,

@@ -18,7 +18,15 @@ impl Platform for Host {
             .unwrap_or_default()
     }
 
+    fn is_thread(&self, pid: i32) -> bool {
+        thread_group(pid).is_some_and(|tgid| tgid != pid)
+    }
+
     fn facts(&self, pid: i32) -> Option<ProcessFacts> {
+        // A thread id resolves under /proc too: it is not a process of its own.
+        if self.is_thread(pid) {
+            return None;
+        }
         ProcessFacts::read(pid)
     }
 
@@ -54,8 +62,13 @@ impl Platform for Host {
     }
 
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String> {
-        let injected =
-            inject::inject(pid, &self.helper_so, &self.options).map_err(|e| e.to_string())?;
+        // The daemon publishes the desired set as soon as this returns (`Owner::injected`): the
+        // helper waits for it and arms at start-up.
+        let options = InjectOptions {
+            announce_control: true,
+            ..self.options.clone()
+        };
+        let injected = inject::inject(pid, &self.helper_so, &options).map_err(|e| e.to_string())?;
         tracing::info!(
             pid,
             outcome = ?injected.outcome,
@@ -68,11 +81,24 @@ impl Platform for Host {
             resync(pid, &mut writer);
         }
         let emit_target = emit_target(pid, &injected.mapping, injected.helper_base);
+        let emit_offset = emit_target.as_deref().and_then(emit_offset);
         Ok(Box::new(Link {
             writer,
             emit_target,
+            emit_offset,
         }))
     }
+}
+
+/// The thread group (process) `pid` belongs to: `Tgid:` of `/proc/<pid>/status`.
+fn thread_group(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How long a re-attach waits for the helper to drop the previous agent's breakpoints.
@@ -109,9 +135,18 @@ fn emit_target(pid: i32, mapping: &str, base: u64) -> Option<PathBuf> {
     Some(m.map_file(pid))
 }
 
+/// The file offset of `ldbg_emit` in the helper mapped at `path` (the mapped file itself: a
+/// previous agent may have loaded another build).
+fn emit_offset(path: &Path) -> Option<u64> {
+    let elf = crate::elf::Elf::open(path).ok()?;
+    let sym = elf.symbol("ldbg_emit")?;
+    elf.file_offset(sym.vaddr)
+}
+
 struct Link {
     writer: ControlWriter,
     emit_target: Option<PathBuf>,
+    emit_offset: Option<u64>,
 }
 
 impl HelperLink for Link {
@@ -123,6 +158,9 @@ impl HelperLink for Link {
     }
     fn emit_target(&self) -> Option<PathBuf> {
         self.emit_target.clone()
+    }
+    fn emit_offset(&self) -> Option<u64> {
+        self.emit_offset
     }
 }
 

@@ -42,6 +42,11 @@ pub trait HelperLink: Send {
     /// The helper's mapping in the target, for the `ldbg_emit` uprobe (a path the agent can
     /// open, e.g. `/proc/<pid>/map_files/<range>`).
     fn emit_target(&self) -> Option<PathBuf>;
+    /// The file offset of `ldbg_emit` in [`HelperLink::emit_target`], if known (saves the
+    /// probe's attach a read of the whole library).
+    fn emit_offset(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What the helper is told besides the breakpoints, from the configuration's `[capture]` and
@@ -292,6 +297,15 @@ impl crate::control::ControlHandler for ControlBridge {
 /// How often the owner task rescans /proc for processes it missed (the eBPF lifecycle
 /// tracepoints report exec/fork/exit at once; this is the safety net).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// The same with the lifecycle tracepoints attached: a rescan reads every process's
+/// `/proc/<pid>/stat`, which costs an idle agent more than everything else it does.
+pub const RESCAN_INTERVAL_WITH_EBPF: Duration = Duration::from_secs(10);
+/// How often the kernel's per-breakpoint entry counts are read (a walk of the whole
+/// `CODE_COUNTS` map). The governors are checked on every tick.
+const ENTRY_COUNTS_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest time the `status` snapshot goes without a refresh: changes refresh it at once; this
+/// only bounds how stale the ring and delivery counters may get.
+const SHARED_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// A new (exec'd or forked) process is examined after these delays: the dynamic loader maps
 /// libpython only after exec returns, so an early look may not see Python yet.
 const EXAMINE_DELAYS: [Duration; 4] = [
@@ -314,6 +328,11 @@ pub const ENTRIES_BUDGET_PER_SEC: u32 = 2_000;
 /// Least time between two `$data_breakpoint_status` events of one breakpoint (a status that
 /// changes faster is sent once the interval has passed, latest value only).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Injections run at the same time at most. Each takes a blocking-pool thread and its own
+/// injector thread (with a malloc arena that outlives it): 50 processes attached at once left
+/// the agent with 90 threads and its RSS with their arenas; with 2 cores more in parallel is
+/// not faster anyway.
+const MAX_INJECTIONS_IN_FLIGHT: usize = 4;
 /// How long SIGTERM waits for helpers to confirm they removed their breakpoints.
 const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for events to be delivered.
@@ -353,6 +372,41 @@ enum Injection {
     Done(i32, Result<Box<dyn HelperLink>, String>),
 }
 
+/// When each step of attaching one process happened, logged once (debug, "attach timeline")
+/// when its first breakpoint is armed or the attach failed: where B4's latency goes.
+struct Timeline {
+    /// The later of: the breakpoint set changed, the process became known.
+    start: Instant,
+    marks: Vec<(&'static str, Instant)>,
+}
+
+impl Timeline {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            marks: Vec::with_capacity(6),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        self.marks.push((step, Instant::now()));
+    }
+
+    /// `step=ms step=ms …`, milliseconds since `start`.
+    fn render(&self) -> String {
+        self.marks
+            .iter()
+            .map(|(step, at)| {
+                format!(
+                    "{step}={:.1}",
+                    at.duration_since(self.start).as_secs_f64() * 1e3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 struct Owner {
     platform: Arc<dyn Platform>,
     registry: Registry,
@@ -388,6 +442,22 @@ struct Owner {
     delivery: Option<Delivery>,
     /// Hits encoded from the ring-buffer batch being handled, spooled together at its end.
     hits: Vec<Vec<u8>>,
+    /// When the desired set last changed.
+    set_changed_at: Instant,
+    /// Attach timelines of processes being attached, until armed (debug log).
+    timelines: HashMap<i32, Timeline>,
+    /// When the kernel's entry counts were last read.
+    last_entry_counts: Instant,
+    /// When `shared` was last refreshed.
+    last_shared: Instant,
+    /// The lifecycle ring buffer is read (exec/fork/exit arrive as they happen).
+    proc_events_live: bool,
+    /// Something `status` shows beyond counters changed (processes, attach states, the
+    /// desired set): the next [`Owner::refresh_shared`] rebuilds the snapshot at once. Counter
+    /// updates alone (STATS messages, hits) refresh it at most every
+    /// [`SHARED_REFRESH_INTERVAL`]: 50 helpers' periodic STATS otherwise rebuilt the whole
+    /// snapshot five times a second.
+    shared_stale: bool,
 }
 
 impl Daemon {
@@ -461,8 +531,15 @@ impl Daemon {
             poller_status: self.poller_status,
             delivery: None,
             hits: Vec::new(),
+            set_changed_at: Instant::now(),
+            timelines: HashMap::new(),
+            last_entry_counts: Instant::now(),
+            last_shared: Instant::now(),
+            proc_events_live: false,
+            shared_stale: true,
         };
         let (mut emit_rx, mut proc_rx, mut frame_rx) = owner.readers();
+        owner.proc_events_live = proc_rx.is_some();
         let mut source = self.source;
         if let Source::Watch { rx, .. } = &mut source {
             owner.source_set = rx.borrow_and_update().clone();
@@ -591,6 +668,9 @@ impl Owner {
                 .collect(),
         );
         self.desired = desired;
+        self.set_changed_at = Instant::now();
+        self.shared_stale = true;
+        tracing::debug!(breakpoints = self.desired.len(), "desired set changed");
         self.control = control_json(&self.desired, &self.helper_settings);
         let data = self.control.clone();
         for (pid, entry) in self.registry.entries.iter_mut() {
@@ -610,15 +690,32 @@ impl Owner {
         self.desired.enabled().next().is_some()
     }
 
-    /// Starts injections for the processes that need a helper now.
+    /// Starts injections for the processes that need a helper now, at most
+    /// [`MAX_INJECTIONS_IN_FLIGHT`] at a time (the rest start as those finish).
     fn attach_wanted(&mut self) {
-        for pid in self
+        let in_flight = self
             .registry
-            .wanting_attach(self.have_breakpoints(), Instant::now())
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, AttachState::Attaching))
+            .count();
+        let wanted = self
+            .registry
+            .wanting_attach(self.have_breakpoints(), Instant::now());
+        for pid in wanted
+            .into_iter()
+            .take(MAX_INJECTIONS_IN_FLIGHT.saturating_sub(in_flight))
         {
-            if let Some(e) = self.registry.entries.get_mut(&pid) {
-                e.state = AttachState::Attaching;
-            }
+            let known = match self.registry.entries.get_mut(&pid) {
+                Some(e) => {
+                    e.state = AttachState::Attaching;
+                    e.known_at
+                }
+                None => Instant::now(),
+            };
+            let mut timeline = Timeline::new(self.set_changed_at.max(known));
+            timeline.mark("inject_start");
+            self.timelines.insert(pid, timeline);
             let platform = self.platform.clone();
             let tx = self.inject_tx.clone();
             tokio::task::spawn_blocking(move || {
@@ -630,8 +727,14 @@ impl Owner {
 
     fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, String>) {
         let Some(entry) = self.registry.entries.get_mut(&pid) else {
+            self.timelines.remove(&pid);
             return; // exited meanwhile
         };
+        self.shared_stale = true;
+        let mut timeline = self.timelines.get_mut(&pid);
+        if let Some(t) = timeline.as_mut() {
+            t.mark("injected");
+        }
         match result {
             Ok(mut link) => {
                 if let (Some(bpf), Some(target)) = (self.bpf.as_mut(), link.emit_target()) {
@@ -639,7 +742,11 @@ impl Owner {
                     // every process that maps it, so forked children are covered too.
                     if let std::collections::hash_map::Entry::Vacant(v) = self.emit_links.entry(pid)
                     {
-                        match bpf.attach_emit(&target, None) {
+                        let attached = match link.emit_offset() {
+                            Some(offset) => bpf.attach_emit_at(&target, offset, None),
+                            None => bpf.attach_emit(&target, None),
+                        };
+                        match attached {
                             Ok(l) => {
                                 v.insert(l);
                             }
@@ -648,6 +755,9 @@ impl Owner {
                             }
                         }
                     }
+                }
+                if let Some(t) = timeline.as_mut() {
+                    t.mark("emit_probe");
                 }
                 let published = match link.publish(&self.control) {
                     Ok(g) => g,
@@ -659,17 +769,25 @@ impl Owner {
                         0
                     }
                 };
+                if let Some(t) = timeline.as_mut() {
+                    t.mark("published");
+                }
                 tracing::info!(pid, "helper attached");
                 entry.state = AttachState::Attached { link, published };
             }
             Err(reason) => {
                 tracing::warn!(pid, "injection failed: {reason}");
+                if let Some(t) = self.timelines.remove(&pid) {
+                    tracing::debug!(pid, timeline = %t.render(), "attach timeline (failed)");
+                }
                 entry.state = AttachState::Failed {
                     reason,
                     retry_at: Instant::now() + registry::RETRY_AFTER,
                 };
             }
         }
+        // Processes held back by the in-flight limit.
+        self.attach_wanted();
         self.refresh_shared();
     }
 
@@ -836,6 +954,7 @@ impl Owner {
 
     fn lifecycle(&mut self, events: Vec<ProcEvent>) {
         for ev in events {
+            tracing::trace!(?ev, "lifecycle event");
             match ev {
                 ProcEvent::Exec { pid } => {
                     // A new image: whatever we knew of this pid is void.
@@ -843,6 +962,10 @@ impl Owner {
                     self.queue_examine(pid as i32);
                 }
                 ProcEvent::Fork { child, parent } => {
+                    // The tracepoint fires for new threads as well; only processes count.
+                    if self.platform.is_thread(child as i32) {
+                        continue;
+                    }
                     self.frame_probe_after_fork(parent as i32, child as i32);
                     let debugged = self
                         .registry
@@ -861,22 +984,14 @@ impl Owner {
     /// A uprobe-multi frame-entry probe stays in the memory of a process forked while its
     /// parent is traced: the child would take the trap on every frame entry, uncounted, for as
     /// long as the parent's probe is attached. Re-attaching the parent's probe takes it out of
-    /// the child (and of any other such child). New threads, which the tracepoint reports too,
-    /// are left alone.
+    /// the child (and of any other such child). Called for processes only (not new threads).
     fn frame_probe_after_fork(&mut self, parent: i32, child: i32) {
         let Some(bpf) = self.bpf.as_mut() else { return };
         if !bpf.frame_probe_follows_forks() || !bpf.traced().any(|p| p == parent) {
             return;
         }
-        let tgid = std::fs::read_to_string(format!("/proc/{child}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Tgid:"))
-                    .and_then(|v| v.trim().parse::<i32>().ok())
-            });
-        if tgid.is_none_or(|t| t == parent) {
-            return; // a thread of the traced process, or a child already gone
+        if self.platform.start_time(child).is_none() {
+            return; // already gone (or a short-lived thread that has exited)
         }
         let Some(process) = self
             .registry
@@ -905,10 +1020,12 @@ impl Owner {
     }
 
     fn forget(&mut self, pid: i32) {
+        self.shared_stale = true;
         if self.registry.remove(pid).is_some() {
             tracing::debug!(pid, "process gone");
         }
         self.examine_queue.remove(&pid);
+        self.timelines.remove(&pid);
         self.tracker.forget_process(pid);
         self.assembler.forget_process(pid as u32);
         self.governor_detached.remove(&pid);
@@ -934,7 +1051,14 @@ impl Owner {
             .collect();
         for pid in due {
             let attempt = self.examine_queue.remove(&pid).map_or(0, |(a, _)| a);
+            tracing::trace!(
+                pid,
+                attempt,
+                known = self.registry.entries.contains_key(&pid),
+                "examining"
+            );
             let tracked = self.registry.examine(self.platform.as_ref(), pid);
+            self.shared_stale |= tracked;
             let next = attempt + 1;
             if !tracked
                 && next < EXAMINE_DELAYS.len()
@@ -944,10 +1068,17 @@ impl Owner {
                     .insert(pid, (next, now + EXAMINE_DELAYS[next]));
             }
         }
-        if now.duration_since(self.last_rescan) >= RESCAN_INTERVAL {
+        let rescan_every = if self.proc_events_ok() {
+            RESCAN_INTERVAL_WITH_EBPF
+        } else {
+            RESCAN_INTERVAL
+        };
+        if now.duration_since(self.last_rescan) >= rescan_every {
             self.last_rescan = now;
             let before: Vec<i32> = self.registry.entries.keys().copied().collect();
+            let known = self.registry.entries.len();
             self.registry.rescan(self.platform.as_ref());
+            self.shared_stale |= self.registry.entries.len() != known;
             for pid in before {
                 if !self.registry.entries.contains_key(&pid) {
                     self.forget(pid);
@@ -955,18 +1086,34 @@ impl Owner {
             }
         }
         self.assembler.expire(now);
-        self.check_governors();
+        let entries_changed = self.check_governors();
         self.attach_wanted();
-        self.report_changes();
+        // What changed status was reported (and `shared` refreshed) where it changed; a tick
+        // only sends status events held back by their interval, and refreshes the counters
+        // `status` shows now and then. (An idle agent with 50 processes spent most of its time
+        // rebuilding that snapshot four times a second.)
+        if entries_changed || now.duration_since(self.last_shared) >= SHARED_REFRESH_INTERVAL {
+            self.report_changes();
+        } else {
+            self.statuses.tick();
+        }
     }
 
-    /// Detaches the frame-entry probe from processes over their entry budget, and reads the
-    /// kernel's entry counts per breakpoint (for a detached process, those counted until the
-    /// detach: its counters stay in the map until the process is forgotten).
-    fn check_governors(&mut self) {
-        let Some(bpf) = self.bpf.as_mut() else { return };
+    /// Whether the lifecycle tracepoints report exec/fork/exit (so rescans are a rare safety
+    /// net).
+    fn proc_events_ok(&self) -> bool {
+        self.proc_events_live
+    }
+
+    /// Detaches the frame-entry probe from processes over their entry budget, and (every
+    /// [`ENTRY_COUNTS_INTERVAL`]) reads the kernel's entry counts per breakpoint. Returns true if
+    /// the counts changed.
+    fn check_governors(&mut self) -> bool {
+        let Some(bpf) = self.bpf.as_mut() else {
+            return false;
+        };
         let traced: Vec<i32> = bpf.traced().collect();
-        for &pid in &traced {
+        for pid in traced {
             if let Ok(Some(g)) = bpf.governor(pid)
                 && g.tripped
             {
@@ -977,26 +1124,47 @@ impl Owner {
                 );
                 let _ = bpf.untrace_process(pid);
                 self.governor_detached.insert(pid, g.window_entries);
+                self.shared_stale = true;
             }
         }
+        let now = Instant::now();
+        if now.duration_since(self.last_entry_counts) < ENTRY_COUNTS_INTERVAL {
+            return false;
+        }
+        self.last_entry_counts = now;
+        // One walk of the map for every process (a walk per process cost a scan of the whole
+        // hash table each, 200 a second with 50 processes).
+        let Ok(counts) = bpf.all_code_counts() else {
+            return false;
+        };
         let mut entries: BTreeMap<String, u64> = BTreeMap::new();
-        let counted = traced
-            .into_iter()
-            .chain(self.governor_detached.keys().copied())
-            .collect::<std::collections::BTreeSet<i32>>();
-        for pid in counted {
-            if let Ok(counts) = bpf.code_counts(pid) {
-                for (code, n) in counts {
-                    if let Some(id) = self.tracker.breakpoint_of_code(pid, code) {
-                        *entries.entry(id.to_string()).or_default() += n;
-                    }
-                }
+        for (pid, code, n) in counts {
+            if let Some(id) = self.tracker.breakpoint_of_code(pid, code) {
+                *entries.entry(id.to_string()).or_default() += n;
             }
         }
-        self.tracker.set_entries(entries);
+        self.tracker.set_entries(entries)
     }
 
     fn refresh_shared(&mut self) {
+        let urgent = std::mem::take(&mut self.shared_stale)
+            | self.tracker.take_changed()
+            | !self.timelines.is_empty();
+        if !urgent && self.last_shared.elapsed() < SHARED_REFRESH_INTERVAL {
+            return;
+        }
+        self.last_shared = Instant::now();
+        if !self.timelines.is_empty() {
+            let tracker = &self.tracker;
+            self.timelines.retain(|pid, t| {
+                if !tracker.armed_in(*pid) {
+                    return true;
+                }
+                t.mark("armed");
+                tracing::debug!(pid, timeline = %t.render(), "attach timeline (ms)");
+                false
+            });
+        }
         let breakpoints = self.tracker.view(&self.desired);
         let drops = self.bpf.as_mut().and_then(|b| b.drops().ok());
         let a = self.assembler.counters();

@@ -20,6 +20,11 @@ pub struct ProcessInfo {
 pub trait Platform: Send + Sync + 'static {
     /// Every pid on the host.
     fn pids(&self) -> Vec<i32>;
+    /// Whether `pid` names a thread of another process rather than a process (the kernel's fork
+    /// tracepoint reports every new thread too; `/proc/<tid>` resolves for threads).
+    fn is_thread(&self, _pid: i32) -> bool {
+        false
+    }
     /// The facts selectors look at; None if the process is gone.
     fn facts(&self, pid: i32) -> Option<ProcessFacts>;
     /// Ok for a supported CPython; Err(reason) for anything else. `None` when the process is
@@ -70,6 +75,10 @@ pub struct Entry {
     pub info: Option<ProcessInfo>,
     pub exe: String,
     pub state: AttachState,
+    /// When the registry started tracking it.
+    pub known_at: Instant,
+    /// Its start time (clock ticks since boot), to tell a reused pid from this process.
+    pub start_time: Option<u64>,
 }
 
 /// Delay before retrying a failed injection.
@@ -101,6 +110,16 @@ impl Registry {
         if pid == self.own_pid {
             return false;
         }
+        // Looked at again (an exec/fork event and a rescan racing, a HELLO): a process already
+        // tracked keeps its entry — above all its attach state, or a second injection would
+        // start while the first runs.
+        let start_time = platform.start_time(pid);
+        if let Some(e) = self.entries.get(&pid)
+            && e.start_time.is_some()
+            && e.start_time == start_time
+        {
+            return true;
+        }
         // Selectors first: their facts are a few /proc reads, while inspecting an interpreter
         // parses its ELF files. Every exec on the host reaches this point, so processes the
         // selectors exclude must stay cheap (and never be inspected).
@@ -112,7 +131,7 @@ impl Registry {
         if verdict != Verdict::Debug {
             // Not inspected. Listed in `status` only when its executable says it is Python;
             // either way remembered, so rescans do not look at it again.
-            if let Some(start) = platform.start_time(pid) {
+            if let Some(start) = start_time {
                 self.not_python.insert(pid, start);
             }
             let file_name = std::path::Path::new(&facts.exe)
@@ -129,6 +148,8 @@ impl Registry {
                     info: None,
                     exe: facts.exe.clone(),
                     state: AttachState::Ignored(verdict),
+                    known_at: Instant::now(),
+                    start_time,
                 },
             );
             return true;
@@ -140,6 +161,7 @@ impl Registry {
             }
             return false;
         };
+        tracing::debug!(pid, supported = inspected.is_ok(), "process known");
         let state = match &inspected {
             Err(reason) => AttachState::Unsupported(reason.clone()),
             Ok(_) => AttachState::Idle,
@@ -150,6 +172,8 @@ impl Registry {
                 info: inspected.ok(),
                 exe: facts.exe.clone(),
                 state,
+                known_at: Instant::now(),
+                start_time,
             },
         );
         true
@@ -300,6 +324,24 @@ mod tests {
         host.procs.lock().insert(10, (200, Some(Ok("3.11.7"))));
         r.rescan(&host);
         assert!(matches!(r.entries[&10].state, AttachState::Idle));
+    }
+
+    #[test]
+    fn examining_a_tracked_process_again_keeps_its_attach_state() {
+        let host = FakeHost::default();
+        host.procs.lock().insert(30, (7, Some(Ok("3.12.1"))));
+        let mut r = registry(vec![]);
+        assert!(r.examine(&host, 30));
+        r.entries.get_mut(&30).unwrap().state = AttachState::Attaching;
+        // An exec/fork event and a rescan racing, or a HELLO: no second injection.
+        assert!(r.examine(&host, 30));
+        assert!(matches!(r.entries[&30].state, AttachState::Attaching));
+        assert!(r.wanting_attach(true, Instant::now()).is_empty());
+        assert_eq!(host.inspections.lock().len(), 1);
+        // The pid reused by another process: looked at afresh.
+        host.procs.lock().insert(30, (8, Some(Ok("3.13.0"))));
+        assert!(r.examine(&host, 30));
+        assert!(matches!(r.entries[&30].state, AttachState::Idle));
     }
 
     #[test]

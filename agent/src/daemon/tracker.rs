@@ -48,6 +48,9 @@ pub struct Tracker {
     reported: BTreeMap<String, Folded>,
     /// Breakpoints not armed on this host, with why (another repository).
     skipped: BTreeMap<String, String>,
+    /// A status or the code objects of a breakpoint changed since [`Tracker::take_changed`]
+    /// (counters alone do not count).
+    changed: bool,
 }
 
 impl Tracker {
@@ -61,6 +64,14 @@ impl Tracker {
 
     /// Applies a STATUS message (`{"breakpoints": [{id, status, reason, counters, …}]}`).
     pub fn on_status(&mut self, pid: i32, msg: &Value) {
+        self.changed = true;
+        tracing::debug!(
+            pid,
+            scan_us = ?msg.get("scan_us"),
+            scan_objects = ?msg.get("scan_objects"),
+            helper = ?msg.get("timing"),
+            "helper status"
+        );
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
             let p = self.slot(id, pid);
@@ -105,6 +116,7 @@ impl Tracker {
 
     /// Applies a CODE_OBJECTS message; returns the code object addresses now armed in `pid`.
     pub fn on_code_objects(&mut self, pid: i32, msg: &Value) -> Vec<u64> {
+        self.changed = true;
         let mut all = Vec::new();
         for b in msg["breakpoints"].as_array().into_iter().flatten() {
             let Some(id) = b["id"].as_str() else { continue };
@@ -133,9 +145,25 @@ impl Tracker {
         })
     }
 
-    /// Replaces the kernel-counted entries per breakpoint.
-    pub fn set_entries(&mut self, entries: BTreeMap<String, u64>) {
+    /// Whether a status or code objects changed since the last call (and resets it).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Whether the helper of `pid` reported at least one breakpoint armed (or throttled).
+    pub fn armed_in(&self, pid: i32) -> bool {
+        self.by_bp.values().any(|procs| {
+            procs
+                .get(&pid)
+                .is_some_and(|p| matches!(p.status.as_deref(), Some("armed" | "throttled")))
+        })
+    }
+
+    /// Replaces the kernel-counted entries per breakpoint; true if they changed.
+    pub fn set_entries(&mut self, entries: BTreeMap<String, u64>) -> bool {
+        let changed = self.entries != entries;
         self.entries = entries;
+        changed
     }
 
     /// Forgets a process that exited (its counters leave the totals).

@@ -21,6 +21,7 @@ pub(super) fn load_and_attach(
     helper_so: &Path,
     attach_value: u64,
     via: LoadVia,
+    announce_control: Option<u64>,
 ) -> Result<(u64, i32), InjectError> {
     let errno = hj.save_errno(syms)?;
     let result = (|| {
@@ -41,6 +42,9 @@ pub(super) fn load_and_attach(
                 }
             },
         };
+        if let Some(control_value) = announce_control {
+            announce_first_control(hj.pid, bias + control_value);
+        }
         let rc = hj.call(bias + attach_value, &[], "ldbg_attach")? as i32;
         Ok((inode, rc))
     })();
@@ -49,6 +53,26 @@ pub(super) fn load_and_attach(
 }
 
 /// Where the injector loads the helper from.
+/// Marks the fresh helper's control block "being written" (generation 1, odd) before
+/// `ldbg_attach` runs: the helper then waits for the agent's first block and applies it at
+/// once, in the same GIL hold as its start-up when it can, instead of at its next poll. The
+/// agent publishes it (generation 2) once its `ldbg_emit` probe is attached, so the status the
+/// helper sends on applying it is not lost. A failure here only costs that speed.
+fn announce_first_control(pid: i32, control_addr: u64) {
+    use libdebugger_common::helper_abi::control_offsets;
+    let at = control_addr + control_offsets::GENERATION as u64;
+    // A freshly loaded helper's block is at generation 0 (nothing published yet).
+    match remote::read_u64(pid, at) {
+        Ok(0) => {
+            if let Err(e) = remote::write(pid, at, &1u64.to_le_bytes()) {
+                warn!(pid, error = %e, "cannot announce the first control block");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(pid, error = %e, "cannot read the helper's control block"),
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadVia {
     /// A memfd created in the target (`/proc/self/fd/<n>`); falls back to [`LoadVia::StagedFile`]

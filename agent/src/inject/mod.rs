@@ -35,6 +35,10 @@
 //!    into `/proc/<pid>/fd/<n>`, then `dlopen("/proc/self/fd/<n>", RTLD_NOW)`, `dlerror()` if
 //!    that failed, `close(n)`, and finally the helper's `ldbg_attach()` (its address: the memfd
 //!    mapping's load bias from `/proc/<pid>/maps` + the symbol value from the helper's ELF).
+//!    With [`InjectOptions::announce_control`] (the daemon), the helper's control block is
+//!    marked "being written" (generation 1) just before `ldbg_attach`: the helper waits for the
+//!    agent's first block and arms at start-up, in the same GIL hold as its import when the
+//!    block is there by then (the agent writes it once its `ldbg_emit` probe is attached).
 //! 4. **Restore.** The saved registers go back *unchanged*, `orig_rax` included, while the
 //!    thread sits in that last `SIGSEGV` stop; we then detach suppressing the signal. The kernel
 //!    continues `get_signal()`, finds no signal to deliver, and runs its own syscall-restart
@@ -134,6 +138,11 @@ pub struct InjectOptions {
     /// Where the ptrace path loads the helper from. Default: a memfd, with a staged file as
     /// fallback.
     pub load_via: LoadVia,
+    /// The caller publishes the first control block right after [`inject`] returns: the
+    /// helper, told so before `ldbg_attach` (its block's generation is set odd), waits for it
+    /// and applies it at start-up rather than at its first poll. Default false (the helper's
+    /// start is not held up for a block that may never come).
+    pub announce_control: bool,
 }
 
 impl Default for InjectOptions {
@@ -145,6 +154,7 @@ impl Default for InjectOptions {
             remote_exec: true,
             remote_exec_timeout: Duration::from_millis(300),
             load_via: LoadVia::Memfd,
+            announce_control: false,
         }
     }
 }
@@ -580,7 +590,9 @@ impl Injector {
         }
 
         // The helper's own symbols, from the agent's copy (the bytes we are about to load).
-        let helper = Elf::read(helper_so)?;
+        // Mapped, not read: a 2.4 MB heap buffer per injection, freed on a short-lived thread,
+        // stays in that thread's malloc arena (the agent's RSS grew with every injection).
+        let helper = Elf::open(helper_so)?;
         let helper_sym = |name: &str| {
             helper
                 .symbol(name)
@@ -590,7 +602,7 @@ impl Injector {
                 })
         };
         let attach_sym = helper_sym(ATTACH_SYMBOL)?;
-        helper_sym(CONTROL_SYMBOL)?;
+        let control_sym = helper_sym(CONTROL_SYMBOL)?;
         let syms = TargetSymbols::resolve(pid, &maps)?;
 
         // Step 2: a thread at a safe point.
@@ -606,6 +618,7 @@ impl Injector {
             helper_so,
             attach_sym.vaddr,
             self.options.load_via,
+            self.options.announce_control.then_some(control_sym.vaddr),
         );
         let restored = hj.finish();
         let (inode, rc) = result?;

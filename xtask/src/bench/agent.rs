@@ -25,6 +25,19 @@ pub struct Agent {
     pub events_file: PathBuf,
 }
 
+/// `s` as a regular expression matching it literally (the meta characters `regex::escape`
+/// escapes).
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// TOML basic string (JSON string escapes are a subset TOML accepts).
 fn toml_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
@@ -97,8 +110,12 @@ impl Agent {
             cmd.arg("--breakpoints").arg(&breakpoints_file);
         }
         // Only processes that carry the bench tag: a benchmark must never inject into the
-        // other Python processes on this host. (`=`: the pattern starts with dashes.)
-        cmd.arg(format!("--cmdline={TAG}"))
+        // other Python processes on this host. Only this checkout's scripts, too: benchmarks
+        // of other checkouts running on the same host carry the tag as well, and two agents
+        // injecting into each other's targets spoil both figures. (`=`: the pattern may start
+        // with dashes.)
+        let scripts = crate::bench::pyproc::scripts_dir().display().to_string();
+        cmd.arg(format!("--cmdline={}.*{TAG}", regex_escape(&scripts)))
             .arg("--helper")
             .arg(helper)
             .arg("--events-file")
@@ -137,7 +154,12 @@ impl Agent {
         cmd.env("LIBDEBUGGER_RUNTIME_DIR", dir.join("run"))
             .env("LIBDEBUGGER_STATE_DIR", dir.join("state"))
             .env("LIBDEBUGGER_CONFIG", dir.join("agent.toml"))
-            .env("LIBDEBUGGER_LOG", "warn");
+            // `LIBDEBUGGER_BENCH_LOG` (e.g. `libdebugger_agent=debug`) to study a figure in the
+            // agent's log (target/bench/logs/agent.stderr): the attach timeline, for one.
+            .env(
+                "LIBDEBUGGER_LOG",
+                std::env::var("LIBDEBUGGER_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            );
     }
 
     pub fn pid(&self) -> u32 {
@@ -392,6 +414,14 @@ mod tests {
             condition: Some("x > 1".into()),
         }]);
         assert!(t.contains("[[breakpoint]]\nid = \"b\\\"1\"\nfile = \"/a b/c.py\"\nline = 7\ncondition = \"x > 1\"\n"), "{t}");
+    }
+
+    #[test]
+    fn regex_escape_matches_literally() {
+        assert_eq!(
+            regex_escape("/work/wt/a+b (1)/x.y-z"),
+            r"/work/wt/a\+b \(1\)/x\.y\-z"
+        );
     }
 
     #[test]
