@@ -31,10 +31,12 @@ pub static WATCHED: HashMap<CodeKey, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static FRAME_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// `ldbg_emit` chunks: an `EmitRecordHeader` followed by the payload. 8 MiB hold at least 511
-/// full-size chunks while the agent drains them.
+/// `ldbg_emit` chunks: an `EmitRecordHeader` followed by the payload. 4 MiB hold at least 255
+/// full-size records (about 6,000 typical hits, over a second at 5,000 hits/s) while the agent
+/// drains them. The ring's pages are mapped twice into the agent (for wrap-around) and all of
+/// them become resident once it has wrapped: the agent's RSS carries twice this size.
 #[map]
-pub static EMIT_EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub static EMIT_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Per-CPU staging area of `ldbg_emit`: header + the largest payload (too big for the 512-byte
 /// eBPF stack).

@@ -48,7 +48,12 @@ macro_rules! require_root {
 fn build_standin(dir: &Path) -> Result<PathBuf> {
     let out = dir.join("libstandin.so");
     let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-pthread", "-Wall", "-o"])
+        .args(["-shared", "-fPIC", "-O2", "-pthread", "-Wall"])
+        .arg(format!(
+            "-DLDBG_ABI_VERSION={}",
+            libdebugger_common::helper_abi::ABI_VERSION
+        ))
+        .arg("-o")
         .arg(&out)
         .arg(Path::new(FIXTURES).join("standin_helper.c"))
         .status()
@@ -230,6 +235,12 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        // Python under `unshare --fork --pid` is its namespace's init: only SIGKILL from here
+        // ends it (and killing `unshare` does not).
+        if let Some(pid) = self.python_pid {
+            // SAFETY: kill(2) on a pid this test started; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
