@@ -632,6 +632,7 @@ fn apply_inner(
         drop(b);
         HOT.lock().redactor = Arc::new(Redactor::new(&s.redact_add, &s.redact_exclude));
         crate::capture::clear_redact_cache();
+        crate::output::set_capacity(s.queue_capacity);
     }
     let mut to_resolve: Vec<usize> = Vec::new();
     if let Some(d) = desired {

@@ -2,7 +2,7 @@
 //! `ldbg_emit` in chunks (and to the test sink, if one is set), and polls the control block.
 use crate::hot::{PROCESS, Snapshot};
 use crate::value::encode_str;
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use libdebugger_common::helper_abi::{
     ABI_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, CONTROL_DATA_LEN, CONTROL_MAGIC, ChunkHeader,
     ControlBlock, MAX_CHUNK, MAX_CHUNK_DATA, message_kind,
@@ -10,7 +10,7 @@ use libdebugger_common::helper_abi::{
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -67,17 +67,27 @@ fn grave_sender() -> Sender<Box<Snapshot>> {
     g.get_or_insert_with(|| bounded(GRAVE_CAPACITY)).0.clone()
 }
 
+/// Messages the queue to the helper thread holds at most (`queue_capacity` of the settings).
+/// The channel itself is unbounded, so that a new capacity applies at once (a bounded channel
+/// is sized when created); senders, who hold the GIL, check its length against this.
+static CAPACITY: AtomicUsize = AtomicUsize::new(256);
+
+/// Sets the queue's capacity (at least 1); applies to the next message queued.
+pub fn set_capacity(capacity: usize) {
+    CAPACITY.store(capacity.max(1), SeqCst);
+}
+
 /// Queues a message without blocking; false if the queue is full or absent. Frees a few
 /// snapshots the helper thread finished with (see [`GRAVE`]).
 pub fn try_send(m: Msg) -> bool {
     let sent = {
         let tx = TX.lock();
         match tx.as_ref() {
-            Some(tx) => match tx.try_send(m) {
+            Some(tx) if tx.len() < CAPACITY.load(Relaxed) => match tx.try_send(m) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
             },
-            None => false,
+            _ => false,
         }
     };
     if let Some((_, rx)) = GRAVE.lock().as_ref() {
@@ -94,7 +104,9 @@ pub fn try_send(m: Msg) -> bool {
 /// Whether a hit queued now would be dropped (the queue to the helper thread is full, or there
 /// is none): the application thread then skips the snapshot it could not deliver.
 pub fn queue_full() -> bool {
-    TX.lock().as_ref().is_none_or(|tx| tx.is_full())
+    TX.lock()
+        .as_ref()
+        .is_none_or(|tx| tx.len() >= CAPACITY.load(Relaxed))
 }
 
 /// Queues an encoded message.
@@ -110,7 +122,8 @@ pub fn ensure_thread(capacity: usize) {
     if tx.is_some() {
         return;
     }
-    let (s, r) = bounded(capacity.max(1));
+    set_capacity(capacity);
+    let (s, r) = unbounded();
     *tx = Some(s);
     spawn(r);
 }
@@ -150,7 +163,8 @@ pub fn after_fork(capacity: usize) {
     if let Some(old) = GRAVE.try_lock().and_then(|mut g| g.take()) {
         std::mem::forget(old);
     }
-    let (s, r) = bounded(capacity.max(1));
+    set_capacity(capacity);
+    let (s, r) = unbounded();
     *tx = Some(s);
     spawn(r);
 }
