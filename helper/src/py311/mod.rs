@@ -162,8 +162,8 @@ fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
 
 fn read_opcode_table(py: Python<'_>) -> PyResult<OpcodeTable> {
     // Importing `opcode` runs the import system's Python code on this thread, and in a busy
-    // process every bytecode boundary can hand the GIL to the application's threads (measured:
-    // 200–400 ms to arm with 8 threads churning). Every 3.11 final release has the same table
+    // process every bytecode boundary can hand the GIL to the application's threads (each
+    // hand-over costs up to a switch interval per busy thread). Every 3.11 final release has the same table
     // (checked against the interpreters here by `builtin_table_is_the_interpreters`): use it
     // unless the interpreter's own `opcode` module is loaded already or this is a pre-release.
     let loaded = py
