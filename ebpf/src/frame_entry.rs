@@ -63,16 +63,28 @@ fn inc(ptr: *mut u64) {
 /// polling `GOVERNOR`, later.
 #[inline(always)]
 fn notify_tripped(tgid: u32, now: u64) {
+    submit_record(
+        tgid,
+        GOVERNOR_TRIPPED_CODE,
+        now,
+        u64::from(BPF_RB_FORCE_WAKEUP),
+    );
+}
+
+/// One `FrameEntryRecord` on the frame ring (`flags`: the ring's wake-up flags); a full ring is
+/// counted.
+#[inline(always)]
+fn submit_record(tgid: u32, code: u64, now: u64, flags: u64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     match FRAME_EVENTS.reserve::<FrameEntryRecord>(0) {
         Some(mut entry) => {
             entry.write(FrameEntryRecord {
                 tgid,
                 tid,
-                code: GOVERNOR_TRIPPED_CODE,
+                code,
                 ktime_ns: now,
             });
-            entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+            entry.submit(flags);
         }
         None => count_drop(drop_counter::FRAME_RING_FULL),
     }
@@ -158,19 +170,7 @@ fn try_frame_entry(ctx: &ProbeContext) -> Result<(), ()> {
     }
 
     if WATCHED.get_ptr(&key).is_some() {
-        let tid = bpf_get_current_pid_tgid() as u32;
-        match FRAME_EVENTS.reserve::<FrameEntryRecord>(0) {
-            Some(mut entry) => {
-                entry.write(FrameEntryRecord {
-                    tgid,
-                    tid,
-                    code,
-                    ktime_ns: now,
-                });
-                entry.submit(0);
-            }
-            None => count_drop(drop_counter::FRAME_RING_FULL),
-        }
+        submit_record(tgid, code, now, 0);
     }
     Ok(())
 }

@@ -362,24 +362,13 @@ impl Bpf {
 
     /// Entry counts of `pid`'s code objects: (code object address, entries).
     pub fn code_counts(&mut self, pid: i32) -> Result<Vec<(u64, u64)>, BpfError> {
-        let tgid = nonzero_pid(pid)?.get();
-        let map = self.hash_map::<CodeKey, u64>("CODE_COUNTS")?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            match item {
-                Ok((key, count)) if key.tgid == tgid => out.push((key.code, count)),
-                Ok(_) => {}
-                // The LRU may evict the key being iterated; skip it.
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(BpfError::Map {
-                        name: "CODE_COUNTS",
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let tgid = nonzero_pid(pid)?.get() as i32;
+        let all = self.all_code_counts()?;
+        Ok(all
+            .into_iter()
+            .filter(|(p, ..)| *p == tgid)
+            .map(|(_, code, n)| (code, n))
+            .collect())
     }
 
     /// Entry counts of every process's code objects: (pid, code object address, entries). One
