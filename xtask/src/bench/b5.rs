@@ -482,7 +482,7 @@ mod tests {
     fn the_capture_config_shrinks_the_queue() {
         let c = capture_config();
         assert!(
-            c.contains("queue_capacity = 4096") && !c.contains("65536"),
+            c.contains("queue_capacity = 256") && !c.contains("65536"),
             "{c}"
         );
     }
