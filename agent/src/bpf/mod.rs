@@ -444,22 +444,7 @@ impl Bpf {
     /// open, e.g. under `/proc/<pid>/root`), for one process or (`None`) every process that maps
     /// that file.
     pub fn attach_emit(&mut self, helper: &Path, pid: Option<i32>) -> Result<EmitLink, BpfError> {
-        let scope = match pid {
-            Some(pid) => UProbeScope::OneProcess(nonzero_pid(pid)?),
-            None => UProbeScope::AllProcesses,
-        };
-        let id = self
-            .uprobe(LDBG_EMIT)?
-            .attach(["ldbg_emit"], helper, scope)
-            .map_err(|source| BpfError::Program {
-                program: LDBG_EMIT,
-                source,
-            })?;
-        Ok(EmitLink {
-            id,
-            helper: helper.to_path_buf(),
-            pid,
-        })
+        self.attach_emit_to("ldbg_emit", helper, pid)
     }
 
     /// [`Bpf::attach_emit`] at a known file offset of `ldbg_emit` in `helper` (the caller has
@@ -470,13 +455,22 @@ impl Bpf {
         file_offset: u64,
         pid: Option<i32>,
     ) -> Result<EmitLink, BpfError> {
+        self.attach_emit_to(file_offset, helper, pid)
+    }
+
+    fn attach_emit_to<'a>(
+        &mut self,
+        point: impl Into<aya::programs::uprobe::UProbeAttachPoint<'a>>,
+        helper: &Path,
+        pid: Option<i32>,
+    ) -> Result<EmitLink, BpfError> {
         let scope = match pid {
             Some(pid) => UProbeScope::OneProcess(nonzero_pid(pid)?),
             None => UProbeScope::AllProcesses,
         };
         let id = self
             .uprobe(LDBG_EMIT)?
-            .attach([file_offset], helper, scope)
+            .attach([point], helper, scope)
             .map_err(|source| BpfError::Program {
                 program: LDBG_EMIT,
                 source,

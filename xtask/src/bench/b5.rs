@@ -36,6 +36,14 @@ enum Sink {
 }
 
 impl Sink {
+    /// Names the run's scratch directory.
+    fn tag(self) -> &'static str {
+        match self {
+            Sink::File => "file",
+            Sink::Posthog => "posthog",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Sink::File => "helper → events file",
@@ -353,14 +361,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                 rows.push(row.not_available(format!("not run: {why}")));
                 continue;
             }
-            let tag = format!(
-                "{}-max-{procs}",
-                if sink == Sink::File {
-                    "file"
-                } else {
-                    "posthog"
-                }
-            );
+            let tag = format!("{}-max-{procs}", sink.tag());
             rows.push(
                 match one_run(
                     ctx,
@@ -420,14 +421,7 @@ pub fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             rows.push(row.not_available(format!("not run: {why}")));
             continue;
         }
-        let tag = format!(
-            "{}-5000",
-            if sink == Sink::File {
-                "file"
-            } else {
-                "posthog"
-            }
-        );
+        let tag = format!("{}-5000", sink.tag());
         rows.push(
             match one_run(
                 ctx,
