@@ -1127,6 +1127,19 @@ pub fn first_control_announced() -> bool {
     g % 2 == 1 || (g != 0 && g != LAST_GEN.load(Relaxed))
 }
 
+/// Attach thread, without the GIL, once [`first_control_announced`]: waits (≤
+/// [`FIRST_CONTROL_WAIT`]) until the agent has published the announced block, so that one GIL
+/// acquisition both imports the helper and arms. In a busy process each acquisition is a wait
+/// for a turn among the running threads (on 3.11 up to a switch interval per busy thread); the
+/// agent publishes within milliseconds of the injection (once its `ldbg_emit` probe is attached,
+/// which is also what the helper's first messages need).
+pub fn wait_first_control_published() {
+    let deadline = std::time::Instant::now() + FIRST_CONTROL_WAIT;
+    while control_generation() % 2 == 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
 /// Attach thread, with the GIL (right after the module is initialised): applies the first
 /// control block if the agent published it already — arming in the same GIL hold as the import,
 /// which in a busy process saves a whole wait for the GIL. Returns true if applied.

@@ -579,21 +579,33 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
 /// was never imported.
 pub static MAIN_THREAD_IDENT: OnceLock<u64> = OnceLock::new();
 
-/// Resolves [`MAIN_THREAD_IDENT`] (`_thread._get_main_thread_ident`, 3.12+; else `threading`
-/// if already imported; else the current thread when it is the process's initial thread).
+/// Resolves [`MAIN_THREAD_IDENT`]: `_thread._get_main_thread_ident` (a C function, 3.12+);
+/// else the `_ident` that `threading` stored on its main thread object, read from the instance
+/// dict (`Thread.ident` is a property written in Python, and running Python code on this thread
+/// can hand the GIL to the application's threads); else the current thread when it is the
+/// process's initial thread.
 pub fn init_main_thread(py: Python<'_>) {
-    let ident = py
-        .import("_thread")
-        .and_then(|t| t.call_method0("_get_main_thread_ident"))
-        .and_then(|i| i.extract::<u64>())
-        .ok()
-        .or_else(|| {
-            let modules = py.import("sys").ok()?.getattr("modules").ok()?;
-            let threading = modules.get_item("threading").ok()?;
-            threading
-                .call_method0("main_thread")
+    let module = |name: &str| {
+        let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+        modules.get_item(name).ok().filter(|m| !m.is_none())
+    };
+    let ident = module("_thread")
+        .and_then(|t| {
+            t.getattr("__dict__")
                 .ok()?
-                .getattr("ident")
+                .get_item("_get_main_thread_ident")
+                .ok()
+        })
+        .and_then(|f| f.call0().ok()?.extract::<u64>().ok())
+        .or_else(|| {
+            let main = module("threading")?
+                .getattr("__dict__")
+                .ok()?
+                .get_item("_main_thread")
+                .ok()?;
+            main.getattr("__dict__")
+                .ok()?
+                .get_item("_ident")
                 .ok()?
                 .extract::<u64>()
                 .ok()

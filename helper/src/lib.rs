@@ -146,19 +146,31 @@ fn _at_exit() {
     output::EXITING.store(true, SeqCst);
 }
 
+/// Adds a `#[pyfunction]` to the module under its own name.
+///
+/// Not `add_function`: that reads the name through PyO3's interned `__name__` and appends it to
+/// `__all__` (also interned), and the first use of an interned string releases the GIL and takes
+/// it again, which in a busy process is a wait among the running threads (see `clippy.toml`).
+macro_rules! add_fn {
+    ($m:expr, $f:ident) => {
+        $m.setattr(stringify!($f), wrap_pyfunction!($f, $m)?)?
+    };
+}
+pub(crate) use add_fn;
+
 #[pymodule]
 fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add_function(wrap_pyfunction!(set_breakpoints, m)?)?;
-    m.add_function(wrap_pyfunction!(status, m)?)?;
-    m.add_function(wrap_pyfunction!(set_sink, m)?)?;
-    m.add_function(wrap_pyfunction!(flush, m)?)?;
-    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
-    m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
-    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
-    m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
-    m.add_function(wrap_pyfunction!(_test_manual_hook, m)?)?;
-    m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
+    add_fn!(m, set_breakpoints);
+    add_fn!(m, status);
+    add_fn!(m, set_sink);
+    add_fn!(m, flush);
+    add_fn!(m, shutdown);
+    add_fn!(m, _after_fork_child);
+    add_fn!(m, _before_fork);
+    add_fn!(m, _after_fork_parent);
+    add_fn!(m, _test_manual_hook);
+    add_fn!(m, _at_exit);
     py311::register_test_functions(m)?;
     init_process(py, m)?;
     Ok(())
@@ -230,10 +242,14 @@ pub extern "C" fn ldbg_attach() -> std::ffi::c_int {
                 return;
             }
             // The agent's first control block follows the injection (announced by the injector):
-            // it is applied in the same GIL hold as the import when it is there already, else
-            // as soon as it arrives. One GIL acquisition, not the helper thread's later poll:
-            // in a busy process each one waits for its turn among the running threads.
+            // wait for it without the GIL, then import and apply it in one GIL hold (or, if it
+            // never came, import and apply it as soon as it arrives). One GIL acquisition, not
+            // two or the helper thread's later poll: in a busy process each one waits for its
+            // turn among the running threads.
             let announced = control::first_control_announced();
+            if announced {
+                control::wait_first_control_published();
+            }
             let called = std::time::Instant::now();
             let applied = Python::attach(|py| {
                 GIL_WAIT_US.store(called.elapsed().as_micros() as u64, SeqCst);

@@ -204,7 +204,7 @@ pub fn scan(py: Python<'_>) -> PyResult<CodeIndex> {
             continue;
         }
         if is_311 {
-            match crate::py311::original_code(py, &c) {
+            match crate::py311::original_code(&c) {
                 Ok(o) => c = o,
                 Err(_) => continue,
             }

@@ -82,9 +82,7 @@ mod testdata;
 
 use bytecode::{CodeParts, HookConsts, Inserted, JumpKind, OpcodeTable};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 pub use swap::{Swap, original_code, swap_in};
@@ -154,10 +152,18 @@ fn require_311(py: Python<'_>) -> PyResult<()> {
     }
 }
 
-/// The running interpreter's opcode metadata, read once from its `opcode` module.
+/// The running interpreter's opcode metadata, read once.
+///
+/// Not a `PyOnceLock`: its first initialisation releases the GIL and takes it again, which in a
+/// busy process is a wait among the running threads (tens of ms on 3.11) in the middle of
+/// arming. Two threads racing here both compute the table; the first stored wins.
 fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
-    static TABLE: PyOnceLock<OpcodeTable> = PyOnceLock::new();
-    TABLE.get_or_try_init(py, || read_opcode_table(py))
+    static TABLE: std::sync::OnceLock<OpcodeTable> = std::sync::OnceLock::new();
+    if let Some(t) = TABLE.get() {
+        return Ok(t);
+    }
+    let t = read_opcode_table(py)?;
+    Ok(TABLE.get_or_init(|| t))
 }
 
 fn read_opcode_table(py: Python<'_>) -> PyResult<OpcodeTable> {
@@ -167,8 +173,8 @@ fn read_opcode_table(py: Python<'_>) -> PyResult<OpcodeTable> {
     // (checked against the interpreters here by `builtin_table_is_the_interpreters`): use it
     // unless the interpreter's own `opcode` module is loaded already or this is a pre-release.
     let loaded = py
-        .import(intern!(py, "sys"))?
-        .getattr(intern!(py, "modules"))?
+        .import("sys")?
+        .getattr("modules")?
         .cast_into::<PyDict>()?
         .get_item("opcode")?;
     let final_release = py.version_info().suffix.is_none();
@@ -259,13 +265,8 @@ fn require_code(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
 pub const INSTRUMENTED_MARKER: &str = "libdebugger:py311:instrumented";
 
 /// The original of a code object made by [`instrument`], or `None` for any other code object.
-pub fn instrumented_original<'py>(
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let consts = code
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
+pub fn instrumented_original<'py>(code: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let consts = code.getattr("co_consts")?.cast_into::<PyTuple>()?;
     let n = consts.len();
     if n < 2 {
         return Ok(None);
@@ -310,10 +311,8 @@ pub fn nested_code_objects<'py>(
     require_311(py)?;
     require_code(py, code)?;
     let ops = opcode_table(py)?;
-    let consts = code
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
-    swap::function_const_indices(py, code, ops)?
+    let consts = code.getattr("co_consts")?.cast_into::<PyTuple>()?;
+    swap::function_const_indices(code, ops)?
         .into_iter()
         .map(|i| consts.get_item(i))
         .collect()
@@ -329,20 +328,12 @@ fn instrument_detailed<'py>(
     require_311(py)?;
     require_code(py, code)?;
     let ops = opcode_table(py)?;
-    let co_code = code
-        .getattr(intern!(py, "co_code"))?
-        .cast_into::<PyBytes>()?;
-    let linetable = code
-        .getattr(intern!(py, "co_linetable"))?
-        .cast_into::<PyBytes>()?;
-    let exceptiontable = code
-        .getattr(intern!(py, "co_exceptiontable"))?
-        .cast_into::<PyBytes>()?;
-    let firstlineno: i32 = code.getattr(intern!(py, "co_firstlineno"))?.extract()?;
-    let stacksize: u32 = code.getattr(intern!(py, "co_stacksize"))?.extract()?;
-    let consts = code
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
+    let co_code = code.getattr("co_code")?.cast_into::<PyBytes>()?;
+    let linetable = code.getattr("co_linetable")?.cast_into::<PyBytes>()?;
+    let exceptiontable = code.getattr("co_exceptiontable")?.cast_into::<PyBytes>()?;
+    let firstlineno: i32 = code.getattr("co_firstlineno")?.extract()?;
+    let stacksize: u32 = code.getattr("co_stacksize")?.extract()?;
+    let consts = code.getattr("co_consts")?.cast_into::<PyTuple>()?;
 
     let mut wanted: Vec<u32> = lines.to_vec();
     wanted.sort_unstable();
@@ -388,7 +379,7 @@ fn instrument_detailed<'py>(
         PyBytes::new(py, &rewritten.exceptiontable),
     )?;
     kwargs.set_item("co_stacksize", stacksize + rewritten.extra_stack)?;
-    let new_code = code.call_method(intern!(py, "replace"), (), Some(&kwargs))?;
+    let new_code = code.call_method("replace", (), Some(&kwargs))?;
     Ok((new_code, rewritten.inserted))
 }
 
@@ -487,11 +478,8 @@ fn _py311_nested_code_objects<'py>(
 
 /// `_py311_original_code(code) -> code`.
 #[pyfunction]
-fn _py311_original_code<'py>(
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    original_code(py, code)
+fn _py311_original_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    original_code(code)
 }
 
 /// `_py311_round_trips(code) -> bool`.
@@ -504,11 +492,12 @@ fn _py311_round_trips(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool>
 /// `_py311_round_trips`, `_py311_nested_code_objects` and `_py311_original_code` to the helper
 /// module.
 pub fn register_test_functions(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PySwap>()?;
-    m.add_function(wrap_pyfunction!(_py311_instrument, m)?)?;
-    m.add_function(wrap_pyfunction!(_py311_swap, m)?)?;
-    m.add_function(wrap_pyfunction!(_py311_round_trips, m)?)?;
-    m.add_function(wrap_pyfunction!(_py311_nested_code_objects, m)?)?;
-    m.add_function(wrap_pyfunction!(_py311_original_code, m)?)?;
+    // `Py311Swap` is not added to the module: its type is created when `_py311_swap` first
+    // returns one (tests only), not at every injection.
+    crate::add_fn!(m, _py311_instrument);
+    crate::add_fn!(m, _py311_swap);
+    crate::add_fn!(m, _py311_round_trips);
+    crate::add_fn!(m, _py311_nested_code_objects);
+    crate::add_fn!(m, _py311_original_code);
     Ok(())
 }

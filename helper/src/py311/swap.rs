@@ -18,7 +18,6 @@
 
 use super::bytecode::{OpcodeTable, decode_instructions};
 use super::{opcode_table, require_311, require_code};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use std::collections::{HashMap, HashSet};
@@ -74,15 +73,13 @@ impl<'py> Heap<'py> {
         let mut seen: HashSet<usize> = HashSet::new();
         let mut stack: Vec<Bound<'py, PyAny>> = Vec::new();
         for f in &functions {
-            let code = f.getattr(intern!(py, "__code__"))?;
+            let code = f.getattr("__code__")?;
             if seen.insert(code.as_ptr() as usize) {
                 stack.push(code);
             }
         }
         while let Some(code) = stack.pop() {
-            let consts = code
-                .getattr(intern!(py, "co_consts"))?
-                .cast_into::<PyTuple>()?;
+            let consts = code.getattr("co_consts")?.cast_into::<PyTuple>()?;
             if let Some(root) = derived_root(&consts)? {
                 derived
                     .entry(root.as_ptr() as usize)
@@ -127,19 +124,12 @@ fn derived_root<'py>(consts: &Bound<'py, PyTuple>) -> PyResult<Option<Bound<'py,
 type Subs<'py> = Vec<(usize, Bound<'py, PyAny>)>;
 
 /// A code object's root and the nested-code substitutions that make it (none for a root).
-fn root_and_subs<'py>(
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyAny>, Subs<'py>)> {
-    let consts = code
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
+fn root_and_subs<'py>(code: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Subs<'py>)> {
+    let consts = code.getattr("co_consts")?.cast_into::<PyTuple>()?;
     let Some(root) = derived_root(&consts)? else {
         return Ok((code.clone(), Vec::new()));
     };
-    let root_consts = root
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
+    let root_consts = root.getattr("co_consts")?.cast_into::<PyTuple>()?;
     let mut subs = Vec::new();
     for (i, c) in root_consts.iter().enumerate() {
         let mine = consts.get_item(i)?;
@@ -159,9 +149,7 @@ fn derive<'py>(
     if subs.is_empty() {
         return Ok(root.clone());
     }
-    let consts = root
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?;
+    let consts = root.getattr("co_consts")?.cast_into::<PyTuple>()?;
     let mut items: Vec<Bound<'py, PyAny>> = consts.iter().collect();
     for (i, c) in subs {
         if let Some(slot) = items.get_mut(*i) {
@@ -172,20 +160,17 @@ fn derive<'py>(
     items.push(root.clone());
     let kwargs = PyDict::new(py);
     kwargs.set_item("co_consts", PyTuple::new(py, items)?)?;
-    root.call_method(intern!(py, "replace"), (), Some(&kwargs))
+    root.call_method("replace", (), Some(&kwargs))
 }
 
 /// The code object a live function's code was made from by this module: the root of a derived
 /// parent copy, then the original of an instrumented copy, repeatedly. Returns `code` itself for
 /// code this module did not make.
-pub fn original_code<'py>(
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn original_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let mut current = code.clone();
     for _ in 0..MAX_NESTING {
-        let (root, _) = root_and_subs(py, &current)?;
-        let next = super::instrumented_original(py, &root)?.unwrap_or_else(|| root.clone());
+        let (root, _) = root_and_subs(&current)?;
+        let next = super::instrumented_original(&root)?.unwrap_or_else(|| root.clone());
         if next.is(&current) {
             return Ok(current);
         }
@@ -204,8 +189,8 @@ fn function_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 /// defined inside a function (closures, lambdas, comprehensions, methods of local classes) a
 /// qualified name with `<locals>`. Module-level functions and methods of module-level classes
 /// are nested only in module and class bodies, which have already run.
-fn may_be_nested_in_a_function(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let qualname: String = code.getattr(intern!(py, "co_qualname"))?.extract()?;
+fn may_be_nested_in_a_function(code: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let qualname: String = code.getattr("co_qualname")?.extract()?;
     Ok(qualname.contains("<locals>"))
 }
 
@@ -270,11 +255,10 @@ fn live_functions(py: Python<'_>, frozen: usize) -> PyResult<Vec<Bound<'_, PyAny
 /// bodies it creates (and not, e.g., the `code` argument of an inserted hook call, which must
 /// keep pointing at the original).
 pub(super) fn function_const_indices(
-    py: Python<'_>,
     code: &Bound<'_, PyAny>,
     ops: &OpcodeTable,
 ) -> PyResult<Vec<usize>> {
-    let co_code: Vec<u8> = code.getattr(intern!(py, "co_code"))?.extract()?;
+    let co_code: Vec<u8> = code.getattr("co_code")?.extract()?;
     let instrs = decode_instructions(&co_code, ops)?;
     let mut out: Vec<usize> = instrs
         .windows(2)
@@ -346,8 +330,8 @@ fn rebase<'py>(
     // Only code nested in a function can have live parents, and only code that itself creates
     // functions can have derived copies; anything else is found by `gc.get_referrers`.
     let full = frozen > 0
-        || may_be_nested_in_a_function(py, from)?
-        || !function_const_indices(py, from, ops)?.is_empty();
+        || may_be_nested_in_a_function(from)?
+        || !function_const_indices(from, ops)?.is_empty();
     let heap = if full {
         Heap::full(py, frozen)?
     } else {
@@ -369,10 +353,10 @@ fn rebase<'py>(
         .into_iter()
         .flatten()
     {
-        let (_, subs) = root_and_subs(py, d)?;
+        let (_, subs) = root_and_subs(d)?;
         conversions.push((d.clone(), derive(py, to, &subs)?));
     }
-    let code_attr = intern!(py, "__code__");
+    let code_attr = "__code__";
     let mut used = false;
     for f in &op.heap.functions {
         let code = f.getattr(code_attr)?;
@@ -399,7 +383,7 @@ fn rebase<'py>(
 
 impl<'py> Rebase<'_, 'py> {
     fn makes_function(&self, code: &Bound<'py, PyAny>, index: usize) -> PyResult<bool> {
-        Ok(function_const_indices(self.py, code, self.ops)?.contains(&index))
+        Ok(function_const_indices(code, self.ops)?.contains(&index))
     }
 
     /// Makes `parent` (as found in the heap) create its functions at `index` from `child`:
@@ -424,7 +408,7 @@ impl<'py> Rebase<'_, 'py> {
             .get(&key)
             .cloned()
             .unwrap_or_else(|| parent.clone());
-        let code_attr = intern!(py, "__code__");
+        let code_attr = "__code__";
         let mut users = Vec::new();
         for f in &self.heap.functions {
             if f.getattr(code_attr)?.is(&current) {
@@ -448,10 +432,8 @@ impl<'py> Rebase<'_, 'py> {
             // instrumented copy): leave it alone, make no copy.
             return Ok(false);
         }
-        let (root, mut subs) = root_and_subs(py, &current)?;
-        let root_consts = root
-            .getattr(intern!(py, "co_consts"))?
-            .cast_into::<PyTuple>()?;
+        let (root, mut subs) = root_and_subs(&current)?;
+        let root_consts = root.getattr("co_consts")?.cast_into::<PyTuple>()?;
         subs.retain(|(i, _)| *i != index);
         if !root_consts.get_item(index)?.is(child) {
             subs.push((index, child.clone()));
