@@ -61,10 +61,24 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("libdebugger-agent: error: {err:#}");
+            eprintln!("libdebugger-agent: error: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, "outer: inner", leaving out a cause whose text the message before
+/// it already contains (most of our errors name their source in their own text).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
 
 /// Logs go to stderr; `LIBDEBUGGER_LOG` takes an env-filter expression (default `info`).
@@ -75,4 +89,28 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read the configuration file /x: {source}")]
+    struct Named {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Named { source: io() });
+        assert_eq!(
+            error_chain(&err),
+            format!("cannot read the configuration file /x: {}", io())
+        );
+        let err = anyhow::Error::new(io()).context("opening /y");
+        assert_eq!(error_chain(&err), format!("opening /y: {}", io()));
+    }
 }
