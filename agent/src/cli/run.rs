@@ -35,18 +35,36 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = crate::posthog::config::load(&args.posthog)?;
+    // Before any thread starts: threads inherit their creator's nice value.
+    set_nice(settings.nice);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("ldbg-agent")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run_async(args))?;
+    runtime.block_on(run_async(args, settings))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_async(args: RunArgs) -> anyhow::Result<()> {
-    let settings = crate::posthog::config::load(&args.posthog)?;
+/// Sets this thread's nice value (see [`crate::posthog::config::DEFAULT_NICE`]); a failure (not
+/// root) is logged and the agent runs at its current priority.
+fn set_nice(nice: i32) {
+    // SAFETY: setpriority has no memory preconditions; `who = 0` is the calling thread on Linux.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        tracing::debug!(nice, "scheduling priority set");
+    } else {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(nice, "cannot set the agent's scheduling priority: {e}");
+    }
+}
+
+async fn run_async(
+    args: RunArgs,
+    settings: crate::posthog::config::AgentSettings,
+) -> anyhow::Result<()> {
     let helper_so = host::find_helper(args.helper.as_deref()).map_err(anyhow::Error::msg)?;
     let mut selectors = Selectors::default();
     for pid in &args.pids {

@@ -423,7 +423,8 @@ struct Owner {
     /// `$data_breakpoint_status` events, at most one per breakpoint per [`STATUS_INTERVAL`].
     statuses: Arc<StatusReporter>,
     distinct_id: String,
-    hostname: String,
+    /// The host name as a JSON string (`$hostname` of every hit).
+    hostname_json: String,
     events: broadcast::Sender<Arc<Value>>,
     shared: Arc<Shared>,
     inject_tx: mpsc::UnboundedSender<Injection>,
@@ -503,10 +504,7 @@ impl Daemon {
             sender: self.delivery.sender(),
             statuses: {
                 let mut ext = Map::new();
-                ext.insert(
-                    "$hostname".into(),
-                    json!(crate::posthog::config::hostname()),
-                );
+                ext.insert("$hostname".into(), json!(hostname));
                 ext.insert("$process_person_profile".into(), json!(false));
                 StatusReporter::new(
                     self.delivery.sender(),
@@ -516,7 +514,7 @@ impl Daemon {
                 )
             },
             distinct_id: self.distinct_id,
-            hostname,
+            hostname_json: Value::String(hostname).to_string(),
             events,
             shared,
             inject_tx,
@@ -831,10 +829,10 @@ impl Owner {
         let pid = msg.pid as i32;
         match msg.kind {
             message_kind::HIT => {
+                let pid_json = pid.to_string();
                 let ext = [
-                    ("$pid", json!(pid)),
-                    ("$hostname", json!(self.hostname)),
-                    ("$process_person_profile", json!(false)),
+                    ("$pid", pid_json.as_str()),
+                    ("$hostname", self.hostname_json.as_str()),
                 ];
                 match encode_hit(&self.distinct_id, &msg.data, &ext) {
                     Ok(hit) => {

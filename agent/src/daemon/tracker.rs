@@ -6,6 +6,7 @@
 //! armed process throttles it), else `error` if any process reports an error (its reason),
 //! else `pending` (no process has the file loaded yet, or no helper reported yet).
 use crate::breakpoints::DesiredSet;
+use crate::delivery::event::HitSummary;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -55,9 +56,13 @@ pub struct Tracker {
 
 impl Tracker {
     fn slot(&mut self, id: &str, pid: i32) -> &mut PerProcess {
+        // Every hit comes here: no key allocation once the breakpoint is known.
+        if !self.by_bp.contains_key(id) {
+            self.by_bp.insert(id.to_owned(), Default::default());
+        }
         self.by_bp
-            .entry(id.to_string())
-            .or_default()
+            .get_mut(id)
+            .expect("inserted above")
             .entry(pid)
             .or_default()
     }
@@ -97,19 +102,23 @@ impl Tracker {
     /// Applies the counters every hit carries (`$hit_count`, `$captured_count`,
     /// `$condition_false_count`, `$rate_limited_count`), so `status` is current between the
     /// helper's periodic STATS messages.
-    pub fn on_hit(&mut self, pid: i32, props: &Map<String, Value>) {
-        let Some(id) = props.get("$breakpoint_id").and_then(Value::as_str) else {
+    pub fn on_hit(&mut self, pid: i32, hit: &HitSummary) {
+        let Some(id) = hit.breakpoint_id.as_deref() else {
             return;
         };
         let counters = &mut self.slot(id, pid).counters;
-        for (prop, name) in [
-            ("$hit_count", "hits"),
-            ("$captured_count", "captured"),
-            ("$condition_false_count", "condition_false"),
-            ("$rate_limited_count", "rate_limited"),
+        for (value, name) in [
+            (hit.hits, "hits"),
+            (hit.captured, "captured"),
+            (hit.condition_false, "condition_false"),
+            (hit.rate_limited, "rate_limited"),
         ] {
-            if let Some(n) = props.get(prop).and_then(Value::as_u64) {
-                counters.insert(name.into(), json!(n));
+            let Some(n) = value else { continue };
+            match counters.get_mut(name) {
+                Some(v) => *v = json!(n),
+                None => {
+                    counters.insert(name.into(), json!(n));
+                }
             }
         }
     }
@@ -346,8 +355,14 @@ mod tests {
     #[test]
     fn hits_keep_the_counters_current() {
         let mut t = Tracker::default();
-        let props = json!({"$breakpoint_id": "b", "$hit_count": 8, "$captured_count": 2, "$condition_false_count": 6});
-        t.on_hit(3, props.as_object().unwrap());
+        let hit = HitSummary {
+            breakpoint_id: Some("b".into()),
+            hits: Some(8),
+            captured: Some(2),
+            condition_false: Some(6),
+            rate_limited: None,
+        };
+        t.on_hit(3, &hit);
         let view = t.view(&set());
         assert_eq!(view[0]["counters"]["hits"], 8);
         assert_eq!(view[0]["counters"]["condition_false"], 6);

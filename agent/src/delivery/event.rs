@@ -140,20 +140,53 @@ pub struct EncodedHit {
     /// The event's JSON: the event [`Event::hit_from_json`] builds (same fields and values, the
     /// properties in the same sorted order), each helper value copied as the helper wrote it.
     pub json: Vec<u8>,
-    /// The few helper properties the agent's bookkeeping reads: `$breakpoint_id` and the
-    /// counters (`$hit_count`, `$captured_count`, `$condition_false_count`,
-    /// `$rate_limited_count`), where present.
-    pub summary: Map<String, Value>,
+    /// What the agent's bookkeeping reads from the hit.
+    pub summary: HitSummary,
 }
 
-/// Helper properties copied into [`EncodedHit::summary`].
-const SUMMARY_KEYS: [&str; 5] = [
-    "$breakpoint_id",
-    "$hit_count",
-    "$captured_count",
-    "$condition_false_count",
-    "$rate_limited_count",
-];
+/// The helper properties of a hit that the agent's bookkeeping reads: `$breakpoint_id` and the
+/// counters (`$hit_count`, `$captured_count`, `$condition_false_count`, `$rate_limited_count`),
+/// where present.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HitSummary {
+    /// `$breakpoint_id`.
+    pub breakpoint_id: Option<String>,
+    /// `$hit_count`.
+    pub hits: Option<u64>,
+    /// `$captured_count`.
+    pub captured: Option<u64>,
+    /// `$condition_false_count`.
+    pub condition_false: Option<u64>,
+    /// `$rate_limited_count`.
+    pub rate_limited: Option<u64>,
+}
+
+/// The top-level properties of a helper message, borrowed from it in the order written: (name,
+/// encoded value). Names with escapes are not borrowable; such a message takes the slow path.
+struct TopLevel<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of properties")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(24));
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
 
 /// [`Event::hit_from_json`] then [`Event::to_json`], without building the event: the helper's
 /// properties are split at the top level only and their values copied through as they are
@@ -161,71 +194,154 @@ const SUMMARY_KEYS: [&str; 5] = [
 /// a tree of allocations, a serialisation and (for the size check) a second one. The result is
 /// the same event: extensions first, the helper's properties over them, then
 /// `$process_person_profile: false`, `$lib` and `$lib_version` as [`Event::new`] sets them.
-/// `extensions` are (name, JSON value) pairs.
+/// `extensions` are (name, encoded JSON value) pairs.
 pub fn encode_hit(
     distinct_id: &str,
     message: &[u8],
-    extensions: &[(&str, Value)],
+    extensions: &[(&str, &str)],
 ) -> Result<EncodedHit, HitError> {
-    use serde_json::value::RawValue;
-    use std::collections::BTreeMap;
-    let helper: BTreeMap<String, &RawValue> = match serde_json::from_slice(message) {
-        Ok(m) => m,
-        // Not an object (or not JSON): the slow path names what it is.
-        Err(source) => {
-            return Err(match Event::hit_from_json(distinct_id, message, []) {
-                Err(e) => e,
-                Ok(_) => HitError::Json { source },
+    let helper = match serde_json::from_slice::<TopLevel<'_>>(message) {
+        Ok(m) => m.0,
+        // Not an object, not JSON, or a name with escapes (not borrowable): the slow path
+        // builds the event, or names what the message is.
+        Err(_) => {
+            let ext = extensions.iter().map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::from_str(v).unwrap_or(Value::Null),
+                )
+            });
+            let ev = Event::hit_from_json(distinct_id, message, ext)?;
+            return Ok(EncodedHit {
+                json: ev.to_json(),
+                summary: summary_of(&ev.properties),
             });
         }
     };
-    let ts = helper
-        .get("$timestamp")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
-        .unwrap_or_else(now_rfc3339);
-    let mut summary = Map::new();
-    for k in SUMMARY_KEYS {
-        if let Some(v) = helper
-            .get(k)
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-        {
-            summary.insert(k.to_owned(), v);
+    // The agent's own properties, by name: extensions, then (over them) the helper's, then
+    // `$process_person_profile` over everything; `$lib` / `$lib_version` only where nobody set
+    // them. Precedence: higher wins.
+    const DEFAULT: u8 = 0;
+    const EXTENSION: u8 = 1;
+    const HELPER: u8 = 2;
+    const FORCED: u8 = 3;
+    let lib_version = concat!("\"", env!("CARGO_PKG_VERSION"), "\"");
+    let mut own: Vec<(&str, &str, u8)> = Vec::with_capacity(extensions.len() + 3);
+    own.extend(extensions.iter().map(|(k, v)| (*k, *v, EXTENSION)));
+    own.push(("$process_person_profile", "false", FORCED));
+    own.push(("$lib", "\"libdebugger\"", DEFAULT));
+    own.push(("$lib_version", lib_version, DEFAULT));
+    own.sort_by(|a, b| a.0.cmp(b.0).then(a.2.cmp(&b.2)));
+    own.dedup_by(|later, earlier| {
+        // Same name: keep the higher precedence (sorted last) in `earlier`'s slot.
+        let same = later.0 == earlier.0;
+        if same {
+            *earlier = *later;
         }
-    }
-    // Every property as (name, encoded value), in the order a serde_json::Map (sorted) writes.
-    let ext: Vec<(&str, String)> = extensions
-        .iter()
-        .map(|(k, v)| (*k, v.to_string()))
-        .collect();
-    let mut props: BTreeMap<&str, &str> = ext.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        same
+    });
+    let mut ts = None;
+    let mut summary = HitSummary::default();
+    let mut mine: Vec<(&str, &str)> = Vec::with_capacity(helper.len());
     for (k, v) in &helper {
-        props.insert(k.as_str(), v.get());
+        let raw = v.get();
+        match *k {
+            "$timestamp" => ts = serde_json::from_str::<&str>(raw).ok(),
+            "$breakpoint_id" => summary.breakpoint_id = serde_json::from_str::<String>(raw).ok(),
+            "$hit_count" => summary.hits = raw.parse().ok(),
+            "$captured_count" => summary.captured = raw.parse().ok(),
+            "$condition_false_count" => summary.condition_false = raw.parse().ok(),
+            "$rate_limited_count" => summary.rate_limited = raw.parse().ok(),
+            _ => {}
+        }
+        mine.push((k, raw));
     }
-    props.insert("$process_person_profile", "false");
-    let lib_version = format!("\"{}\"", env!("CARGO_PKG_VERSION"));
-    props.entry("$lib").or_insert("\"libdebugger\"");
-    props.entry("$lib_version").or_insert(&lib_version);
+    // The helper writes its properties sorted; anything else is sorted here, a repeated name
+    // keeping its last value (as a JSON object reads).
+    if !mine.windows(2).all(|w| w[0].0 < w[1].0) {
+        mine.reverse();
+        mine.sort_by(|a, b| a.0.cmp(b.0)); // stable: the last value of a name comes first
+        mine.dedup_by(|later, earlier| later.0 == earlier.0);
+    }
+    let ts_owned;
+    let ts = match ts.filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok()) {
+        Some(t) => t,
+        None => {
+            ts_owned = now_rfc3339();
+            &ts_owned
+        }
+    };
     let mut out = Vec::with_capacity(message.len() + 256);
     out.extend_from_slice(b"{\"event\":\"");
     out.extend_from_slice(HIT_EVENT.as_bytes());
     out.extend_from_slice(b"\",\"distinct_id\":");
     write_json_str(&mut out, distinct_id);
     out.extend_from_slice(b",\"uuid\":\"");
-    out.extend_from_slice(Uuid::now_v7().hyphenated().to_string().as_bytes());
+    let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(
+        Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut uuid)
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\",\"timestamp\":");
-    write_json_str(&mut out, &ts);
+    write_json_str(&mut out, ts);
     out.extend_from_slice(b",\"properties\":{");
-    for (i, (k, v)) in props.iter().enumerate() {
-        if i > 0 {
+    // Merge the two sorted lists; a name in both takes the higher precedence.
+    let (mut a, mut b) = (own.iter().peekable(), mine.iter().peekable());
+    let mut first = true;
+    loop {
+        let (k, v) = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(&&(k, v, _)), None) => {
+                a.next();
+                (k, v)
+            }
+            (None, Some(&&(k, v))) => {
+                b.next();
+                (k, v)
+            }
+            (Some(&&(ka, va, pa)), Some(&&(kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    a.next();
+                    (ka, va)
+                }
+                std::cmp::Ordering::Greater => {
+                    b.next();
+                    (kb, vb)
+                }
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    b.next();
+                    if pa > HELPER { (ka, va) } else { (kb, vb) }
+                }
+            },
+        };
+        if !first {
             out.push(b',');
         }
+        first = false;
         write_json_str(&mut out, k);
         out.push(b':');
         out.extend_from_slice(v.as_bytes());
     }
     out.extend_from_slice(b"}}");
     Ok(EncodedHit { json: out, summary })
+}
+
+/// [`HitSummary`] of an event's properties (the slow path).
+fn summary_of(props: &Map<String, Value>) -> HitSummary {
+    let n = |k: &str| props.get(k).and_then(Value::as_u64);
+    HitSummary {
+        breakpoint_id: props
+            .get("$breakpoint_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        hits: n("$hit_count"),
+        captured: n("$captured_count"),
+        condition_false: n("$condition_false_count"),
+        rate_limited: n("$rate_limited_count"),
+    }
 }
 
 /// Appends `s` as a JSON string.
@@ -457,7 +573,9 @@ mod tests {
             ("$hostname", json!("h\"x")),
             ("$process_person_profile", json!(true)),
         ];
-        let hit = encode_hit("d", msg, &ext).unwrap();
+        let ext_json: Vec<(&str, String)> = ext.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let ext_json: Vec<(&str, &str)> = ext_json.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let hit = encode_hit("d", msg, &ext_json).unwrap();
         let fast: Event = serde_json::from_slice(&hit.json).unwrap();
         let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
         let mut slow = Event::hit_from_json("d", msg, ext_owned).unwrap();
@@ -481,9 +599,23 @@ mod tests {
             last = at.unwrap_or(last);
         }
         assert_eq!(fast.uuid.get_version_num(), 7);
-        assert_eq!(hit.summary["$breakpoint_id"], json!("b\"1"));
-        assert_eq!(hit.summary["$hit_count"], json!(4));
-        assert!(!hit.summary.contains_key("$rate_limited_count"));
+        assert_eq!(hit.summary.breakpoint_id.as_deref(), Some("b\"1"));
+        assert_eq!(hit.summary.hits, Some(4));
+        assert_eq!(hit.summary.captured, Some(3));
+        assert_eq!(hit.summary.rate_limited, None);
+        // A property name with an escape (not borrowable): the slow path, the same event.
+        let odd = br#"{"$breakpoint_id":"b","we\"ird":1,"$hit_count":2,"$timestamp":"2026-01-02T03:04:05Z"}"#;
+        let hit = encode_hit("d", odd, &ext_json).unwrap();
+        let fast: Event = serde_json::from_slice(&hit.json).unwrap();
+        let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
+        let mut slow = Event::hit_from_json("d", odd, ext_owned).unwrap();
+        slow.uuid = fast.uuid;
+        assert_eq!(fast, slow);
+        assert_eq!(hit.summary.hits, Some(2));
+        // Duplicate names in the helper's message: the last one, as a JSON object reads.
+        let hit = encode_hit("d", br#"{"a":1,"a":2}"#, &[]).unwrap();
+        let ev: Event = serde_json::from_slice(&hit.json).unwrap();
+        assert_eq!(ev.properties["a"], json!(2));
         // No usable `$timestamp`: now, as on the slow path.
         let hit = encode_hit("d", br#"{"$timestamp":"yesterday"}"#, &[]).unwrap();
         let ev: Event = serde_json::from_slice(&hit.json).unwrap();

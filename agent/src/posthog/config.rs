@@ -28,6 +28,10 @@
 //! spool_dir = "/var/lib/libdebugger/spool"   # LIBDEBUGGER_SPOOL_DIR
 //! spool_max_bytes = 268435456       # 256 MiB; when full, new events are dropped and counted
 //!
+//! [agent]
+//! nice = -5                         # scheduling priority of the agent's threads (-20..19); see
+//!                                   # DEFAULT_NICE
+//!
 //! [capture]      # passed to the helper as is (limits)
 //! [redaction]    # passed to the helper as is
 //! ```
@@ -178,7 +182,16 @@ pub struct AgentSettings {
     pub warnings: Vec<String>,
     /// The configuration file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// Nice value of the agent's threads (`[agent] nice`, default [`DEFAULT_NICE`]).
+    pub nice: i32,
 }
+
+/// The agent's default nice value: a little ahead of the applications. Its work is bounded by
+/// the helpers' budgets (by default 100 snapshots/s and 2 % of a CPU per process), and on a host
+/// whose CPUs the applications saturate it must still drain the ring buffers before the helpers'
+/// queues overflow: at nice 0 it gets one share among all their threads. As auditd's
+/// `priority_boost`; `[agent] nice = 0` turns it off.
+pub const DEFAULT_NICE: i32 = -5;
 
 /// Configuration errors. Each names the setting and says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -237,11 +250,18 @@ fn spellings(setting: &str) -> String {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 struct FileConfig {
+    agent: FileAgent,
     posthog: FilePosthog,
     breakpoints: FileBreakpoints,
     delivery: FileDelivery,
     capture: Option<toml::Table>,
     redaction: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct FileAgent {
+    nice: Option<i64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -275,6 +295,7 @@ struct FileDelivery {
 
 /// Keys the file may hold, per section; `capture` and `redaction` are passed through unchecked.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("agent", &["nice"]),
     (
         "posthog",
         &[
@@ -307,8 +328,8 @@ fn unknown_keys(table: &toml::Table, path: &Path) -> Vec<String> {
     for (section, value) in table {
         let Some((_, keys)) = KNOWN_KEYS.iter().find(|(s, _)| s == section) else {
             out.push(format!(
-                "unknown key `{section}` in {}: ignored (known sections: posthog, breakpoints, \
-                 delivery, capture, redaction)",
+                "unknown key `{section}` in {}: ignored (known sections: agent, posthog, \
+                 breakpoints, delivery, capture, redaction)",
                 path.display()
             ));
             continue;
@@ -553,6 +574,17 @@ pub fn resolve_with_file(
         delivery.spool_max_bytes = n;
     }
 
+    let nice = match parsed.agent.nice {
+        None => DEFAULT_NICE,
+        Some(n) if (-20..=19).contains(&n) => n as i32,
+        Some(n) => {
+            return Err(ConfigError::Invalid {
+                setting: "agent.nice",
+                value: n.to_string(),
+                why: "expected a nice value from -20 to 19".into(),
+            });
+        }
+    };
     let to_json = |t: &Option<toml::Table>| {
         t.as_ref()
             .and_then(|t| serde_json::to_value(t).ok())
@@ -567,6 +599,7 @@ pub fn resolve_with_file(
         redaction: to_json(&parsed.redaction),
         warnings,
         config_file: file.map(|(p, _)| p.to_owned()),
+        nice,
     })
 }
 
@@ -707,5 +740,30 @@ mod tests {
         let o = hosts(Some("eu.posthog.com"), None, Some("http://proxy".into())).unwrap();
         assert_eq!(o, ("https://eu.posthog.com".into(), "http://proxy".into()));
         assert!(hosts(Some("ftp://x"), None, None).is_err());
+    }
+
+    #[test]
+    fn the_agent_nice_value_defaults_to_a_small_boost_and_is_checked() {
+        let none = |_: &str| None;
+        let at = |text: &str| {
+            resolve_with_file(
+                &PosthogArgs::default(),
+                &none,
+                Some((Path::new("/etc/agent.toml"), text)),
+            )
+        };
+        assert_eq!(at("").unwrap().nice, DEFAULT_NICE);
+        assert_eq!(at("[agent]\nnice = 0\n").unwrap().nice, 0);
+        assert_eq!(at("[agent]\nnice = 19\n").unwrap().nice, 19);
+        let err = at("[agent]\nnice = -21\n").unwrap_err().to_string();
+        assert!(
+            err.contains("agent.nice") && err.contains("-20 to 19"),
+            "{err}"
+        );
+        let warned = at("[agent]\nniceness = 1\n").unwrap().warnings;
+        assert!(
+            warned.iter().any(|w| w.contains("agent.niceness")),
+            "{warned:?}"
+        );
     }
 }
