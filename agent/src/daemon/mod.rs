@@ -881,13 +881,7 @@ impl Owner {
         }
         if !bpf.traced().any(|p| p == pid) {
             // The registry's introspection of this process (symbols, offsets).
-            let Some(process) = self
-                .registry
-                .entries
-                .get(&pid)
-                .and_then(|e| e.info.as_ref())
-                .and_then(|i| i.process.clone())
-            else {
+            let Some(process) = self.registry.inspected(pid) else {
                 tracing::debug!(pid, "frame-entry probe not attached: process not inspected");
                 return;
             };
@@ -991,13 +985,7 @@ impl Owner {
         if self.platform.start_time(child).is_none() {
             return; // already gone (or a short-lived thread that has exited)
         }
-        let Some(process) = self
-            .registry
-            .entries
-            .get(&parent)
-            .and_then(|e| e.info.as_ref())
-            .and_then(|i| i.process.clone())
-        else {
+        let Some(process) = self.registry.inspected(parent) else {
             return;
         };
         if let Err(e) = bpf

@@ -179,6 +179,14 @@ impl Registry {
         true
     }
 
+    /// The introspection of a tracked process (symbols, offsets), if it was inspected.
+    pub fn inspected(&self, pid: i32) -> Option<std::sync::Arc<crate::python::PythonProcess>> {
+        self.entries
+            .get(&pid)
+            .and_then(|e| e.info.as_ref())
+            .and_then(|i| i.process.clone())
+    }
+
     /// Forgets a process that exited or exec'd.
     pub fn remove(&mut self, pid: i32) -> Option<Entry> {
         self.not_python.remove(&pid);

@@ -575,12 +575,17 @@ mod tests {
         ];
         let ext_json: Vec<(&str, String)> = ext.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let ext_json: Vec<(&str, &str)> = ext_json.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let hit = encode_hit("d", msg, &ext_json).unwrap();
-        let fast: Event = serde_json::from_slice(&hit.json).unwrap();
-        let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
-        let mut slow = Event::hit_from_json("d", msg, ext_owned).unwrap();
-        slow.uuid = fast.uuid;
-        assert_eq!(fast, slow);
+        // Encodes `msg` and checks it is the event the slow path builds; returns both.
+        let fast_and_slow = |msg: &[u8]| {
+            let hit = encode_hit("d", msg, &ext_json).unwrap();
+            let fast: Event = serde_json::from_slice(&hit.json).unwrap();
+            let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
+            let mut slow = Event::hit_from_json("d", msg, ext_owned).unwrap();
+            slow.uuid = fast.uuid;
+            assert_eq!(fast, slow);
+            (hit, fast, slow)
+        };
+        let (hit, fast, slow) = fast_and_slow(msg);
         // The properties in the order serde writes them (values as the helper wrote them).
         let keys = |j: &[u8]| -> Vec<String> {
             let v: Value = serde_json::from_slice(j).unwrap();
@@ -605,12 +610,7 @@ mod tests {
         assert_eq!(hit.summary.rate_limited, None);
         // A property name with an escape (not borrowable): the slow path, the same event.
         let odd = br#"{"$breakpoint_id":"b","we\"ird":1,"$hit_count":2,"$timestamp":"2026-01-02T03:04:05Z"}"#;
-        let hit = encode_hit("d", odd, &ext_json).unwrap();
-        let fast: Event = serde_json::from_slice(&hit.json).unwrap();
-        let ext_owned = ext.iter().map(|(k, v)| (k.to_string(), v.clone()));
-        let mut slow = Event::hit_from_json("d", odd, ext_owned).unwrap();
-        slow.uuid = fast.uuid;
-        assert_eq!(fast, slow);
+        let (hit, _, _) = fast_and_slow(odd);
         assert_eq!(hit.summary.hits, Some(2));
         // Duplicate names in the helper's message: the last one, as a JSON object reads.
         let hit = encode_hit("d", br#"{"a":1,"a":2}"#, &[]).unwrap();
