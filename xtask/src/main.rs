@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod helper;
+mod rootfs;
 mod test;
 mod util;
 

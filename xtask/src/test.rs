@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 use crate::util::{root, run};
-use crate::{ebpf, helper};
+use crate::{ebpf, helper, rootfs};
 use anyhow::Result;
 use std::process::Command;
 
@@ -25,7 +25,15 @@ pub fn run_all(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(Command::new(cargo)
+    // Root filesystems for the container tests; the tests find them through the environment and
+    // say they are skipped when one is missing.
+    let mut test = Command::new(cargo);
+    for spec in [&rootfs::SID_PYTHONS] {
+        if let Some(path) = rootfs::ensure(spec)? {
+            test.env(rootfs::env_var(spec), path);
+        }
+    }
+    run(test
         .current_dir(root())
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(args))?;
