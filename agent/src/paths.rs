@@ -19,6 +19,12 @@ pub fn control_socket() -> PathBuf {
     runtime_dir().join("agent.sock")
 }
 
+/// The web UI's URL with its access token (`run --ui`; `libdebugger-agent ui` prints it). 0600
+/// in the 0700 runtime directory: the token lets its holder change breakpoints.
+pub fn ui_url_file() -> PathBuf {
+    runtime_dir().join("ui.url")
+}
+
 /// State directory: the durable event spool. Created 0700 root:root (events hold captured
 /// variable values).
 pub fn state_dir() -> PathBuf {

@@ -990,6 +990,7 @@ pub fn shutdown(py: Python<'_>) {
         Some(Desired {
             breakpoints: Vec::new(),
             settings: None,
+            sources: None,
         }),
         None,
     );
@@ -1099,7 +1100,14 @@ pub fn poll_applied() -> bool {
     Python::attach(|py| {
         let result = parsed
             .map_err(|source| ControlError::InvalidJson { source })
-            .and_then(|d| apply(py, d));
+            .and_then(|mut d| {
+                let question = d.sources.take();
+                let applied = apply(py, d);
+                if let Some(q) = question {
+                    crate::sources::answer(py, &q);
+                }
+                applied
+            });
         if let Err(e) = result {
             send_json(
                 message_kind::STATUS,

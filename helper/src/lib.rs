@@ -31,6 +31,7 @@ pub mod output;
 pub mod py311;
 pub mod redact;
 pub mod resolve;
+pub mod sources;
 pub mod spec;
 pub mod types;
 pub mod value;

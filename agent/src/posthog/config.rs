@@ -32,6 +32,10 @@
 //! nice = -5                         # scheduling priority of the agent's threads (-20..19); see
 //!                                   # DEFAULT_NICE
 //!
+//! [ui]
+//! listen = "127.0.0.1:7788"         # serve the web UI here (default: off; port 0 = any free)
+//! read_only = false                 # serve everything, change nothing (--ui-read-only)
+//!
 //! [capture]      # passed to the helper as is (limits)
 //! [redaction]    # passed to the helper as is
 //! ```
@@ -184,6 +188,10 @@ pub struct AgentSettings {
     pub config_file: Option<PathBuf>,
     /// Nice value of the agent's threads (`[agent] nice`, default [`DEFAULT_NICE`]).
     pub nice: i32,
+    /// `[ui] listen`: where to serve the web UI (off when None; `run --ui` overrides it).
+    pub ui_listen: Option<std::net::SocketAddr>,
+    /// `[ui] read_only` (`run --ui-read-only` also sets it).
+    pub ui_read_only: bool,
 }
 
 /// The agent's default nice value: a little ahead of the applications. Its work is bounded by
@@ -254,6 +262,7 @@ struct FileConfig {
     posthog: FilePosthog,
     breakpoints: FileBreakpoints,
     delivery: FileDelivery,
+    ui: FileUi,
     capture: Option<toml::Table>,
     redaction: Option<toml::Table>,
 }
@@ -275,6 +284,13 @@ struct FilePosthog {
     project_id: Option<toml::Value>,
     poll_interval_secs: Option<f64>,
     distinct_id: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct FileUi {
+    listen: Option<String>,
+    read_only: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -310,6 +326,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("breakpoints", &["source_roots", "repository"]),
+    ("ui", &["listen", "read_only"]),
     (
         "delivery",
         &[
@@ -585,6 +602,17 @@ pub fn resolve_with_file(
             });
         }
     };
+    let ui_listen = match &parsed.ui.listen {
+        None => None,
+        Some(s) => Some(s.parse().map_err(|_| {
+            ConfigError::Invalid {
+            setting: "ui.listen",
+            value: s.clone(),
+            why: "expected an address and port, e.g. \"127.0.0.1:7788\" (port 0 picks a free one)"
+                .into(),
+        }
+        })?),
+    };
     let to_json = |t: &Option<toml::Table>| {
         t.as_ref()
             .and_then(|t| serde_json::to_value(t).ok())
@@ -600,6 +628,8 @@ pub fn resolve_with_file(
         warnings,
         config_file: file.map(|(p, _)| p.to_owned()),
         nice,
+        ui_listen,
+        ui_read_only: parsed.ui.read_only.unwrap_or(false),
     })
 }
 
