@@ -33,6 +33,28 @@ pub fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/libdebugger"))
 }
 
+/// Where the breakpoints added with `break add` or the web UI are kept across restarts of an
+/// agent that runs from the breakpoints file `source` (JSON, one file per source; 0600 in the
+/// 0700 state directory).
+pub fn added_breakpoints_file(source: &std::path::Path) -> PathBuf {
+    let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let name: String = source
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_dir()
+        .join("added-breakpoints")
+        .join(format!("{name}.json"))
+}
+
 /// The durable spool of events not yet delivered.
 pub fn spool_dir() -> PathBuf {
     state_dir().join("spool")

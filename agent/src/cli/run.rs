@@ -146,6 +146,10 @@ async fn run_async(
         echo_to_terminal,
         file_status,
         poller_status,
+        added_store: match (&settings.mode, &args.breakpoints) {
+            (Mode::Local, Some(path)) => Some(crate::paths::added_breakpoints_file(path)),
+            _ => None,
+        },
     };
     let socket = args
         .socket

@@ -11,6 +11,7 @@
 //! ([`Daemon::run`]'s loop). Injections run on the blocking pool and report back through a
 //! channel; the control socket reads snapshots from [`Shared`] and sends mutations as
 //! [`Command`]s.
+mod added;
 pub mod host;
 pub mod registry;
 mod sources;
@@ -378,6 +379,9 @@ pub struct Daemon {
     pub file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
     /// Health of the PostHog poller, for `status` (PostHog mode).
     pub poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    /// Where breakpoints added with `break add` or the web UI are kept across restarts (local
+    /// mode with a breakpoints file); None keeps them in memory only.
+    pub added_store: Option<PathBuf>,
 }
 
 enum Injection {
@@ -474,6 +478,8 @@ struct Owner {
     /// Questions to helpers about their source files (the web UI), and the processes the
     /// helper is loaded into for them although no breakpoint exists.
     sources: sources::Questions,
+    /// See [`Daemon::added_store`].
+    added_store: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -521,7 +527,6 @@ impl Daemon {
             bpf,
             bpf_error,
             assembler: Assembler::new(Limits::default()),
-            cli_set: BTreeMap::new(),
             source_set: DesiredSet::default(),
             desired: DesiredSet::default(),
             helper_settings: self.helper_settings,
@@ -561,6 +566,8 @@ impl Daemon {
             proc_events_live: false,
             shared_stale: true,
             sources: sources::Questions::default(),
+            cli_set: added::load(self.added_store.as_deref()),
+            added_store: self.added_store,
         };
         let (mut emit_rx, mut proc_rx, mut frame_rx) = owner.readers();
         owner.proc_events_live = proc_rx.is_some();
@@ -825,12 +832,14 @@ impl Owner {
             Command::BreakAdd(bp, reply) => {
                 let view = json!({"id": bp.id, "file": bp.file, "line": bp.line, "condition": bp.condition});
                 self.cli_set.insert(bp.id.clone(), bp);
+                added::save(self.added_store.as_deref(), &self.cli_set);
                 self.set_changed();
                 let _ = reply.send(Ok(view));
             }
             Command::BreakRm(id, reply) => {
                 let from_cli = self.cli_set.remove(&id).is_some();
                 if from_cli {
+                    added::save(self.added_store.as_deref(), &self.cli_set);
                     self.set_changed();
                     let _ = reply.send(Ok(json!({"id": id})));
                 } else if self.source_set.get(&id).is_some() {
