@@ -187,6 +187,149 @@ mod tests {
         assert!(!token_eq("", "a"));
     }
 
+    /// A handler that records what the UI asked of it.
+    #[derive(Default)]
+    struct Fake {
+        added: parking_lot::Mutex<Vec<(String, u32, Option<String>)>>,
+    }
+
+    impl ControlHandler for Fake {
+        fn break_add(
+            &self,
+            file: String,
+            line: u32,
+            condition: Option<String>,
+            _id: Option<String>,
+        ) -> Result<serde_json::Value, String> {
+            self.added.lock().push((file.clone(), line, condition));
+            Ok(serde_json::json!({"id": format!("{file}:{line}")}))
+        }
+        fn break_list(&self) -> serde_json::Value {
+            serde_json::json!([])
+        }
+        fn break_rm(&self, id: &str) -> Result<serde_json::Value, String> {
+            Err(format!("no breakpoint with id {id}"))
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({"processes": [], "breakpoints": []})
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<serde_json::Value>> {
+            tokio::sync::broadcast::channel(1).1
+        }
+    }
+
+    async fn start(read_only: bool) -> (Server, Arc<Fake>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let opts = UiOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            read_only,
+        };
+        let server = serve(&opts, fake.clone(), &dir.path().join("ui.url"))
+            .await
+            .unwrap();
+        (server, fake, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_request_needs_the_token_and_changes_need_the_header() {
+        let (server, fake, _dir) = start(false).await;
+        let (base, token) = server.url.split_once("/?token=").unwrap();
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("{base}{path}"));
+        assert_eq!(get("/api/state").send().await.unwrap().status(), 401);
+        let wrong = get("/api/state")
+            .header(TOKEN_HEADER, "x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        let page = get(&format!("/?token={token}")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let cookie = page.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let state = get("/api/state")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(state.status(), 200);
+        let body =
+            serde_json::json!({"file": "/srv/cart.py", "line": 40, "condition": "subtotal > 50"});
+        let post = |h: (&str, &str)| {
+            http.post(format!("{base}/api/breakpoints"))
+                .header(h.0, h.1)
+                .json(&body)
+        };
+        let by_cookie = post(("cookie", &cookie)).send().await.unwrap();
+        assert_eq!(by_cookie.status(), 403);
+        assert!(fake.added.lock().is_empty());
+        let by_header = post((TOKEN_HEADER, token)).send().await.unwrap();
+        assert_eq!(by_header.status(), 201);
+        assert_eq!(
+            fake.added.lock()[0],
+            ("/srv/cart.py".into(), 40, Some("subtotal > 50".into()))
+        );
+        let bad = http
+            .post(format!("{base}/api/breakpoints"))
+            .header(TOKEN_HEADER, token)
+            .json(&serde_json::json!({"file": "/a.py", "line": 1, "condition": "x ==="}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let msg: serde_json::Value = bad.json().await.unwrap();
+        assert!(msg["error"].as_str().unwrap().contains("column"), "{msg}");
+        let log = http
+            .post(format!("{base}/api/breakpoints"))
+            .header(TOKEN_HEADER, token)
+            .json(&serde_json::json!({"file": "/a.py", "line": 1, "kind": "logpoint"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(log.status(), 400);
+        let check: serde_json::Value = get("/api/condition?expr=len(x)%20%3E%20")
+            .header(TOKEN_HEADER, token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(check["ok"], false);
+        assert_eq!(fake.added.lock().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_only_ui_changes_nothing() {
+        let (server, fake, _dir) = start(true).await;
+        let (base, token) = server.url.split_once("/?token=").unwrap();
+        let http = reqwest::Client::new();
+        let post = http
+            .post(format!("{base}/api/breakpoints"))
+            .header(TOKEN_HEADER, token)
+            .json(&serde_json::json!({"file": "/a.py", "line": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 403);
+        assert!(fake.added.lock().is_empty());
+        let state: serde_json::Value = http
+            .get(format!("{base}/api/state"))
+            .header(TOKEN_HEADER, token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(state["read_only"], true);
+    }
+
     #[test]
     fn the_url_file_is_root_only() {
         let dir = tempfile::tempdir().unwrap();
