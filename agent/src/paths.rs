@@ -25,6 +25,27 @@ pub fn ui_url_file() -> PathBuf {
     runtime_dir().join("ui.url")
 }
 
+/// Writes `contents` to `path` as a root-only file (0600; its directory created 0700): to a
+/// temporary file first, renamed over `path`, so a reader never sees half of it.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// State directory: the durable event spool. Created 0700 root:root (events hold captured
 /// variable values).
 pub fn state_dir() -> PathBuf {

@@ -3,7 +3,6 @@
 //! read or written is a warning: the breakpoints stay in force in memory.
 use crate::breakpoints::Breakpoint;
 use std::collections::BTreeMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The stored set (empty without a store, or when it does not exist yet).
@@ -50,26 +49,14 @@ pub fn save(store: Option<&Path>, set: &BTreeMap<String, Breakpoint>) {
 }
 
 fn write(path: &Path, set: &BTreeMap<String, Breakpoint>) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
     let list: Vec<&Breakpoint> = set.values().collect();
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, &list)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::paths::write_private(path, &serde_json::to_vec_pretty(&list)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_saved_set_loads_back() {

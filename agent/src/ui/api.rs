@@ -57,7 +57,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The token, from the header, the query (`?token=`) or the cookie.
-fn token_from<'a>(req: &'a Request) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+fn token_from(req: &Request) -> (Option<&str>, Option<&str>, Option<&str>) {
     let header = req
         .headers()
         .get(TOKEN_HEADER)
@@ -239,13 +239,12 @@ async fn check_condition(Query(q): Query<ConditionQuery>) -> Response {
     .into_response()
 }
 
-/// Asks the helper of `pid` (loading it unless the UI is read-only).
-fn ask_sources(app: &App, pid: i32, file: Option<String>) -> Result<Value, Response> {
-    let answer = app
-        .handler
+/// Asks the helper of `pid` (loading it unless the UI is read-only); a refusal is a 409 (the
+/// process cannot be looked into now).
+fn ask_sources(app: &App, pid: i32, file: Option<String>) -> Result<Value, Box<Response>> {
+    app.handler
         .sources(pid, file, !app.read_only)
-        .map_err(|e| error(StatusCode::CONFLICT, e))?;
-    Ok(answer)
+        .map_err(|e| Box::new(error(StatusCode::CONFLICT, e)))
 }
 
 async fn files(State(app): State<Arc<App>>, Path(pid): Path<i32>) -> Response {
@@ -254,7 +253,7 @@ async fn files(State(app): State<Arc<App>>, Path(pid): Path<i32>) -> Response {
             error(StatusCode::BAD_GATEWAY, v["error"].as_str().unwrap_or("?"))
         }
         Ok(v) => Json(json!({"pid": pid, "files": v["files"]})).into_response(),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -272,7 +271,7 @@ async fn source(
 ) -> Response {
     let answer = match ask_sources(&app, pid, Some(q.path.clone())) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if let Some(e) = answer["error"].as_str() {
         return error(StatusCode::NOT_FOUND, e);

@@ -21,7 +21,6 @@ mod source;
 
 use crate::control::ControlHandler;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -132,23 +131,7 @@ pub async fn serve(
 }
 
 fn write_url_file(path: &Path, url: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        writeln!(f, "{url}")?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::paths::write_private(path, format!("{url}\n").as_bytes())
 }
 
 /// The URL of the running agent's UI (for `libdebugger-agent ui`).
@@ -178,6 +161,7 @@ fn token_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn tokens_compare_whole() {
@@ -274,24 +258,28 @@ mod tests {
             fake.added.lock()[0],
             ("/srv/cart.py".into(), 40, Some("subtotal > 50".into()))
         );
-        let bad = http
-            .post(format!("{base}/api/breakpoints"))
-            .header(TOKEN_HEADER, token)
-            .json(&serde_json::json!({"file": "/a.py", "line": 1, "condition": "x ==="}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(bad.status(), 400);
-        let msg: serde_json::Value = bad.json().await.unwrap();
-        assert!(msg["error"].as_str().unwrap().contains("column"), "{msg}");
-        let log = http
-            .post(format!("{base}/api/breakpoints"))
-            .header(TOKEN_HEADER, token)
-            .json(&serde_json::json!({"file": "/a.py", "line": 1, "kind": "logpoint"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(log.status(), 400);
+        // Refused with a message: a bad condition (the parser's column), a kind not armed yet.
+        for (bad, says) in [
+            (
+                serde_json::json!({"file": "/a.py", "line": 1, "condition": "x ==="}),
+                "column",
+            ),
+            (
+                serde_json::json!({"file": "/a.py", "line": 1, "kind": "logpoint"}),
+                "logpoints",
+            ),
+        ] {
+            let resp = http
+                .post(format!("{base}/api/breakpoints"))
+                .header(TOKEN_HEADER, token)
+                .json(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400);
+            let msg: serde_json::Value = resp.json().await.unwrap();
+            assert!(msg["error"].as_str().unwrap().contains(says), "{msg}");
+        }
         let check: serde_json::Value = get("/api/condition?expr=len(x)%20%3E%20")
             .header(TOKEN_HEADER, token)
             .send()
