@@ -1,0 +1,185 @@
+//! The web UI's HTTP API on every supported interpreter (no browser: `ui_browser.rs` drives the
+//! page): the helper's list of loaded files and code lines (3.11 arms by rewriting bytecode, so
+//! its code objects are copies), a breakpoint added over HTTP whose hits arrive on the
+//! Server-Sent Events stream, its removal, and a 404 for a file the process has not loaded.
+use anyhow::{Context, Result, bail, ensure};
+use libdebugger_tests::local::{Agent, AgentConfig, Target, marker_line};
+use libdebugger_tests::{python, require_agent_env};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+struct Ui {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Ui {
+    fn of(agent: &Agent) -> Result<Self> {
+        let file = agent.runtime_dir().join("ui.url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            if let Ok(s) = std::fs::read_to_string(&file) {
+                break s.trim().to_string();
+            }
+            ensure!(Instant::now() < deadline, "no {}", file.display());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (base, token) = url.split_once("/?token=").context("a URL with a token")?;
+        Ok(Self {
+            base: base.into(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// (status, JSON body) of a request.
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method, format!("{}{path}", self.base))
+                .header("X-Libdebugger-Token", &self.token)
+                .timeout(Duration::from_secs(30));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.json().await.unwrap_or(Value::Null)))
+        })
+    }
+}
+
+#[test]
+fn files_lines_and_hits_over_http_on_every_interpreter() -> Result<()> {
+    require_agent_env!();
+    let checkout = marker_line("agent_mod.py", "BP:checkout")?;
+    let nocode = marker_line("agent_mod.py", "BP:nocode")?;
+    for interp in python::supported() {
+        let label = interp.label.clone();
+        let mut target = Target::start(&interp, "ldbg-e2e-ui-api")?;
+        // The module is imported on the first call.
+        target.cmd("call 1", "called")?;
+        let pid = target.pid();
+        let agent = Agent::start(AgentConfig {
+            pids: vec![pid],
+            extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
+            ..AgentConfig::default()
+        })?;
+        let ui = Ui::of(&agent)?;
+        let (st, files) = ui.call(
+            reqwest::Method::GET,
+            &format!("/api/processes/{pid}/files"),
+            None,
+        )?;
+        ensure!(st == 200, "{label}: files: {st} {files}");
+        let module = files["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|f| f.ends_with("/tests/python/agent_mod.py"))
+            .with_context(|| format!("{label}: agent_mod.py not among the loaded files {files}"))?
+            .to_string();
+        let q = |p: &str| p.replace('/', "%2F");
+        let (st, src) = ui.call(
+            reqwest::Method::GET,
+            &format!("/api/processes/{pid}/source?path={}", q(&module)),
+            None,
+        )?;
+        ensure!(st == 200, "{label}: source: {st} {src}");
+        let lines: Vec<u64> = src["code_lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        ensure!(
+            lines.contains(&u64::from(checkout)) && !lines.contains(&u64::from(nocode)),
+            "{label}: code lines {lines:?} (want {checkout}, not the comment line {nocode})"
+        );
+        ensure!(
+            src["lines"][checkout as usize - 1]
+                .as_str()
+                .is_some_and(|l| l.contains("amount")),
+            "{label}: line {checkout} is not the checkout line: {}",
+            src["lines"][checkout as usize - 1]
+        );
+        let (st, e) = ui.call(
+            reqwest::Method::GET,
+            &format!("/api/processes/{pid}/source?path={}", q("/etc/hostname")),
+            None,
+        )?;
+        ensure!(st == 404, "{label}: a file not loaded: {st} {e}");
+
+        // A breakpoint added over HTTP; its hits on the event stream.
+        let (st, added) = ui.call(
+            reqwest::Method::POST,
+            "/api/breakpoints",
+            Some(json!({"file": module, "line": checkout, "condition": "order_id > 1"})),
+        )?;
+        ensure!(st == 201, "{label}: add: {st} {added}");
+        let id = added["id"].as_str().context("an id")?.to_string();
+        agent.wait_armed_in(&id, pid, Duration::from_secs(20))?;
+        let hit = ui.rt.block_on(async {
+            let mut stream = ui
+                .http
+                .get(format!("{}/api/events", ui.base))
+                .header("X-Libdebugger-Token", &ui.token)
+                .send()
+                .await?;
+            // The stream is subscribed once its headers arrived: calls made now are seen.
+            target.cmd("call 3", "called")?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut buf = String::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let chunk = match tokio::time::timeout(left, stream.chunk()).await {
+                    Ok(c) => c?,
+                    Err(_) => bail!("{label}: no hit on the event stream; got {buf:?}"),
+                };
+                let Some(chunk) = chunk else {
+                    bail!("{label}: the stream ended")
+                };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                for line in buf.lines() {
+                    if let Some(data) = line.strip_prefix("data: ")
+                        && let Ok(ev) = serde_json::from_str::<Value>(data)
+                        && ev["properties"]["$breakpoint_id"] == id.as_str()
+                    {
+                        return Ok(ev);
+                    }
+                }
+            }
+        })?;
+        let order = hit["properties"]["$locals_variables"]["order_id"].as_i64();
+        ensure!(
+            order.is_some_and(|o| o > 1),
+            "{label}: the condition was not applied: {hit}"
+        );
+        let (st, gone) = ui.call(
+            reqwest::Method::DELETE,
+            &format!("/api/breakpoints/{}", q(&id).replace(':', "%3A")),
+            None,
+        )?;
+        ensure!(st == 200, "{label}: remove: {st} {gone}");
+        let (_, list) = ui.call(reqwest::Method::GET, "/api/breakpoints", None)?;
+        ensure!(
+            !list.to_string().contains(&id),
+            "{label}: still listed after removal: {list}"
+        );
+        eprintln!("{label}: files, code lines, hits over SSE and removal ok");
+    }
+    Ok(())
+}
