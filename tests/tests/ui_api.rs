@@ -183,3 +183,109 @@ fn files_lines_and_hits_over_http_on_every_interpreter() -> Result<()> {
     }
     Ok(())
 }
+
+/// A process in its own mount namespace (as in a container) whose source files exist only
+/// there: the UI lists and shows them as the process sees them (`/proc/<pid>/root`), and says
+/// the process is in a container.
+#[test]
+fn sources_are_read_as_a_process_in_its_own_mount_namespace_sees_them() -> Result<()> {
+    require_agent_env!();
+    if std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        eprintln!("skipping: `unshare --mount` does not work here (util-linux, CAP_SYS_ADMIN)");
+        return Ok(());
+    }
+    let Some(interp) = python::supported()
+        .into_iter()
+        .find(|i| i.version == (3, 12))
+    else {
+        eprintln!("skipping: pyenv's CPython 3.12.1 is missing");
+        return Ok(());
+    };
+    // Empty on the host; inside the namespace a tmpfs with a copy of the test scripts.
+    let dir = tempfile::Builder::new()
+        .prefix("ldbg-e2e-ui-ns-")
+        .tempdir()?;
+    let app = dir.path().join("app");
+    let scripts = libdebugger_tests::agent::workspace_root().join("tests/python");
+    let setup = format!(
+        "mount -t tmpfs tmpfs {d} && mkdir {app} && cp {scripts}/*.py {app}/ && cd {app} && exec {py} {app}/agent_target.py ldbg-e2e-ui-ns",
+        d = dir.path().display(),
+        app = app.display(),
+        scripts = scripts.display(),
+        py = interp.path.display(),
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &setup,
+    ]);
+    let mut target = libdebugger_tests::agent::PyProcess::start_command(cmd)?;
+    target
+        .stdout
+        .wait_for("the target's ready line", Duration::from_secs(30), |l| {
+            l.starts_with("ready ")
+        })?;
+    let pid = target.pid();
+    target.send_line("call 1")?;
+    target
+        .stdout
+        .wait_for("called", Duration::from_secs(30), |l| {
+            l.starts_with("called")
+        })?;
+    let module = app.join("agent_mod.py");
+    ensure!(
+        !module.exists(),
+        "{} is visible on the host",
+        module.display()
+    );
+    let agent = Agent::start(AgentConfig {
+        pids: vec![pid],
+        extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
+        ..AgentConfig::default()
+    })?;
+    let ui = Ui::of(&agent)?;
+    let (st, state) = ui.call(reqwest::Method::GET, "/api/state", None)?;
+    ensure!(st == 200, "state: {st} {state}");
+    let me = state["status"]["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["pid"] == pid)
+        .cloned()
+        .unwrap_or_default();
+    ensure!(me["container"] == true, "not shown as in a container: {me}");
+    let (st, files) = ui.call(
+        reqwest::Method::GET,
+        &format!("/api/processes/{pid}/files"),
+        None,
+    )?;
+    ensure!(
+        st == 200 && files.to_string().contains(&module.display().to_string()),
+        "files: {st} {files}"
+    );
+    let (st, src) = ui.call(
+        reqwest::Method::GET,
+        &format!(
+            "/api/processes/{pid}/source?path={}",
+            module.display().to_string().replace('/', "%2F")
+        ),
+        None,
+    )?;
+    ensure!(st == 200, "source: {st} {src}");
+    let text = src["lines"].to_string();
+    ensure!(
+        text.contains("checkout") && text.contains("BP:checkout"),
+        "not the namespace's agent_mod.py: {text:.200}"
+    );
+    Ok(())
+}
