@@ -502,9 +502,16 @@ impl Daemon {
             Some(path) => Some(crate::control::serve(path, bridge.clone())?),
             None => None,
         };
+        // A UI that cannot be served is an error in the log; the agent debugs on without it.
         let ui_server = match &ui {
             Some(opts) => {
-                Some(crate::ui::serve(opts, bridge.clone(), &crate::paths::ui_url_file()).await?)
+                match crate::ui::serve(opts, bridge.clone(), &crate::paths::ui_url_file()).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!("the web UI is not served: {e}");
+                        None
+                    }
+                }
             }
             None => None,
         };

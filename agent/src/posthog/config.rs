@@ -796,4 +796,28 @@ mod tests {
             "{warned:?}"
         );
     }
+
+    #[test]
+    fn the_ui_is_off_by_default_and_its_address_is_checked() {
+        let none = |_: &str| None;
+        let at = |text: &str| {
+            resolve_with_file(
+                &PosthogArgs::default(),
+                &none,
+                Some((Path::new("/etc/agent.toml"), text)),
+            )
+        };
+        let off = at("").unwrap();
+        assert_eq!((off.ui_listen, off.ui_read_only), (None, false));
+        let on = at("[ui]\nlisten = \"127.0.0.1:7788\"\nread_only = true\n").unwrap();
+        assert_eq!(on.ui_listen, Some("127.0.0.1:7788".parse().unwrap()));
+        assert!(on.ui_read_only);
+        let err = at("[ui]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ui.listen") && err.contains("127.0.0.1:7788"),
+            "{err}"
+        );
+    }
 }
