@@ -990,7 +990,7 @@ pub fn shutdown(py: Python<'_>) {
         Some(Desired {
             breakpoints: Vec::new(),
             settings: None,
-            sources: None,
+            sources: Vec::new(),
         }),
         None,
     );
@@ -1101,11 +1101,9 @@ pub fn poll_applied() -> bool {
         let result = parsed
             .map_err(|source| ControlError::InvalidJson { source })
             .and_then(|mut d| {
-                let question = d.sources.take();
+                let questions = std::mem::take(&mut d.sources);
                 let applied = apply(py, d);
-                if let Some(q) = question {
-                    crate::sources::answer(py, &q);
-                }
+                crate::sources::answer(py, &questions);
                 applied
             });
         if let Err(e) = result {

@@ -1,5 +1,6 @@
 //! Answers the agent's `sources` requests (its web UI's file browser), carried in the control
-//! JSON as `"sources": {"id": 7}` or `"sources": {"id": 7, "file": "/srv/app/cart.py"}`:
+//! JSON as `"sources": [{"id": 7}, {"id": 8, "file": "/srv/app/cart.py"}]` (every question the
+//! agent still waits for: a control block holds one message, so a newer one must repeat them):
 //!
 //! * without `file`: the source files with code loaded in this process (every `co_filename` the
 //!   code-object scan of `crate::resolve` finds, the same files a breakpoint can name);
@@ -9,7 +10,7 @@
 //! The answer is a `SOURCES` message `{"id": 7, "files": [...]}` / `{"id": 7, "file": ..,
 //! "lines": [...]}` / `{"id": 7, "error": ".."}`. Only the scan's C-API reads run: no user code.
 use crate::output::send_json;
-use crate::resolve::{Source, scan};
+use crate::resolve::{CodeIndex, Source, scan};
 use libdebugger_common::helper_abi::message_kind;
 use pyo3::prelude::*;
 use serde::Deserialize;
@@ -24,16 +25,22 @@ pub struct SourcesRequest {
     pub file: Option<String>,
 }
 
-/// Scans the process's code objects and sends the answer to `req` (GIL held).
-pub fn answer(py: Python<'_>, req: &SourcesRequest) {
-    send_json(message_kind::SOURCES, answer_json(py, req).to_string());
+/// Scans the process's code objects once and sends the answer to each question (GIL held).
+pub fn answer(py: Python<'_>, questions: &[SourcesRequest]) {
+    if questions.is_empty() {
+        return;
+    }
+    let idx = scan(py);
+    for q in questions {
+        let answer = match &idx {
+            Ok(idx) => answer_json(py, idx, q),
+            Err(e) => json!({"id": q.id, "error": format!("code-object scan failed: {e}")}),
+        };
+        send_json(message_kind::SOURCES, answer.to_string());
+    }
 }
 
-fn answer_json(py: Python<'_>, req: &SourcesRequest) -> serde_json::Value {
-    let idx = match scan(py) {
-        Ok(idx) => idx,
-        Err(e) => return json!({"id": req.id, "error": format!("code-object scan failed: {e}")}),
-    };
+fn answer_json(py: Python<'_>, idx: &CodeIndex, req: &SourcesRequest) -> serde_json::Value {
     match &req.file {
         None => {
             // `<frozen importlib._bootstrap>`, `<string>`: no file to show.

@@ -123,9 +123,9 @@ pub struct Desired {
     pub breakpoints: Vec<BreakpointSpec>,
     #[serde(default)]
     pub settings: Option<Settings>,
-    /// A question of the agent's web UI, answered once per `id` (see `crate::sources`).
+    /// Questions of the agent's web UI, each answered by its `id` (see `crate::sources`).
     #[serde(default)]
-    pub sources: Option<crate::sources::SourcesRequest>,
+    pub sources: Vec<crate::sources::SourcesRequest>,
 }
 
 #[cfg(test)]

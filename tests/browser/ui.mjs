@@ -112,7 +112,9 @@ try {
   // Hits: with subtotal in the locals tree, typed; the redacted token marked.
   const hits = page.locator('#hits > li.hit');
   await waitFor('hits arrive', async () => (await hits.count()) >= 2);
-  const first = hits.first();
+  // New hits arrive on top: hold on to one by its number.
+  const seq = await hits.first().getAttribute('data-seq');
+  const first = page.locator(`#hits > li.hit[data-seq="${seq}"]`);
   const subtotal = first.locator('ul.tree > li', { hasText: /^subtotal (int|float) = / });
   check(await subtotal.count() === 1, 'subtotal is in the locals tree, with its type');
   const value = Number((await subtotal.locator('.val').textContent()));
@@ -123,6 +125,10 @@ try {
   await waitFor('the stack shows the source line of the breakpoint frame', async () =>
     (await first.locator('.stack li', { hasText: 'cart.py:40 in cart_total' }).locator('pre').textContent())
       .includes('total = round(subtotal'));
+  // Every frame asks for its file at once: each question gets its answer.
+  await waitFor('the stack shows the source line of the caller frame too', async () =>
+    (await first.locator('.stack li', { hasText: 'service.py:25 in handle_checkout' }).locator('pre').textContent())
+      .includes('total = cart_total(cart)'));
   await page.screenshot({ path: join(shots, 'ui-hits.png') });
 
   // Pause: hits wait in the buffer, the list stays; resume shows them.

@@ -721,6 +721,10 @@ impl Owner {
                 }
             }
         }
+        // That publish replaced any questions still waiting for an answer: ask them again.
+        for pid in self.sources_waiting_pids() {
+            self.sources_attached(pid);
+        }
         self.attach_wanted();
         self.report_changes();
         self.refresh_shared();

@@ -1,8 +1,9 @@
 //! Questions to a helper about the source files of its process, for the web UI's file browser:
-//! which files have code loaded, and which lines of one of them carry code. The question rides
-//! in the control JSON (`"sources": {"id", "file"}`, published to that one process); the helper
-//! answers with a `SOURCES` message (`helper/src/sources.rs`), which completes the waiting
-//! request. A process without a helper gets one for the question when the asker allows it
+//! which files have code loaded, and which lines of one of them carry code. The questions ride
+//! in the control JSON (`"sources": [{"id", "file"}, ...]`, published to that one process; a
+//! control block holds one message, so every publish repeats all the questions still waiting);
+//! the helper answers each with a `SOURCES` message (`helper/src/sources.rs`), which completes
+//! the waiting request. A process without a helper gets one for the question when the asker allows it
 //! (`attach`; the read-only UI does not), as a breakpoint would load it.
 use super::{AttachState, Owner};
 use serde_json::Value;
@@ -28,8 +29,6 @@ type Reply = oneshot::Sender<Result<Value, String>>;
 struct Waiting {
     pid: i32,
     file: Option<String>,
-    /// Published to the helper (false while the helper is being loaded).
-    asked: bool,
     deadline: Instant,
     reply: Reply,
 }
@@ -99,10 +98,13 @@ impl Questions {
     }
 }
 
-/// The control JSON with a question added.
-fn with_question(control: &[u8], id: u64, file: Option<&str>) -> Vec<u8> {
+/// The control JSON with questions added.
+fn with_questions(control: &[u8], questions: &[(u64, Option<&str>)]) -> Vec<u8> {
     let mut v: Value = serde_json::from_slice(control).unwrap_or_else(|_| serde_json::json!({}));
-    v["sources"] = serde_json::json!({"id": id, "file": file});
+    v["sources"] = questions
+        .iter()
+        .map(|(id, file)| serde_json::json!({"id": id, "file": file}))
+        .collect();
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
@@ -140,7 +142,6 @@ impl Owner {
             Waiting {
                 pid: q.pid,
                 file: q.file,
-                asked: false,
                 deadline: Instant::now() + ANSWER_TIMEOUT,
                 reply,
             },
@@ -153,23 +154,34 @@ impl Owner {
         }
     }
 
-    /// `pid`'s helper runs: publishes the questions waiting for it.
+    /// `pid`'s helper runs: publishes the control JSON with every question waiting for it. Also
+    /// after the desired set was published (which carries no questions).
     pub(super) fn sources_attached(&mut self, pid: i32) {
         let Some(AttachState::Attached { link, published }) =
             self.registry.entries.get_mut(&pid).map(|e| &mut e.state)
         else {
             return;
         };
-        for (id, w) in self.sources.waiting.iter_mut() {
-            if w.pid != pid || w.asked {
-                continue;
-            }
-            w.asked = true;
-            match link.publish(&with_question(&self.control, *id, w.file.as_deref())) {
-                Ok(g) => *published = g,
-                Err(e) => tracing::warn!(pid, "cannot ask the helper for its sources: {e}"),
-            }
+        let mut questions: Vec<(u64, Option<&str>)> = self
+            .sources
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.pid == pid)
+            .map(|(id, w)| (*id, w.file.as_deref()))
+            .collect();
+        if questions.is_empty() {
+            return;
         }
+        questions.sort_unstable_by_key(|q| q.0);
+        match link.publish(&with_questions(&self.control, &questions)) {
+            Ok(g) => *published = g,
+            Err(e) => tracing::warn!(pid, "cannot ask the helper for its sources: {e}"),
+        }
+    }
+
+    /// Processes with questions waiting.
+    pub(super) fn sources_waiting_pids(&self) -> BTreeSet<i32> {
+        self.sources.waiting.values().map(|w| w.pid).collect()
     }
 }
 
@@ -186,7 +198,6 @@ mod tests {
             Waiting {
                 pid: 10,
                 file: None,
-                asked: true,
                 deadline: Instant::now() + ANSWER_TIMEOUT,
                 reply: tx,
             },
@@ -202,7 +213,6 @@ mod tests {
             Waiting {
                 pid: 10,
                 file: None,
-                asked: false,
                 deadline: Instant::now(),
                 reply: tx,
             },
@@ -214,10 +224,15 @@ mod tests {
                 .unwrap_err()
                 .contains("did not answer")
         );
-        let v: Value =
-            serde_json::from_slice(&with_question(br#"{"breakpoints": []}"#, 3, Some("/x.py")))
-                .unwrap();
-        assert_eq!(v["sources"], serde_json::json!({"id": 3, "file": "/x.py"}));
+        let v: Value = serde_json::from_slice(&with_questions(
+            br#"{"breakpoints": []}"#,
+            &[(3, Some("/x.py")), (4, None)],
+        ))
+        .unwrap();
+        assert_eq!(
+            v["sources"],
+            serde_json::json!([{"id": 3, "file": "/x.py"}, {"id": 4, "file": null}])
+        );
         assert_eq!(v["breakpoints"], serde_json::json!([]));
     }
 }

@@ -27,6 +27,7 @@ const state = {
   lagged: 0,          // missed by the stream (agent side)
   hidden: new Set(),  // breakpoint ids whose hits are not shown
   sourceCache: new Map(),
+  seq: 0,             // hits received, numbering them
 };
 
 const $ = (id) => document.getElementById(id);
@@ -386,7 +387,8 @@ function hitNode(ev) {
   });
   const cuts = p.$truncated ? el('div', { class: 'cut' }, `cut: ${Object.entries(p.$truncated).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`).join(', ')}`) : null;
   const redacted = (p.$redacted || []).length ? el('div', { class: 'redacted' }, `redacted: ${p.$redacted.join(', ')}`) : null;
-  return el('li', { class: 'hit', 'data-breakpoint': p.$breakpoint_id },
+  state.seq += 1;
+  return el('li', { class: 'hit', 'data-breakpoint': p.$breakpoint_id, 'data-seq': state.seq },
     el('details', { open: true },
       el('summary', {}, `${time} · ${p.$breakpoint_id} · thread ${p.$thread_name} (${p.$thread_id}) · pid ${p.$pid}`),
       el('div', { class: 'meta' }, `${p.$file_path}:${p.$line_number}${p.$condition ? ` if ${p.$condition}` : ''} · hit #${p.$hit_count}`),
