@@ -192,7 +192,8 @@ function openEditor(line) {
   const readOnly = state.agent && state.agent.read_only;
   const msg = el('span', { class: 'cond-msg', id: 'condition-message', role: 'status' });
   const cond = el('input', { type: 'text', name: 'condition', 'aria-label': 'Condition', 'aria-describedby': 'condition-message', placeholder: 'e.g. subtotal > 50 (optional)', autocomplete: 'off' });
-  const message = el('input', { type: 'text', name: 'message', 'aria-label': 'Message', placeholder: 'e.g. total is {total}', disabled: true });
+  const message = el('input', { type: 'text', name: 'message', 'aria-label': 'Message', placeholder: 'e.g. total is {total}' });
+  const messageField = el('label', { class: 'field', hidden: true }, 'Message ', message);
   const add = el('button', { type: 'submit', disabled: readOnly }, 'Add breakpoint');
   const radios = kinds
     .filter((k) => k.kind !== 'function_probe' || isDef)
@@ -201,10 +202,17 @@ function openEditor(line) {
       ` ${k.label}`, k.available ? null : el('span', { class: 'why' }, ` (${k.why})`)));
   const form = el('form', { class: 'editor', 'aria-label': `New probe on line ${line}` },
     el('fieldset', {}, el('legend', { class: 'meta' }, `Line ${line}: `), ...radios),
-    el('label', { class: 'field', hidden: true }, 'Message ', message),
+    messageField,
     el('label', { class: 'field' }, 'Condition ', cond), msg,
     add, ' ', el('button', { type: 'button', onclick: () => form.remove() }, 'Cancel'),
     readOnly ? el('span', { class: 'why' }, ' This UI is read-only.') : null);
+  // The kind decides the fields and the button: a logpoint has a message.
+  form.addEventListener('change', (ev) => {
+    if (ev.target.name !== 'kind') return;
+    const kind = kinds.find((k) => k.kind === ev.target.value);
+    messageField.hidden = ev.target.value !== 'logpoint';
+    add.textContent = `Add ${(kind ? kind.label : 'breakpoint').toLowerCase()}`;
+  });
   cond.addEventListener('input', () => {
     clearTimeout(conditionTimer);
     conditionTimer = setTimeout(() => checkCondition(cond, msg, add), 120);
@@ -216,7 +224,10 @@ function openEditor(line) {
     try {
       await api('/api/breakpoints', {
         method: 'POST',
-        body: JSON.stringify({ file: state.path, line, condition: cond.value.trim() || null, kind }),
+        body: JSON.stringify({
+          file: state.path, line, condition: cond.value.trim() || null, kind,
+          message: kind === 'logpoint' ? message.value : undefined,
+        }),
       });
       form.remove();
       alertUser('');
