@@ -3,7 +3,7 @@
 //! its code objects are copies), a breakpoint added over HTTP whose hits arrive on the
 //! Server-Sent Events stream, its removal, and a 404 for a file the process has not loaded.
 use anyhow::{Context, Result, bail, ensure};
-use libdebugger_tests::local::{Agent, AgentConfig, Target, marker_line};
+use libdebugger_tests::local::{Agent, Target, marker_line};
 use libdebugger_tests::{python, require_agent_env};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -17,15 +17,7 @@ struct Ui {
 
 impl Ui {
     fn of(agent: &Agent) -> Result<Self> {
-        let file = agent.runtime_dir().join("ui.url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let url = loop {
-            if let Ok(s) = std::fs::read_to_string(&file) {
-                break s.trim().to_string();
-            }
-            ensure!(Instant::now() < deadline, "no {}", file.display());
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let url = agent.ui_url()?;
         let (base, token) = url.split_once("/?token=").context("a URL with a token")?;
         Ok(Self {
             base: base.into(),
@@ -72,11 +64,7 @@ fn files_lines_and_hits_over_http_on_every_interpreter() -> Result<()> {
         // The module is imported on the first call.
         target.cmd("call 1", "called")?;
         let pid = target.pid();
-        let agent = Agent::start(AgentConfig {
-            pids: vec![pid],
-            extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
-            ..AgentConfig::default()
-        })?;
+        let agent = Agent::start_with_ui(pid)?;
         let ui = Ui::of(&agent)?;
         let (st, files) = ui.call(
             reqwest::Method::GET,
@@ -248,11 +236,7 @@ fn sources_are_read_as_a_process_in_its_own_mount_namespace_sees_them() -> Resul
         "{} is visible on the host",
         module.display()
     );
-    let agent = Agent::start(AgentConfig {
-        pids: vec![pid],
-        extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
-        ..AgentConfig::default()
-    })?;
+    let agent = Agent::start_with_ui(pid)?;
     let ui = Ui::of(&agent)?;
     let (st, state) = ui.call(reqwest::Method::GET, "/api/state", None)?;
     ensure!(st == 200, "state: {st} {state}");

@@ -6,11 +6,11 @@
 //! from `break list`, `libdebugger-agent ui` printing the URL). Screenshots: target/ui-browser/.
 use anyhow::{Context, Result, ensure};
 use libdebugger_tests::agent::{PyProcess, workspace_root};
-use libdebugger_tests::local::{Agent, AgentConfig, Hit};
+use libdebugger_tests::local::{Agent, Hit};
 use libdebugger_tests::require_agent_env;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -59,25 +59,9 @@ fn set_a_breakpoint_by_clicking_a_line_and_watch_the_hits() -> Result<()> {
         |l| l.starts_with("shop service running"),
     )?;
     let pid = service.pid();
-    let agent = Agent::start(AgentConfig {
-        pids: vec![pid],
-        extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
-        ..AgentConfig::default()
-    })?;
+    let agent = Agent::start_with_ui(pid)?;
+    let url = agent.ui_url()?;
     let url_file = agent.runtime_dir().join("ui.url");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let url = loop {
-        if let Ok(s) = std::fs::read_to_string(&url_file) {
-            break s.trim().to_string();
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the agent wrote no {}; log:\n{}",
-            url_file.display(),
-            agent.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let printed = agent.cli(&["ui"])?;
     ensure!(
         printed.ok && printed.stdout.trim() == url,

@@ -772,16 +772,18 @@ mod tests {
         assert!(hosts(Some("ftp://x"), None, None).is_err());
     }
 
+    /// The settings from an agent.toml holding `text`, with no flags and no environment.
+    fn from_file_text(text: &str) -> Result<AgentSettings, ConfigError> {
+        resolve_with_file(
+            &PosthogArgs::default(),
+            &|_: &str| None,
+            Some((Path::new("/etc/agent.toml"), text)),
+        )
+    }
+
     #[test]
     fn the_agent_nice_value_defaults_to_a_small_boost_and_is_checked() {
-        let none = |_: &str| None;
-        let at = |text: &str| {
-            resolve_with_file(
-                &PosthogArgs::default(),
-                &none,
-                Some((Path::new("/etc/agent.toml"), text)),
-            )
-        };
+        let at = from_file_text;
         assert_eq!(at("").unwrap().nice, DEFAULT_NICE);
         assert_eq!(at("[agent]\nnice = 0\n").unwrap().nice, 0);
         assert_eq!(at("[agent]\nnice = 19\n").unwrap().nice, 19);
@@ -799,14 +801,7 @@ mod tests {
 
     #[test]
     fn the_ui_is_off_by_default_and_its_address_is_checked() {
-        let none = |_: &str| None;
-        let at = |text: &str| {
-            resolve_with_file(
-                &PosthogArgs::default(),
-                &none,
-                Some((Path::new("/etc/agent.toml"), text)),
-            )
-        };
+        let at = from_file_text;
         let off = at("").unwrap();
         assert_eq!((off.ui_listen, off.ui_read_only), (None, false));
         let on = at("[ui]\nlisten = \"127.0.0.1:7788\"\nread_only = true\n").unwrap();
