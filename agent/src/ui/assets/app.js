@@ -81,10 +81,12 @@ function processMeta(p) {
 
 function renderProcesses() {
   const list = $('processes');
-  const procs = (state.agent && state.agent.status.processes) || [];
+  const refused = (p) => ['unsupported', 'ignored'].includes(p.attach_state);
+  // The debuggable ones first, then those refused (with the reason).
+  const procs = ((state.agent && state.agent.status.processes) || [])
+    .slice().sort((a, b) => refused(a) - refused(b) || a.pid - b.pid);
   list.replaceChildren(...procs.map((p) => {
-    const debuggable = !['unsupported', 'ignored'].includes(p.attach_state);
-    if (!debuggable) {
+    if (refused(p)) {
       return el('li', { class: 'refused' }, processLabel(p),
         el('div', { class: 'meta' }, `${processMeta(p)} · ${p.reason || 'not debuggable'}`));
     }
