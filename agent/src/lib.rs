@@ -14,6 +14,7 @@
 //! | [`breakpoints`] | the desired breakpoint set, the local breakpoints file |
 //! | [`posthog`] | PostHog configuration and the Live Debugger API poller |
 //! | [`delivery`] | events: building, batching, spooling, and the sinks (PostHog, file, terminal) |
+//! | [`service`] | systemd's readiness protocol: `READY=1`, `STATUS=` lines, `STOPPING=1` |
 //! | [`cli`] | the command line; `main.rs` only calls [`cli::main`] |
 pub mod assembler;
 pub mod bpf;
@@ -30,4 +31,5 @@ pub mod posthog;
 pub mod python;
 pub mod remote;
 pub mod selectors;
+pub mod service;
 pub mod trace;

@@ -459,6 +459,8 @@ struct Owner {
     /// [`SHARED_REFRESH_INTERVAL`]: 50 helpers' periodic STATS otherwise rebuilt the whole
     /// snapshot five times a second.
     shared_stale: bool,
+    /// The last `STATUS=` line sent to the service manager ([`crate::service`]).
+    service_status: String,
 }
 
 impl Daemon {
@@ -535,6 +537,7 @@ impl Daemon {
             last_shared: Instant::now(),
             proc_events_live: false,
             shared_stale: true,
+            service_status: String::new(),
         };
         let (mut emit_rx, mut proc_rx, mut frame_rx) = owner.readers();
         owner.proc_events_live = proc_rx.is_some();
@@ -554,6 +557,10 @@ impl Daemon {
             breakpoints = owner.desired.len(),
             "agent running"
         );
+        // The control socket answers and the eBPF programs are loaded: ready for systemd.
+        owner.shared_stale = true;
+        owner.refresh_shared();
+        crate::service::ready(&owner.service_status);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break,
@@ -582,6 +589,9 @@ impl Daemon {
             }
         }
         tracing::info!("stopping: removing breakpoints from every process");
+        crate::service::stopping(
+            "stopping: removing breakpoints from every process, flushing events",
+        );
         owner.disarm_all().await;
         if let Some(server) = server {
             server.abort();
@@ -1207,6 +1217,8 @@ impl Owner {
             });
         }
         *self.shared.breakpoints.lock() = breakpoints;
+        let line = crate::service::summary(&self.shared.status.lock());
+        crate::service::status(&mut self.service_status, line);
     }
 
     /// SIGTERM: every helper gets an empty set and goes dormant; waits (bounded) for them.
