@@ -2,8 +2,10 @@
 //! (it installs the pinned host toolchain first).
 mod bench;
 mod demo;
+mod dist;
 mod ebpf;
 mod helper;
+mod manifests;
 mod rootfs;
 mod test;
 mod util;
@@ -26,6 +28,8 @@ enum Task {
     /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
     /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
     Bench(bench::BenchArgs),
+    /// Build the release artifacts: target/dist/ gets the .deb (cargo-deb) and a tarball.
+    Dist,
     /// Build everything and show a breakpoint hit in the bundled sample service (local mode).
     Demo,
     /// Everything CI checks: formatting, clippy (host and eBPF), unit and end-to-end tests.
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
         Task::Demo => demo::run_demo(),
+        Task::Dist => dist::build().map(|_| ()),
         Task::Test { args } => test::run_all(&args),
         Task::Bench(args) => bench::run(args),
     }

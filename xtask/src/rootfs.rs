@@ -36,6 +36,17 @@ pub const SID_PYTHONS: Spec = Spec {
     used_by: "the container tests on Debian unstable's CPython 3.13, 3.14 and 3.15",
 };
 
+/// A fresh Debian stable with systemd, into which the package install test (issue 16) installs
+/// the `.deb` (on a copy: the cached root itself stays clean). systemd is there because a Debian
+/// host has it: the package's scripts enable the unit with `deb-systemd-helper`, and
+/// `systemd-analyze verify --root` needs its units.
+pub const BOOKWORM: Spec = Spec {
+    name: "bookworm",
+    suite: "bookworm",
+    packages: &["systemd"],
+    used_by: "the Debian package install test",
+};
+
 /// The file that records what a finished root was built from.
 const SPEC_FILE: &str = ".libdebugger-rootfs-spec";
 

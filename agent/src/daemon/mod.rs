@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use registry::{AttachState, Platform, ProcessInfo, Registry};
+pub use registry::{AttachError, AttachState, Platform, ProcessInfo, Registry};
 
 /// A link to one injected helper: publishes the desired set through its control block.
 pub trait HelperLink: Send {
@@ -369,7 +369,7 @@ pub struct Daemon {
 }
 
 enum Injection {
-    Done(i32, Result<Box<dyn HelperLink>, String>),
+    Done(i32, Result<Box<dyn HelperLink>, AttachError>),
 }
 
 /// When each step of attaching one process happened, logged once (debug, "attach timeline")
@@ -733,7 +733,7 @@ impl Owner {
         }
     }
 
-    fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, String>) {
+    fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, AttachError>) {
         let Some(entry) = self.registry.entries.get_mut(&pid) else {
             self.timelines.remove(&pid);
             return; // exited meanwhile
@@ -783,7 +783,12 @@ impl Owner {
                 tracing::info!(pid, "helper attached");
                 entry.state = AttachState::Attached { link, published };
             }
-            Err(reason) => {
+            Err(AttachError::Incompatible(reason)) => {
+                tracing::warn!(pid, "{reason}");
+                self.timelines.remove(&pid);
+                entry.state = AttachState::Incompatible(reason);
+            }
+            Err(AttachError::Failed(reason)) => {
                 tracing::warn!(pid, "injection failed: {reason}");
                 if let Some(t) = self.timelines.remove(&pid) {
                     tracing::debug!(pid, timeline = %t.render(), "attach timeline (failed)");
