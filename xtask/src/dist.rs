@@ -205,6 +205,8 @@ fn write_tarball(path: &Path, files: &[File]) -> Result<()> {
         h.set_mode(f.mode);
         h.set_uid(0);
         h.set_gid(0);
+        h.set_username("root")?;
+        h.set_groupname("root")?;
         h.set_mtime(mtime);
         h.set_size(data.len() as u64);
         tar.append_data(&mut h, f.dest, data.as_slice())?;
