@@ -415,5 +415,15 @@ mod tests {
             r.wanting_attach(true, Instant::now() + RETRY_AFTER),
             vec![21]
         );
+        // A helper of another build is never injected over, and `status` gives the reason.
+        r.entries.get_mut(&21).unwrap().state =
+            AttachState::Incompatible("helper ABI 1: disarmed; restart the process".into());
+        assert!(
+            r.wanting_attach(true, Instant::now() + 100 * RETRY_AFTER)
+                .is_empty()
+        );
+        let p = r.status().into_iter().find(|p| p["pid"] == 21).unwrap();
+        assert_eq!(p["attach_state"], "incompatible");
+        assert_eq!(p["reason"], "helper ABI 1: disarmed; restart the process");
     }
 }
