@@ -17,8 +17,9 @@ const HELPER: &str = "usr/lib/libdebugger/libdebugger_helper.abi3.so";
 const CONFIG: &str = "etc/libdebugger/agent.toml";
 const README: &str = "usr/share/doc/libdebugger-agent/README";
 
-/// The artifacts, or one line saying why the test cannot run here.
-fn inputs(rootfs_needed: bool) -> Option<(Option<PathBuf>, PathBuf, PathBuf)> {
+/// The artifacts and the root named by `rootfs_var` (when given), or one line saying why the
+/// test cannot run here.
+fn inputs(rootfs_var: Option<&str>) -> Option<(Option<PathBuf>, PathBuf, PathBuf)> {
     let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
     let skip = |why: &str| {
         eprintln!("skipping: {why}");
@@ -32,11 +33,11 @@ fn inputs(rootfs_needed: bool) -> Option<(Option<PathBuf>, PathBuf, PathBuf)> {
             "LIBDEBUGGER_DEB / LIBDEBUGGER_TARBALL unset: run through `cargo xtask test`, which builds them with `cargo xtask dist`",
         );
     };
-    let rootfs = var("LIBDEBUGGER_ROOTFS_BOOKWORM");
-    if rootfs_needed && rootfs.is_none() {
-        return skip(
-            "LIBDEBUGGER_ROOTFS_BOOKWORM unset: the bookworm root filesystem could not be built (see the xtask's SKIPPING line)",
-        );
+    let rootfs = rootfs_var.and_then(var);
+    if let (Some(name), None) = (rootfs_var, &rootfs) {
+        return skip(&format!(
+            "{name} unset: that root filesystem could not be built (see the xtask's SKIPPING line)"
+        ));
     }
     Some((rootfs, deb, tarball))
 }
@@ -128,9 +129,39 @@ fn mode(path: &Path) -> Result<u32> {
         & 0o7777)
 }
 
+/// `doctor --json` in the root, from the installed files only: the helper is found at
+/// `/usr/lib/libdebugger/` and the host can run the agent.
+fn doctor_finds_the_installed_helper(root: &Root) -> Result<()> {
+    let out = run(root.chroot_with_kernel(&["/usr/bin/libdebugger-agent", "doctor", "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "doctor --json in the root did not print JSON ({}): {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let helper = report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "helper library"))
+        .context("doctor has no helper check")?;
+    ensure!(
+        helper["status"] == "ok"
+            && helper["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("/{HELPER}"))),
+        "doctor's helper check in the installed root: {helper}"
+    );
+    ensure!(
+        report["can_run"] == true && out.status.success(),
+        "doctor in the installed root says the host cannot run the agent: {report:#}"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_deb_installs_runs_doctor_keeps_config_and_purges_cleanly() -> Result<()> {
-    let Some((Some(cached), deb, _)) = inputs(true) else {
+    let Some((Some(cached), deb, _)) = inputs(Some("LIBDEBUGGER_ROOTFS_BOOKWORM")) else {
         return Ok(());
     };
     let root = Root::copy_of(&cached)?;
@@ -199,31 +230,7 @@ fn the_deb_installs_runs_doctor_keeps_config_and_purges_cleanly() -> Result<()> 
         verify.status
     );
 
-    // doctor, from the installed files only.
-    let out = run(root.chroot_with_kernel(&["/usr/bin/libdebugger-agent", "doctor", "--json"]))?;
-    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "doctor --json in the root did not print JSON ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    let helper = report["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "helper library"))
-        .context("doctor has no helper check")?;
-    ensure!(
-        helper["status"] == "ok"
-            && helper["detail"]
-                .as_str()
-                .is_some_and(|d| d.starts_with(&format!("/{HELPER}"))),
-        "doctor's helper check in the installed root: {helper}"
-    );
-    ensure!(
-        report["can_run"] == true && out.status.success(),
-        "doctor in the installed root says the host cannot run the agent: {report:#}"
-    );
+    doctor_finds_the_installed_helper(&root)?;
 
     // The administrator edits the config, adds a file, the agent has spooled events.
     let edited = format!("{shipped}\n[agent]\nnice = 0\n");
@@ -281,7 +288,7 @@ fn the_deb_installs_runs_doctor_keeps_config_and_purges_cleanly() -> Result<()> 
 
 #[test]
 fn the_tarball_holds_the_same_files_from_the_root() -> Result<()> {
-    let Some((_, _, tarball)) = inputs(false) else {
+    let Some((_, _, tarball)) = inputs(None) else {
         return Ok(());
     };
     let listing = ok(Command::new("tar").arg("-tvzf").arg(&tarball))?;
@@ -303,5 +310,31 @@ fn the_tarball_holds_the_same_files_from_the_root() -> Result<()> {
         listing.lines().count() == 5,
         "unexpected entries:\n{listing}"
     );
+    Ok(())
+}
+
+/// The container image's case (`deploy/Containerfile`: `debian:bookworm-slim`, no systemd): the
+/// package installs, its scripts do not fail without systemd, and the agent runs there.
+#[test]
+fn the_deb_installs_and_runs_without_systemd() -> Result<()> {
+    let Some((Some(cached), deb, _)) = inputs(Some("LIBDEBUGGER_ROOTFS_BOOKWORM_BARE")) else {
+        return Ok(());
+    };
+    let root = Root::copy_of(&cached)?;
+    ensure!(
+        !root.file("lib/systemd/systemd").exists()
+            && !root.file("usr/lib/systemd/systemd").exists(),
+        "the bare root has systemd"
+    );
+    std::fs::copy(&deb, root.file("tmp/libdebugger-agent.deb"))?;
+    ok(root.chroot(&["dpkg", "-i", "/tmp/libdebugger-agent.deb"]))?;
+    ensure!(
+        root.installed()?,
+        "dpkg -i did not leave the package installed"
+    );
+    ensure!(mode(&root.file(CONFIG))? == 0o600);
+    doctor_finds_the_installed_helper(&root)?;
+    ok(root.chroot(&["dpkg", "--purge", "libdebugger-agent"]))?;
+    ensure!(!root.file("usr/bin/libdebugger-agent").exists() && !root.file(CONFIG).exists());
     Ok(())
 }

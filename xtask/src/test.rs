@@ -28,7 +28,11 @@ pub fn run_all(args: &[String]) -> Result<()> {
     // Root filesystems for the container tests and the package install test; the tests find
     // them through the environment and say they are skipped when one is missing.
     let mut test = Command::new(cargo);
-    for spec in [&rootfs::SID_PYTHONS, &rootfs::BOOKWORM] {
+    for spec in [
+        &rootfs::SID_PYTHONS,
+        &rootfs::BOOKWORM,
+        &rootfs::BOOKWORM_BARE,
+    ] {
         if let Some(path) = rootfs::ensure(spec)? {
             test.env(rootfs::env_var(spec), path);
         }
