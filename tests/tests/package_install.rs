@@ -167,7 +167,14 @@ fn the_deb_installs_runs_doctor_keeps_config_and_purges_cleanly() -> Result<()> 
     let root = Root::copy_of(&cached)?;
     std::fs::copy(&deb, root.file("tmp/libdebugger-agent.deb"))?;
     ensure!(!root.installed()?, "the fresh root already has the package");
-    ok(root.chroot(&["dpkg", "-i", "/tmp/libdebugger-agent.deb"]))?;
+    // The README's command (apt resolves the dependencies; all are in a base system).
+    ok(root.chroot(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "/tmp/libdebugger-agent.deb",
+    ]))?;
     ensure!(
         root.installed()?,
         "dpkg -i did not leave the package installed"
