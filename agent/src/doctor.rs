@@ -81,6 +81,7 @@ pub fn run() -> Report {
     checks.extend(capabilities());
     checks.push(ptrace_scope());
     checks.push(tracefs_check());
+    checks.push(helper_check());
     checks.extend(bpf_checks());
     let python_processes = python::scan().into_iter().map(status_of).collect();
     let can_run = checks.iter().all(|c| c.status != Status::Fail);
@@ -219,6 +220,74 @@ fn tracefs_check() -> Check {
             "the agent mounts it when it starts (as root); or: mount -t tracefs nodev \
              /sys/kernel/tracing",
         )
+    }
+}
+
+/// The helper library the agent injects: found where `run` looks for it, an ELF file with the
+/// helper's entry points, and built for this agent's ABI.
+fn helper_check() -> Check {
+    use libdebugger_common::helper_abi::{ABI_VERSION, CONTROL_MAGIC, control_offsets};
+    const NAME: &str = "helper library";
+    let path = match crate::daemon::host::find_helper(None) {
+        Ok(p) => p,
+        Err(e) => {
+            return Check::fail(
+                NAME,
+                e,
+                "install the package again (the helper ships as \
+                 /usr/lib/libdebugger/libdebugger_helper.abi3.so), or set LIBDEBUGGER_HELPER",
+            );
+        }
+    };
+    let reinstall = "the file is not the helper of this agent's build: install the package again";
+    let elf = match crate::elf::Elf::open(&path) {
+        Ok(elf) => elf,
+        Err(e) => return Check::fail(NAME, format!("{}: {e}", path.display()), reinstall),
+    };
+    let missing: Vec<&str> = [
+        crate::inject::ATTACH_SYMBOL,
+        crate::inject::CONTROL_SYMBOL,
+        "ldbg_emit",
+    ]
+    .into_iter()
+    .filter(|s| elf.symbol(s).is_none())
+    .collect();
+    if !missing.is_empty() {
+        return Check::fail(
+            NAME,
+            format!("{} lacks {}", path.display(), missing.join(", ")),
+            reinstall,
+        );
+    }
+    // The control block's initial bytes (magic, ABI) as the file carries them.
+    let header = elf
+        .symbol(crate::inject::CONTROL_SYMBOL)
+        .and_then(|s| elf.file_offset(s.vaddr))
+        .and_then(|off| {
+            let bytes = std::fs::read(&path).ok()?;
+            let at = |o: usize, n: usize| bytes.get(off as usize + o..off as usize + o + n);
+            let magic = u64::from_le_bytes(at(control_offsets::MAGIC, 8)?.try_into().ok()?);
+            let abi = u32::from_le_bytes(at(control_offsets::ABI_VERSION, 4)?.try_into().ok()?);
+            Some((magic, abi))
+        });
+    match header {
+        Some((CONTROL_MAGIC, ABI_VERSION)) => Check::ok(
+            NAME,
+            format!("{} (helper ABI {ABI_VERSION})", path.display()),
+        ),
+        Some((magic, abi)) => Check::fail(
+            NAME,
+            format!(
+                "{}: control block magic {magic:#x}, ABI {abi}; this agent speaks ABI {ABI_VERSION}",
+                path.display()
+            ),
+            reinstall,
+        ),
+        None => Check::fail(
+            NAME,
+            format!("{}: cannot read its control block", path.display()),
+            reinstall,
+        ),
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`delivery`] | events: building, batching, spooling, and the sinks (PostHog, file, terminal) |
 //! | [`control`] | the root-only control socket (`break`, `status`, `tail`) |
 //! | [`ui`] | the web UI (`run --ui`): HTTP over the control operations, source view, hit stream |
+//! | [`service`] | systemd's readiness protocol: `READY=1`, `STATUS=` lines, `STOPPING=1` |
 //! | [`cli`] | the command line; `main.rs` only calls [`cli::main`] |
 pub mod assembler;
 pub mod bpf;
@@ -32,5 +33,6 @@ pub mod posthog;
 pub mod python;
 pub mod remote;
 pub mod selectors;
+pub mod service;
 pub mod trace;
 pub mod ui;

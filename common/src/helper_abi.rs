@@ -22,7 +22,18 @@ pub const MAX_CHUNK_DATA: usize = MAX_CHUNK - CHUNK_HEADER_LEN;
 pub const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"LDBG");
 /// Version of this ABI; bumped on any layout or protocol change (2: an `ldbg_emit` call may
 /// carry several chunks).
+///
+/// What stays the same across ABI versions, so that an agent can deal safely with a helper left
+/// in a process by another build (an upgrade): as long as a control block starts with
+/// [`CONTROL_MAGIC`], its header (`magic` … `data`, see [`control_offsets`]) keeps this layout
+/// and seqlock protocol, and every helper applies [`DISARM`] by removing all its breakpoints.
+/// An agent that finds a helper of another ABI behind that magic disarms it and does nothing
+/// else with it (no probe on its `ldbg_emit`, whose chunks may differ); a new magic means a new
+/// header, which no older agent touches.
 pub const ABI_VERSION: u32 = 2;
+
+/// The control data that every helper, of any ABI version, applies as "no breakpoints".
+pub const DISARM: &[u8] = br#"{"breakpoints":[]}"#;
 
 /// What a message is.
 pub mod message_kind {

@@ -257,6 +257,8 @@ pub struct AgentOptions {
     /// `LIBDEBUGGER_LOG` (default: info, debug for delivery and the poller; `LDBG_E2E_LOG`
     /// overrides it).
     pub log_filter: Option<String>,
+    /// More arguments of `run` (e.g. `--helper PATH`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for AgentOptions {
@@ -266,6 +268,7 @@ impl Default for AgentOptions {
             personal_key: PERSONAL_KEY.into(),
             project_key: PROJECT_KEY.into(),
             log_filter: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -340,6 +343,7 @@ impl PosthogAgent {
             .arg(dirs.spool())
             .arg("--socket")
             .arg(dirs.runtime().join("agent.sock"))
+            .args(&opts.extra_args)
             .env("LIBDEBUGGER_RUNTIME_DIR", dirs.runtime())
             .env("LIBDEBUGGER_STATE_DIR", dirs.state())
             .env(

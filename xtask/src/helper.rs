@@ -10,13 +10,17 @@ pub fn staged_dir() -> PathBuf {
 }
 
 /// Builds the helper in release mode and copies it to [`staged_dir`]. Returns the staged path.
+///
+/// Built as an extension module (`PYO3_BUILD_EXTENSION_MODULE`): it takes CPython's symbols from
+/// the process it is loaded into instead of naming the build machine's `libpython3.11.so` as a
+/// dependency, which made the loader pull a second, wrong libpython into 3.12+ processes (or
+/// fail where no libpython3.11 is installed) and the `.deb` depend on libpython3.11. (Only the
+/// release cdylib: the helper's unit tests are executables and do link libpython.)
 pub fn build() -> Result<PathBuf> {
-    run(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "libdebugger-helper",
-    ]))?;
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "libdebugger-helper"])
+        .env("PYO3_BUILD_EXTENSION_MODULE", "1"))?;
     let built = root().join("target/release/liblibdebugger_helper.so");
     let dir = staged_dir();
     std::fs::create_dir_all(&dir)?;

@@ -3,8 +3,10 @@
 mod bench;
 mod browser;
 mod demo;
+mod dist;
 mod ebpf;
 mod helper;
+mod manifests;
 mod rootfs;
 mod test;
 mod util;
@@ -27,6 +29,8 @@ enum Task {
     /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
     /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
     Bench(bench::BenchArgs),
+    /// Build the release artifacts: target/dist/ gets the .deb (cargo-deb) and a tarball.
+    Dist,
     /// Build everything and show a breakpoint hit in the bundled sample service (local mode).
     Demo {
         /// Instead of printing hits, serve the web UI on ADDR (default 127.0.0.1:7788) with the
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
         Task::Demo { ui } => demo::run_demo(ui.as_deref()),
+        Task::Dist => dist::build().map(|_| ()),
         Task::Test { args } => test::run_all(&args),
         Task::Bench(args) => bench::run(args),
     }

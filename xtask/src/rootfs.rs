@@ -37,7 +37,27 @@ pub const SID_PYTHONS: Spec = Spec {
 };
 
 /// The roots `cargo xtask test` builds and hands to `cargo test`.
-pub const FOR_TESTS: &[&Spec] = &[&SID_PYTHONS];
+pub const FOR_TESTS: &[&Spec] = &[&SID_PYTHONS, &BOOKWORM, &BOOKWORM_BARE];
+/// A fresh Debian stable with systemd, into which the package install test (issue 16) installs
+/// the `.deb` (on a copy: the cached root itself stays clean). systemd is there because a Debian
+/// host has it: the package's scripts enable the unit with `deb-systemd-helper`, and
+/// `systemd-analyze verify --root` needs its units.
+pub const BOOKWORM: Spec = Spec {
+    name: "bookworm",
+    suite: "bookworm",
+    packages: &["systemd"],
+    used_by: "the Debian package install test",
+};
+
+/// Debian stable without systemd, as in the `debian:bookworm-slim` image `deploy/Containerfile`
+/// installs the `.deb` into (the image itself cannot be pulled here): the package must install
+/// and the agent run without systemd's helpers.
+pub const BOOKWORM_BARE: Spec = Spec {
+    name: "bookworm-bare",
+    suite: "bookworm",
+    packages: &[],
+    used_by: "the Debian package install test without systemd (the container image's case)",
+};
 
 /// The file that records what a finished root was built from.
 const SPEC_FILE: &str = ".libdebugger-rootfs-spec";
@@ -131,11 +151,15 @@ fn build(spec: &Spec) -> Result<PathBuf> {
     if partial.exists() {
         std::fs::remove_dir_all(&partial)?;
     }
-    let result = run(Command::new("mmdebstrap")
+    let mut mmdebstrap = Command::new("mmdebstrap");
+    mmdebstrap
         .args(["--variant=apt", "--quiet"])
         // The archive may be a frozen snapshot whose Release file has expired.
-        .arg("--aptopt=Acquire::Check-Valid-Until \"false\"")
-        .arg(format!("--include={}", spec.packages.join(",")))
+        .arg("--aptopt=Acquire::Check-Valid-Until \"false\"");
+    if !spec.packages.is_empty() {
+        mmdebstrap.arg(format!("--include={}", spec.packages.join(",")));
+    }
+    let result = run(mmdebstrap
         .arg(spec.suite)
         .arg(&partial)
         .arg(&mirror)

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 use crate::util::{root, run};
-use crate::{browser, ebpf, helper, rootfs};
+use crate::{browser, dist, ebpf, helper, manifests, rootfs};
 use anyhow::Result;
 use std::process::Command;
 
@@ -26,14 +26,19 @@ pub fn run_all(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // Root filesystems for the container tests; the tests find them through the environment and
-    // say they are skipped when one is missing.
+    // Root filesystems for the container tests and the package install test; the tests find
+    // them through the environment and say they are skipped when one is missing.
     let mut test = Command::new(cargo);
     for spec in rootfs::FOR_TESTS {
         if let Some(path) = rootfs::ensure(spec)? {
             test.env(rootfs::env_var(spec), path);
         }
     }
+    // The release artifacts (the install test installs the .deb) and the manifests' validator.
+    let artifacts = dist::build()?;
+    test.env(dist::DEB_ENV_VAR, &artifacts.deb)
+        .env(dist::TARBALL_ENV_VAR, &artifacts.tarball)
+        .env(manifests::ENV_VAR, manifests::ensure_validator()?);
     run(test
         .current_dir(root())
         .args(["test", "--workspace", "--no-fail-fast"])

@@ -45,6 +45,7 @@ fn render(cmd: &Command) -> String {
 /// own static `python3.11` (one of the interpreters under test), binutils (`strip` for the
 /// staged helper), chromium and nodejs (the web UI's browser test drives Chromium with
 /// playwright-core; see `crate::browser`).
+/// staged helper), systemd (`systemd-analyze verify` of the unit in the package install test).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
@@ -54,6 +55,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "binutils",
     "chromium",
     "nodejs",
+    "systemd",
 ];
 
 /// Installs the Debian packages in `names` that are missing (idempotent; needs root).

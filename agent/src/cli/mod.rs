@@ -3,6 +3,7 @@
 mod breakcmd;
 mod doctor;
 mod inspect;
+mod journal;
 mod run;
 mod status;
 mod trace;
@@ -11,11 +12,19 @@ mod ui;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `--version`: the package version and the commit it was built from (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LIBDEBUGGER_COMMIT"),
+    ")"
+);
+
 /// libdebugger-agent: live debugging for every CPython 3.11+ process on this host.
 #[derive(Parser)]
 #[command(
     name = "libdebugger-agent",
-    version,
+    version = VERSION,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -85,14 +94,28 @@ fn error_chain(err: &anyhow::Error) -> String {
     msg
 }
 
-/// Logs go to stderr; `LIBDEBUGGER_LOG` takes an env-filter expression (default `info`).
+/// Logs go to stderr; `LIBDEBUGGER_LOG` takes an env-filter expression (default `info`). When
+/// stderr is the journal (systemd sets `$JOURNAL_STREAM` to its device and inode), each line
+/// starts with its syslog priority (`<3>` error … `<7>` debug), which journald records as the
+/// entry's level (`journalctl -p warning`), and carries no timestamp or colours of its own.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIBDEBUGGER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if journal::stderr_is_journal() {
+        builder
+            .with_ansi(false)
+            .event_format(journal::Prefixed(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]

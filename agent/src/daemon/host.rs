@@ -1,8 +1,9 @@
 //! The real [`Platform`]: /proc, CPython introspection, ptrace injection and the control block.
-use super::{HelperLink, Platform, ProcessInfo};
-use crate::inject::{self, InjectOptions, control::ControlWriter};
+use super::{AttachError, HelperLink, Platform, ProcessInfo};
+use crate::inject::{self, InjectError, InjectOptions, control::ControlWriter};
 use crate::python::{self, InspectError};
 use crate::selectors::ProcessFacts;
+use libdebugger_common::helper_abi::{ABI_VERSION, CONTROL_MAGIC, DISARM};
 use std::path::{Path, PathBuf};
 
 /// The host platform, injecting the helper library at `helper_so`.
@@ -61,14 +62,24 @@ impl Platform for Host {
         }
     }
 
-    fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String> {
+    fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, AttachError> {
         // The daemon publishes the desired set as soon as this returns (`Owner::injected`): the
         // helper waits for it and arms at start-up.
         let options = InjectOptions {
             announce_control: true,
             ..self.options.clone()
         };
-        let injected = inject::inject(pid, &self.helper_so, &options).map_err(|e| e.to_string())?;
+        let injected = match inject::inject(pid, &self.helper_so, &options) {
+            Ok(i) => i,
+            Err(InjectError::HelperMismatch {
+                magic,
+                abi,
+                control_addr,
+                mapping,
+                ..
+            }) => return Err(incompatible(pid, &mapping, magic, abi, control_addr)),
+            Err(e) => return Err(e.to_string().into()),
+        };
         tracing::info!(
             pid,
             outcome = ?injected.outcome,
@@ -77,6 +88,13 @@ impl Platform for Host {
             "helper injected"
         );
         let mut writer = ControlWriter::new(&injected).map_err(|e| e.to_string())?;
+        if injected.outcome == inject::Outcome::AlreadyLoaded {
+            tracing::info!(
+                pid,
+                mapping = %injected.mapping,
+                "adopted the helper already loaded (same ABI {ABI_VERSION}); no second injection"
+            );
+        }
         if injected.outcome == inject::Outcome::AlreadyLoaded {
             resync(pid, &mut writer);
         }
@@ -101,6 +119,33 @@ fn thread_group(pid: i32) -> Option<i32> {
         .ok()
 }
 
+/// A helper of another build is in `pid` (an upgrade while the process kept running): it is not
+/// replaced (a second copy would fight the first over `sys.monitoring` and the import hooks),
+/// and this agent cannot drive it. If its header is the stable one ([`CONTROL_MAGIC`]), it is
+/// disarmed: [`DISARM`] published and, within [`RESYNC_TIMEOUT`], applied; its `ldbg_emit`
+/// gets no probe. The reason says which of that happened and what to do.
+fn incompatible(pid: i32, mapping: &str, magic: u64, abi: u32, addr: u64) -> AttachError {
+    let found = format!(
+        "a helper of another libdebugger build is loaded in process {pid} ({mapping}: helper ABI {abi}, this agent speaks ABI {ABI_VERSION})"
+    );
+    let restart = "restart the process to debug it with this agent";
+    if magic != CONTROL_MAGIC {
+        return AttachError::Incompatible(format!(
+            "{found}, with an unknown control block (magic {magic:#x}): left as it is; {restart}"
+        ));
+    }
+    let disarmed = ControlWriter::foreign(pid, addr)
+        .map_err(|e| e.to_string())
+        .and_then(|mut w| {
+            let g = w.publish(DISARM).map_err(|e| e.to_string())?;
+            w.wait_applied(g, RESYNC_TIMEOUT).map_err(|e| e.to_string())
+        });
+    AttachError::Incompatible(match disarmed {
+        Ok(()) => format!("{found}: disarmed (its breakpoints were removed); {restart}"),
+        Err(e) => format!("{found}: could not be disarmed ({e}); {restart}"),
+    })
+}
+
 /// How long a re-attach waits for the helper to drop the previous agent's breakpoints.
 const RESYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -111,7 +156,7 @@ const RESYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// then publishes the desired set, which the helper arms afresh and reports.
 fn resync(pid: i32, writer: &mut ControlWriter) {
     let cleared = writer
-        .publish(br#"{"breakpoints":[]}"#)
+        .publish(DISARM)
         .map_err(|e| e.to_string())
         .and_then(|g| {
             writer

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use registry::{AttachState, Platform, ProcessInfo, Registry};
+pub use registry::{AttachError, AttachState, Platform, ProcessInfo, Registry};
 
 /// A link to one injected helper: publishes the desired set through its control block.
 pub trait HelperLink: Send {
@@ -385,7 +385,7 @@ pub struct Daemon {
 }
 
 enum Injection {
-    Done(i32, Result<Box<dyn HelperLink>, String>),
+    Done(i32, Result<Box<dyn HelperLink>, AttachError>),
 }
 
 /// When each step of attaching one process happened, logged once (debug, "attach timeline")
@@ -480,6 +480,8 @@ struct Owner {
     sources: sources::Questions,
     /// See [`Daemon::added_store`].
     added_store: Option<PathBuf>,
+    /// The last `STATUS=` line sent to the service manager ([`crate::service`]).
+    service_status: String,
 }
 
 impl Daemon {
@@ -575,6 +577,7 @@ impl Daemon {
             sources: sources::Questions::default(),
             cli_set: added::load(self.added_store.as_deref()),
             added_store: self.added_store,
+            service_status: String::new(),
         };
         let (mut emit_rx, mut proc_rx, mut frame_rx) = owner.readers();
         owner.proc_events_live = proc_rx.is_some();
@@ -594,6 +597,10 @@ impl Daemon {
             breakpoints = owner.desired.len(),
             "agent running"
         );
+        // The control socket answers and the eBPF programs are loaded: ready for systemd.
+        owner.shared_stale = true;
+        owner.refresh_shared();
+        crate::service::ready(&owner.service_status);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break,
@@ -622,6 +629,9 @@ impl Daemon {
             }
         }
         tracing::info!("stopping: removing breakpoints from every process");
+        crate::service::stopping(
+            "stopping: removing breakpoints from every process, flushing events",
+        );
         owner.disarm_all().await;
         if let Some(server) = server {
             server.abort();
@@ -770,7 +780,7 @@ impl Owner {
         }
     }
 
-    fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, String>) {
+    fn injected(&mut self, pid: i32, result: Result<Box<dyn HelperLink>, AttachError>) {
         let Some(entry) = self.registry.entries.get_mut(&pid) else {
             self.timelines.remove(&pid);
             return; // exited meanwhile
@@ -821,7 +831,12 @@ impl Owner {
                 entry.state = AttachState::Attached { link, published };
                 self.sources_attached(pid);
             }
-            Err(reason) => {
+            Err(AttachError::Incompatible(reason)) => {
+                tracing::warn!(pid, "{reason}");
+                self.timelines.remove(&pid);
+                entry.state = AttachState::Incompatible(reason);
+            }
+            Err(AttachError::Failed(reason)) => {
                 tracing::warn!(pid, "injection failed: {reason}");
                 if let Some(t) = self.timelines.remove(&pid) {
                     tracing::debug!(pid, timeline = %t.render(), "attach timeline (failed)");
@@ -1262,6 +1277,8 @@ impl Owner {
             });
         }
         *self.shared.breakpoints.lock() = breakpoints;
+        let line = crate::service::summary(&self.shared.status.lock());
+        crate::service::status(&mut self.service_status, line);
     }
 
     /// SIGTERM: every helper gets an empty set and goes dormant; waits (bounded) for them.

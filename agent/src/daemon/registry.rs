@@ -34,7 +34,23 @@ pub trait Platform: Send + Sync + 'static {
     /// that had it before.
     fn start_time(&self, pid: i32) -> Option<u64>;
     /// Injects the helper (or finds the one already there) and returns a link to it.
-    fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String>;
+    fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, AttachError>;
+}
+
+/// Why [`Platform::attach`] gave no link.
+#[derive(Debug)]
+pub enum AttachError {
+    /// Injection failed (retried after [`RETRY_AFTER`]).
+    Failed(String),
+    /// A helper of another build is loaded and cannot be driven by this agent (never retried;
+    /// the reason says what was done with it and what to do).
+    Incompatible(String),
+}
+
+impl From<String> for AttachError {
+    fn from(reason: String) -> Self {
+        AttachError::Failed(reason)
+    }
 }
 
 /// Where a process is in the attach life cycle.
@@ -55,6 +71,10 @@ pub enum AttachState {
     },
     /// Injection failed; retried after `retry_at`.
     Failed { reason: String, retry_at: Instant },
+    /// A helper of another libdebugger build is loaded (its control block's ABI differs): it was
+    /// disarmed if its header allowed it, and is left alone; the process must restart to be
+    /// debugged by this agent. Not retried.
+    Incompatible(String),
 }
 
 impl AttachState {
@@ -66,6 +86,7 @@ impl AttachState {
             AttachState::Attaching => "attaching",
             AttachState::Attached { .. } => "attached",
             AttachState::Failed { .. } => "failed",
+            AttachState::Incompatible(_) => "incompatible",
         }
     }
 }
@@ -234,7 +255,9 @@ impl Registry {
             .map(|(pid, e)| {
                 let reason = match &e.state {
                     AttachState::Unsupported(r) => Some(r.clone()),
-                    AttachState::Failed { reason, .. } => Some(reason.clone()),
+                    AttachState::Failed { reason, .. } | AttachState::Incompatible(reason) => {
+                        Some(reason.clone())
+                    }
                     AttachState::Ignored(v) => Some(format!("not debugged: {v:?}")),
                     _ => None,
                 };
@@ -298,8 +321,8 @@ mod tests {
                 .map_err(str::to_owned),
             )
         }
-        fn attach(&self, _pid: i32) -> Result<Box<dyn HelperLink>, String> {
-            Err("not in this test".into())
+        fn attach(&self, _pid: i32) -> Result<Box<dyn HelperLink>, AttachError> {
+            Err(String::from("not in this test").into())
         }
     }
 
@@ -396,5 +419,15 @@ mod tests {
             r.wanting_attach(true, Instant::now() + RETRY_AFTER),
             vec![21]
         );
+        // A helper of another build is never injected over, and `status` gives the reason.
+        r.entries.get_mut(&21).unwrap().state =
+            AttachState::Incompatible("helper ABI 1: disarmed; restart the process".into());
+        assert!(
+            r.wanting_attach(true, Instant::now() + 100 * RETRY_AFTER)
+                .is_empty()
+        );
+        let p = r.status().into_iter().find(|p| p["pid"] == 21).unwrap();
+        assert_eq!(p["attach_state"], "incompatible");
+        assert_eq!(p["reason"], "helper ABI 1: disarmed; restart the process");
     }
 }

@@ -101,6 +101,30 @@ impl ControlWriter {
         Ok(w)
     }
 
+    /// Opens the control block of a helper of another ABI version, checking only the magic
+    /// that guarantees the header's layout; for publishing
+    /// [`libdebugger_common::helper_abi::DISARM`] and nothing else.
+    pub fn foreign(pid: i32, addr: u64) -> Result<Self, ControlError> {
+        let mut w = Self {
+            pid,
+            addr,
+            generation: 0,
+        };
+        let magic = w.read_u64(control_offsets::MAGIC)?;
+        if magic != CONTROL_MAGIC {
+            let abi = remote::read_u32(pid, addr + control_offsets::ABI_VERSION as u64)
+                .map_err(|source| w.mem_err(source))?;
+            return Err(ControlError::Mismatch {
+                pid,
+                addr,
+                magic,
+                abi,
+            });
+        }
+        w.generation = w.read_u64(control_offsets::GENERATION)? & !1;
+        Ok(w)
+    }
+
     /// The pid this writer targets.
     pub fn pid(&self) -> i32 {
         self.pid
@@ -267,6 +291,23 @@ mod tests {
         assert_eq!(w.generation(), 6);
         assert_eq!(w.publish(b"x").expect("publish"), 8);
         assert_eq!(b.read_back(), (8, b"x".to_vec()));
+    }
+
+    #[test]
+    fn a_helper_of_another_abi_can_be_disarmed_but_not_opened_normally() {
+        let other = Block::new(5, ABI_VERSION + 1);
+        assert!(ControlWriter::at(me(), other.addr()).is_err());
+        let mut w = ControlWriter::foreign(me(), other.addr()).expect("same magic");
+        let disarm = libdebugger_common::helper_abi::DISARM;
+        assert_eq!(w.publish(disarm).expect("publish"), 6);
+        assert_eq!(other.read_back(), (6, disarm.to_vec()));
+        // Another magic: another header layout, never written.
+        // SAFETY: `other.0` is valid until Drop.
+        unsafe { (*other.0).magic = u64::from_le_bytes(*b"LDBGCTL2") };
+        assert!(matches!(
+            ControlWriter::foreign(me(), other.addr()),
+            Err(ControlError::Mismatch { .. })
+        ));
     }
 
     #[test]

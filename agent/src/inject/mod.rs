@@ -331,6 +331,9 @@ pub enum InjectError {
         mapping: String,
         magic: u64,
         abi: u32,
+        /// Address of its `LDBG_CONTROL` (to disarm it when the magic is known, see
+        /// [`libdebugger_common::helper_abi::DISARM`]).
+        control_addr: u64,
     },
     /// The helper was loaded but its mapping could not be found afterwards.
     #[error(
@@ -441,6 +444,7 @@ fn find_loaded_in(
             mapping: m.path.clone(),
             magic,
             abi,
+            control_addr,
         });
     }
     let helper_pid = remote::read_u32(pid, control_addr + control_offsets::HELPER_PID as u64)
