@@ -35,6 +35,11 @@ pub trait Platform: Send + Sync + 'static {
     fn start_time(&self, pid: i32) -> Option<u64>;
     /// Injects the helper (or finds the one already there) and returns a link to it.
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, String>;
+    /// If `pid` debugs itself with the `libdebugger` Python package (its marker is active,
+    /// [`crate::inprocess`]): why the agent leaves it alone.
+    fn in_process(&self, _pid: i32) -> Option<String> {
+        None
+    }
 }
 
 /// Where a process is in the attach life cycle.
@@ -55,6 +60,9 @@ pub enum AttachState {
     },
     /// Injection failed; retried after `retry_at`.
     Failed { reason: String, retry_at: Instant },
+    /// Not debugged by the agent: the process debugs itself with the `libdebugger` Python
+    /// package ([`crate::inprocess`]); looked at again at `recheck_at`.
+    InProcess { reason: String, recheck_at: Instant },
 }
 
 impl AttachState {
@@ -66,6 +74,7 @@ impl AttachState {
             AttachState::Attaching => "attaching",
             AttachState::Attached { .. } => "attached",
             AttachState::Failed { .. } => "failed",
+            AttachState::InProcess { .. } => "in-process",
         }
     }
 }
@@ -221,6 +230,7 @@ impl Registry {
             .filter(|(_, e)| match &e.state {
                 AttachState::Idle => true,
                 AttachState::Failed { retry_at, .. } => *retry_at <= now,
+                AttachState::InProcess { recheck_at, .. } => *recheck_at <= now,
                 _ => false,
             })
             .map(|(pid, _)| *pid)
@@ -235,6 +245,7 @@ impl Registry {
                 let reason = match &e.state {
                     AttachState::Unsupported(r) => Some(r.clone()),
                     AttachState::Failed { reason, .. } => Some(reason.clone()),
+                    AttachState::InProcess { reason, .. } => Some(reason.clone()),
                     AttachState::Ignored(v) => Some(format!("not debugged: {v:?}")),
                     _ => None,
                 };
