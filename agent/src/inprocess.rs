@@ -2,10 +2,10 @@
 //! libdebugger`): its native module exports the `LDBG_INPROCESS` marker
 //! (`libdebugger_common::inprocess`), which is active while a `LiveDebuggerManager` runs.
 //!
-//! The agent leaves such a process alone: it does not inject its helper, and if it had
-//! injected one earlier it withdraws its breakpoints from it. `status` and `inspect` show the
-//! process as "in-process debugger active". When the manager stops, the marker goes inactive
-//! and the agent debugs the process again at its next look.
+//! The agent leaves such a process alone for the rest of its life: it does not inject its
+//! helper (checked before every injection), and if it had injected one earlier it withdraws its
+//! breakpoints from it (attached processes are checked at every rescan, 2–10 s). `status` and
+//! `inspect` show the process as "in-process debugger active".
 use crate::inject::maps::{self, Mapping};
 use crate::remote;
 use libdebugger_common::inprocess::{MAGIC, MODULE_PREFIX, PACKAGE_DIR, SYMBOL, offsets};
@@ -26,7 +26,7 @@ impl InProcess {
     pub fn reason(&self) -> String {
         format!(
             "in-process debugger active (the libdebugger Python package, {}); the agent leaves \
-             this process alone until its LiveDebuggerManager stops",
+             this process alone",
             self.module
         )
     }

@@ -5,8 +5,8 @@
 //! field is 1 while a `LiveDebuggerManager` has started (breakpoints armed in process) and 0
 //! otherwise. The agent finds the module in `/proc/<pid>/maps` (a file named `_native.*.so` in
 //! a directory named `libdebugger`), reads the marker with `process_vm_readv` and, while it is
-//! active, leaves the process alone: it injects nothing, withdraws its breakpoints from a
-//! helper it injected earlier, and reports the process as "in-process debugger active".
+//! active, leaves the process alone from then on: it injects nothing, withdraws its breakpoints
+//! from a helper it injected earlier, and reports the process as "in-process debugger active".
 
 /// The exported symbol's name.
 pub const SYMBOL: &str = "LDBG_INPROCESS";

@@ -734,8 +734,8 @@ impl Owner {
 
     /// `pid` debugs itself with the `libdebugger` Python package ([`crate::inprocess`]): the
     /// agent's breakpoints are withdrawn from a helper it injected earlier, and the process is
-    /// looked at again after [`registry::RETRY_AFTER`] (when its debugger stopped, the agent
-    /// debugs it again).
+    /// left alone for the rest of its life (no hand-over back and forth between two debuggers:
+    /// see `python/README.md`, "With the host agent").
     fn leave_in_process(&mut self, pid: i32, reason: String) {
         self.timelines.remove(&pid);
         let Some(entry) = self.registry.entries.get_mut(&pid) else {
@@ -747,13 +747,8 @@ impl Owner {
                 tracing::warn!(pid, "cannot withdraw the agent's breakpoints: {e}");
             }
         }
-        if !matches!(entry.state, AttachState::InProcess { .. }) {
-            tracing::info!(pid, "{reason}");
-        }
-        entry.state = AttachState::InProcess {
-            reason,
-            recheck_at: Instant::now() + registry::RETRY_AFTER,
-        };
+        tracing::info!(pid, "{reason}");
+        entry.state = AttachState::InProcess(reason);
         self.shared_stale = true;
         self.attach_wanted();
         self.refresh_shared();

@@ -60,9 +60,9 @@ pub enum AttachState {
     },
     /// Injection failed; retried after `retry_at`.
     Failed { reason: String, retry_at: Instant },
-    /// Not debugged by the agent: the process debugs itself with the `libdebugger` Python
-    /// package ([`crate::inprocess`]); looked at again at `recheck_at`.
-    InProcess { reason: String, recheck_at: Instant },
+    /// Not debugged by the agent, for the rest of its life: the process debugs itself with the
+    /// `libdebugger` Python package ([`crate::inprocess`]).
+    InProcess(String),
 }
 
 impl AttachState {
@@ -74,7 +74,7 @@ impl AttachState {
             AttachState::Attaching => "attaching",
             AttachState::Attached { .. } => "attached",
             AttachState::Failed { .. } => "failed",
-            AttachState::InProcess { .. } => "in-process",
+            AttachState::InProcess(_) => "in-process",
         }
     }
 }
@@ -230,7 +230,6 @@ impl Registry {
             .filter(|(_, e)| match &e.state {
                 AttachState::Idle => true,
                 AttachState::Failed { retry_at, .. } => *retry_at <= now,
-                AttachState::InProcess { recheck_at, .. } => *recheck_at <= now,
                 _ => false,
             })
             .map(|(pid, _)| *pid)
@@ -245,7 +244,7 @@ impl Registry {
                 let reason = match &e.state {
                     AttachState::Unsupported(r) => Some(r.clone()),
                     AttachState::Failed { reason, .. } => Some(reason.clone()),
-                    AttachState::InProcess { reason, .. } => Some(reason.clone()),
+                    AttachState::InProcess(reason) => Some(reason.clone()),
                     AttachState::Ignored(v) => Some(format!("not debugged: {v:?}")),
                     _ => None,
                 };

@@ -6,6 +6,7 @@ Commands on stdin (one per line), each answered with one line:
   start_inprocess <id> <line> -> started      (a LiveDebuggerManager with that breakpoint, a sink)
   events                  -> events <json>    (the in-process events so far)
   stop                    -> stopped
+  agent_helper            -> agent_helper <json> (the host agent's helper's status(), or null)
 """
 
 import json
@@ -42,6 +43,9 @@ for line in sys.stdin:
         if manager is not None:
             manager.flush()
         print("events " + json.dumps(events), flush=True)
+    elif cmd[0] == "agent_helper":
+        h = sys.modules.get("libdebugger_helper")
+        print("agent_helper " + json.dumps(h.status() if h else None), flush=True)
     elif cmd[0] == "stop":
         manager.stop()
         print("stopped", flush=True)
