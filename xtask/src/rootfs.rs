@@ -36,6 +36,9 @@ pub const SID_PYTHONS: Spec = Spec {
     used_by: "the container tests on Debian unstable's CPython 3.13, 3.14 and 3.15",
 };
 
+/// The roots `cargo xtask test` builds and hands to `cargo test`.
+pub const FOR_TESTS: &[&Spec] = &[&SID_PYTHONS];
+
 /// The file that records what a finished root was built from.
 const SPEC_FILE: &str = ".libdebugger-rootfs-spec";
 

@@ -28,7 +28,7 @@ pub fn run_all(args: &[String]) -> Result<()> {
     // Root filesystems for the container tests; the tests find them through the environment and
     // say they are skipped when one is missing.
     let mut test = Command::new(cargo);
-    for spec in [&rootfs::SID_PYTHONS] {
+    for spec in rootfs::FOR_TESTS {
         if let Some(path) = rootfs::ensure(spec)? {
             test.env(rootfs::env_var(spec), path);
         }
