@@ -30,6 +30,8 @@ pub fn ensure_maturin() -> Result<PathBuf> {
     let venv = venv_dir();
     let python = venv.join("bin/python");
     if !python.exists() {
+        // Debian's python3.11 needs its `venv` module from a package of its own.
+        crate::util::ensure_debian_packages(&["python3.11", "python3.11-venv"])?;
         let base = VENV_PYTHONS
             .iter()
             .map(Path::new)
