@@ -402,5 +402,16 @@ mod tests {
             r.wanting_attach(true, Instant::now() + RETRY_AFTER),
             vec![21]
         );
+        // A process debugging itself in process is never attached again, and says why.
+        r.entries.get_mut(&21).unwrap().state =
+            AttachState::InProcess("in-process debugger active (…)".into());
+        assert!(
+            r.wanting_attach(true, Instant::now() + RETRY_AFTER * 100)
+                .is_empty()
+        );
+        let status = r.status();
+        let p21 = status.iter().find(|p| p["pid"] == 21).unwrap();
+        assert_eq!(p21["attach_state"], "in-process");
+        assert_eq!(p21["reason"], "in-process debugger active (…)");
     }
 }
