@@ -217,8 +217,21 @@ fn quick_start_and_local_mode_on_every_interpreter() -> Result<()> {
         );
         assert_eq!(
             l["after_bad_edit"],
+            json!(["file-3"]),
+            "{label}: a bad edit changed the set (file-3: the forked child's edit)"
+        );
+        // A forked child: still armed, and its own watcher applies an edit.
+        assert_eq!(
+            l["fork_child"]["hit"],
             json!(["file-2"]),
-            "{label}: a bad edit changed the set"
+            "{label}: {}",
+            l["fork_child"]
+        );
+        assert_eq!(
+            l["fork_child"]["after_edit"],
+            json!(["file-3"]),
+            "{label}: {}",
+            l["fork_child"]
         );
         let err = l["file_source"]["last_error"].as_str().unwrap_or_default();
         assert!(err.contains("is not valid"), "{label}: {err}");

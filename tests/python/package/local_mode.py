@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 
 from libdebugger import Breakpoint, LiveDebuggerManager
 import libdebugger
@@ -86,11 +87,41 @@ changed = threading.Event()
 with open(path + ".new", "w") as f:
     f.write(f'[[breakpoint]]\nid = "file-2"\nfile = "local_mode.py"\nline = {LINE}\n')
 os.replace(path + ".new", path)
-import time
 deadline = time.monotonic() + 10
 while time.monotonic() < deadline and [b.uuid for b in m.breakpoints] != ["file-2"]:
     time.sleep(0.01)
 out["after_edit"] = [b.uuid for b in m.breakpoints]
+
+# os.fork(): the child keeps its breakpoints and watches the file again (its own thread).
+r, w = os.pipe()
+child_pid = os.fork()
+if child_pid == 0:
+    try:
+        os.close(r)
+        child = {}
+        before = len(file_events)
+        price(5, 1.0)
+        m.flush()
+        child["hit"] = [e["properties"]["$breakpoint_id"] for e in file_events[before:]]
+        with open(path + ".child", "w") as f:
+            f.write(f'[[breakpoint]]\nid = "file-3"\nfile = "local_mode.py"\nline = {LINE}\n')
+        os.replace(path + ".child", path)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and [b.uuid for b in m.breakpoints] != ["file-3"]:
+            time.sleep(0.01)
+        child["after_edit"] = [b.uuid for b in m.breakpoints]
+        os.write(w, json.dumps(child).encode())
+    finally:
+        os._exit(0)
+os.close(w)
+data = b""
+while True:
+    chunk = os.read(r, 65536)
+    if not chunk:
+        break
+    data += chunk
+os.waitpid(child_pid, 0)
+out["fork_child"] = json.loads(data or b"null")
 with open(path, "w") as f:
     f.write("[[breakpoint]]\nfile = \n")
 deadline = time.monotonic() + 10
