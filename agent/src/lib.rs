@@ -11,6 +11,7 @@
 //! | [`trace`] | `trace <pid>`: counts frame entries per code object with the frame-entry probe |
 //! | [`doctor`] | `doctor`: can this host run the agent? |
 //! | [`inject`] | ptrace injection of the helper at a safe point, and the control block |
+//! | [`inprocess`] | processes that debug themselves with the `libdebugger` Python package |
 //! | [`breakpoints`] | the desired breakpoint set, the local breakpoints file |
 //! | [`posthog`] | PostHog configuration and the Live Debugger API poller |
 //! | [`delivery`] | events: building, batching, spooling, and the sinks (PostHog, file, terminal) |
@@ -28,6 +29,7 @@ pub mod delivery;
 pub mod doctor;
 pub mod elf;
 pub mod inject;
+pub mod inprocess;
 pub mod paths;
 pub mod posthog;
 pub mod python;

@@ -5,7 +5,10 @@
 //! * [`bpf`]: keys and values of the BPF maps and the records the programs write to ring buffers.
 //! * [`helper_abi`]: the contract between the helper (inside the target) and the agent: the
 //!   chunks the helper hands to `ldbg_emit`, and the control block the agent writes.
+//! * [`inprocess`]: the marker by which the `libdebugger` Python package tells the agent that it
+//!   debugs its process itself.
 #![no_std]
 
 pub mod bpf;
 pub mod helper_abi;
+pub mod inprocess;

@@ -161,6 +161,13 @@ pub(crate) use add_fn;
 
 #[pymodule]
 fn libdebugger_helper(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_module(m)
+}
+
+/// Fills `m` with the helper's Python API and initialises the helper for this process (once):
+/// the body of the `libdebugger_helper` module, also used by the `libdebugger` Python package's
+/// native module (`python/`), which links this crate.
+pub fn init_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     add_fn!(m, set_breakpoints);
     add_fn!(m, status);

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod helper;
 pub mod local;
+pub mod package;
 pub mod posthog_e2e;
 pub mod posthog_server;
 pub mod python;

@@ -10,6 +10,7 @@ mod manifests;
 mod rootfs;
 mod test;
 mod util;
+mod wheel;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Task {
     BuildEbpf,
     /// Build the in-process helper (release) and stage it as an importable module.
     BuildHelper,
+    /// Build the `libdebugger` Python package (maturin, abi3) into target/wheels/.
+    BuildWheel,
     /// Run the benchmarks (issue 6): prints a table, writes target/bench/report.json and
     /// report.md. Needs root for the agent's figures; about 15 minutes (`--quick`: a smoke run).
     Bench(bench::BenchArgs),
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::BuildHelper => helper::build().map(|_| ()),
+        Task::BuildWheel => wheel::build().map(|_| ()),
         Task::Demo { ui } => demo::run_demo(ui.as_deref()),
         Task::Dist => dist::build().map(|_| ()),
         Task::Test { args } => test::run_all(&args),

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 use crate::util::{root, run};
-use crate::{browser, dist, ebpf, helper, manifests, rootfs};
+use crate::{browser, dist, ebpf, helper, manifests, rootfs, wheel};
 use anyhow::Result;
 use std::process::Command;
 
@@ -13,6 +13,8 @@ pub fn run_all(args: &[String]) -> Result<()> {
     ebpf::build()?;
     ebpf::clippy()?;
     helper::build()?;
+    // The Python package's tests install it into a virtual environment per interpreter.
+    wheel::build()?;
     browser::ensure()?;
     // The end-to-end tests run the agent binary from target/debug.
     run(Command::new(cargo)

@@ -42,16 +42,17 @@ fn render(cmd: &Command) -> String {
 
 /// Debian packages the tests and the demo use: gcc/libc6-dev (the injection tests build a small
 /// stand-in library), util-linux (`unshare` for the mount-namespace test), procps, and Debian's
-/// own static `python3.11` (one of the interpreters under test), binutils (`strip` for the
-/// staged helper), chromium and nodejs (the web UI's browser test drives Chromium with
-/// playwright-core; see `crate::browser`).
-/// staged helper), systemd (`systemd-analyze verify` of the unit in the package install test).
+/// own static `python3.11` (one of the interpreters under test) and its `venv` module (the
+/// Python package's tests and maturin's environment), binutils (`strip` for the staged helper),
+/// chromium and nodejs (the web UI's browser test drives Chromium with playwright-core; see
+/// `crate::browser`), systemd (`systemd-analyze verify` of the unit in the package install test).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "util-linux",
     "procps",
     "python3.11",
+    "python3.11-venv",
     "binutils",
     "chromium",
     "nodejs",

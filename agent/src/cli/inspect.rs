@@ -13,7 +13,9 @@ pub struct InspectArgs {
     /// The process to inspect.
     pub pid: i32,
     /// Print JSON instead of text: {pid, supported, python_version, reason (when unsupported),
-    /// and for supported processes `process`: exe, linkage, pie, interpreter, symbols, layout}.
+    /// in_process (when the process has the `libdebugger` Python package loaded: module,
+    /// active), and for supported processes `process`: exe, linkage, pie, interpreter,
+    /// symbols, layout}.
     #[arg(long)]
     pub json: bool,
 }
@@ -30,10 +32,26 @@ struct Output<'a> {
     /// Everything `inspect` found, for a supported process.
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<&'a PythonProcess>,
+    /// The `libdebugger` Python package in the process, when it is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_process: Option<InProcessJson>,
+}
+
+/// `in_process` of the JSON output.
+#[derive(Serialize)]
+struct InProcessJson {
+    /// The package's native module as the process maps it.
+    module: String,
+    /// Whether its `LiveDebuggerManager` runs (the agent then leaves the process alone).
+    active: bool,
+    /// "in-process debugger active (…)" when active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let result = python::inspect(args.pid);
+    let in_process = crate::inprocess::detect(args.pid);
     let code = match &result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) if e.is_unsupported() => ExitCode::SUCCESS,
@@ -48,6 +66,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 python_version: Some(p.version.to_string()),
                 reason: None,
                 process: Some(p),
+                in_process: in_process_json(&in_process),
             },
             Err(e) => Output {
                 pid: args.pid,
@@ -55,6 +74,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 python_version: e.version().map(|v| v.to_string()),
                 reason: Some(e.to_string()),
                 process: None,
+                in_process: in_process_json(&in_process),
             },
         };
         serde_json::to_writer_pretty(&mut out, &output)?;
@@ -64,8 +84,25 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             Ok(p) => print_text(&mut out, p)?,
             Err(e) => print_error(&mut out, args.pid, e)?,
         }
+        match &in_process {
+            Some(m) if m.active => writeln!(out, "  {}", m.reason())?,
+            Some(m) => writeln!(
+                out,
+                "  libdebugger package loaded, its debugger not started ({})",
+                m.module
+            )?,
+            None => {}
+        }
     }
     Ok(code)
+}
+
+fn in_process_json(m: &Option<crate::inprocess::InProcess>) -> Option<InProcessJson> {
+    m.as_ref().map(|m| InProcessJson {
+        module: m.module.clone(),
+        active: m.active,
+        status: m.active.then(|| m.reason()),
+    })
 }
 
 fn print_error(out: &mut impl Write, pid: i32, e: &InspectError) -> std::io::Result<()> {

@@ -62,6 +62,12 @@ impl Platform for Host {
         }
     }
 
+    fn in_process(&self, pid: i32) -> Option<String> {
+        crate::inprocess::detect(pid)
+            .filter(|m| m.active)
+            .map(|m| m.reason())
+    }
+
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, AttachError> {
         // The daemon publishes the desired set as soon as this returns (`Owner::injected`): the
         // helper waits for it and arms at start-up.

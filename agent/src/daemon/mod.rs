@@ -386,6 +386,8 @@ pub struct Daemon {
 
 enum Injection {
     Done(i32, Result<Box<dyn HelperLink>, AttachError>),
+    /// Not injected: the process debugs itself in process (the reason).
+    InProcess(i32, String),
 }
 
 /// When each step of attaching one process happened, logged once (debug, "attach timeline")
@@ -612,7 +614,10 @@ impl Daemon {
                     }
                 }
                 Some(cmd) = cmd_rx.recv() => owner.command(cmd),
-                Some(Injection::Done(pid, result)) = inject_rx.recv() => owner.injected(pid, result),
+                Some(injection) = inject_rx.recv() => match injection {
+                    Injection::Done(pid, result) => owner.injected(pid, result),
+                    Injection::InProcess(pid, reason) => owner.leave_in_process(pid, reason),
+                },
                 batch = next_batch(&mut emit_rx) => match batch {
                     Ok(chunks) => owner.emitted(chunks),
                     Err(e) => { tracing::error!("emit ring buffer: {e}"); emit_rx = None; }
@@ -774,9 +779,51 @@ impl Owner {
             let platform = self.platform.clone();
             let tx = self.inject_tx.clone();
             tokio::task::spawn_blocking(move || {
-                let result = platform.attach(pid);
-                let _ = tx.send(Injection::Done(pid, result));
+                // A process that debugs itself with the Python package is left alone.
+                let done = match platform.in_process(pid) {
+                    Some(reason) => Injection::InProcess(pid, reason),
+                    None => Injection::Done(pid, platform.attach(pid)),
+                };
+                let _ = tx.send(done);
             });
+        }
+    }
+
+    /// `pid` debugs itself with the `libdebugger` Python package ([`crate::inprocess`]): the
+    /// agent's breakpoints are withdrawn from a helper it injected earlier, and the process is
+    /// left alone for the rest of its life (no hand-over back and forth between two debuggers:
+    /// see `python/README.md`, "With the host agent").
+    fn leave_in_process(&mut self, pid: i32, reason: String) {
+        self.timelines.remove(&pid);
+        let Some(entry) = self.registry.entries.get_mut(&pid) else {
+            return;
+        };
+        if let AttachState::Attached { link, .. } = &mut entry.state {
+            let empty = control_json(&DesiredSet::default(), &self.helper_settings);
+            if let Err(e) = link.publish(&empty) {
+                tracing::warn!(pid, "cannot withdraw the agent's breakpoints: {e}");
+            }
+        }
+        tracing::info!(pid, "{reason}");
+        entry.state = AttachState::InProcess(reason);
+        self.shared_stale = true;
+        self.attach_wanted();
+        self.refresh_shared();
+    }
+
+    /// Attached processes whose in-process debugger started since: left alone from now on.
+    fn check_in_process(&mut self) {
+        let attached: Vec<i32> = self
+            .registry
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.state, AttachState::Attached { .. }))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in attached {
+            if let Some(reason) = self.platform.in_process(pid) {
+                self.leave_in_process(pid, reason);
+            }
         }
     }
 
@@ -1133,6 +1180,7 @@ impl Owner {
             let before: Vec<i32> = self.registry.entries.keys().copied().collect();
             let known = self.registry.entries.len();
             self.registry.rescan(self.platform.as_ref());
+            self.check_in_process();
             self.shared_stale |= self.registry.entries.len() != known;
             for pid in before {
                 if !self.registry.entries.contains_key(&pid) {

@@ -35,6 +35,11 @@ pub trait Platform: Send + Sync + 'static {
     fn start_time(&self, pid: i32) -> Option<u64>;
     /// Injects the helper (or finds the one already there) and returns a link to it.
     fn attach(&self, pid: i32) -> Result<Box<dyn HelperLink>, AttachError>;
+    /// If `pid` debugs itself with the `libdebugger` Python package (its marker is active,
+    /// [`crate::inprocess`]): why the agent leaves it alone.
+    fn in_process(&self, _pid: i32) -> Option<String> {
+        None
+    }
 }
 
 /// Why [`Platform::attach`] gave no link.
@@ -75,6 +80,9 @@ pub enum AttachState {
     /// disarmed if its header allowed it, and is left alone; the process must restart to be
     /// debugged by this agent. Not retried.
     Incompatible(String),
+    /// Not debugged by the agent, for the rest of its life: the process debugs itself with the
+    /// `libdebugger` Python package ([`crate::inprocess`]).
+    InProcess(String),
 }
 
 impl AttachState {
@@ -87,6 +95,7 @@ impl AttachState {
             AttachState::Attached { .. } => "attached",
             AttachState::Failed { .. } => "failed",
             AttachState::Incompatible(_) => "incompatible",
+            AttachState::InProcess(_) => "in-process",
         }
     }
 }
@@ -255,9 +264,9 @@ impl Registry {
             .map(|(pid, e)| {
                 let reason = match &e.state {
                     AttachState::Unsupported(r) => Some(r.clone()),
-                    AttachState::Failed { reason, .. } | AttachState::Incompatible(reason) => {
-                        Some(reason.clone())
-                    }
+                    AttachState::Failed { reason, .. }
+                    | AttachState::Incompatible(reason)
+                    | AttachState::InProcess(reason) => Some(reason.clone()),
                     AttachState::Ignored(v) => Some(format!("not debugged: {v:?}")),
                     _ => None,
                 };
@@ -429,5 +438,16 @@ mod tests {
         let p = r.status().into_iter().find(|p| p["pid"] == 21).unwrap();
         assert_eq!(p["attach_state"], "incompatible");
         assert_eq!(p["reason"], "helper ABI 1: disarmed; restart the process");
+        // A process debugging itself in process is never attached again, and says why.
+        r.entries.get_mut(&21).unwrap().state =
+            AttachState::InProcess("in-process debugger active (…)".into());
+        assert!(
+            r.wanting_attach(true, Instant::now() + RETRY_AFTER * 100)
+                .is_empty()
+        );
+        let status = r.status();
+        let p21 = status.iter().find(|p| p["pid"] == 21).unwrap();
+        assert_eq!(p21["attach_state"], "in-process");
+        assert_eq!(p21["reason"], "in-process debugger active (…)");
     }
 }
