@@ -450,7 +450,9 @@ pub fn hits<'a>(events: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Va
 
 /// The `seq` local of a hit event.
 pub fn seq_of(event: &Value) -> Option<u64> {
-    event["properties"]["$locals_variables"]["seq"].as_u64()
+    // Each local is a JSON string (its jsonpickle encoding).
+    let text = event["properties"]["$locals_variables"]["seq"].as_str()?;
+    serde_json::from_str::<Value>(text).ok()?.as_u64()
 }
 
 /// Status events of breakpoint `id` with status `status`.

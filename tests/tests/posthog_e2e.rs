@@ -215,33 +215,48 @@ fn check_ui_properties(
         locals.contains_key("seq") && locals.contains_key("order") && locals.contains_key("total"),
         "{label}: locals {locals:?}"
     );
+    // Each local's value is a JSON string in jsonpickle's encoding.
+    let local = |name: &str| -> Result<Value> {
+        let text = locals[name]
+            .as_str()
+            .with_context(|| format!("{label}: local {name} is not a JSON string: {locals:?}"))?;
+        serde_json::from_str(text).with_context(|| format!("{label}: local {name}: {text}"))
+    };
     let seq = seq_of(hit).context("seq")?;
     ensure!(
-        locals["user"] == format!("user-{}", seq % 3),
+        local("user")? == format!("user-{}", seq % 3),
         "{label}: user local: {locals:?}"
     );
     ensure!(
-        locals["order"]["py/object"] == "app.handlers.Order",
+        local("order")?["py/object"] == "app.handlers.Order",
         "{label}: the object's type: {locals:?}"
     );
     let stack = p["$stack_trace"]
         .as_array()
         .with_context(|| format!("{label}: $stack_trace is not an array: {hit}"))?;
     ensure!(!stack.is_empty(), "{label}: empty stack");
-    for frame in stack {
-        let f = frame.as_array().with_context(|| {
-            format!("{label}: a frame is not an array [file, function, line]: {frame}")
-        })?;
+    for f in stack {
         ensure!(
-            f.len() == 3 && f[0].is_string() && f[1].is_string() && f[2].is_u64(),
-            "{label}: frame {frame}"
+            f["file"].is_string()
+                && f["function"].is_string()
+                && f["line"].is_u64()
+                && f["0"] == f["file"]
+                && f["1"] == f["function"]
+                && f["2"] == f["line"],
+            "{label}: a frame must carry file/function/line and \"0\"/\"1\"/\"2\": {f}"
         );
     }
     ensure!(
-        stack[0][1].as_str().is_some_and(|n| n.ends_with("handle")) && stack[0][2] == line,
+        stack[0]["function"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("handle"))
+            && stack[0]["line"] == line,
         "{label}: the innermost frame must be handle() at line {line}: {stack:?}"
     );
-    let names: Vec<&str> = stack.iter().filter_map(|f| f[1].as_str()).collect();
+    let names: Vec<&str> = stack
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
     ensure!(
         names.iter().any(|n| n.ends_with("call_once")),
         "{label}: stack functions {names:?}"

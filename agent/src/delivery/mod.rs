@@ -565,7 +565,7 @@ impl<S: Sink> Worker<S> {
                 match self.next_event() {
                     Some((ev, pos)) => {
                         let len = ev.len();
-                        // 1 KiB for the request's envelope (api_key, sentAt, brackets).
+                        // 1 KiB for the request's envelope (api_key, sent_at, brackets).
                         let budget = self.config.max_request_bytes.saturating_sub(1024);
                         if !batch.is_empty() && bytes + len + 1 > budget {
                             self.held = Some((ev, pos));
