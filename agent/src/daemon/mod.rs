@@ -66,6 +66,13 @@ pub struct HelperSettings {
 }
 
 impl HelperSettings {
+    /// Why a breakpoint cannot be armed at all ([`crate::breakpoints::problem`]): an error
+    /// status for it, the others unaffected.
+    pub fn invalid_reason(&self, b: &Breakpoint) -> Option<String> {
+        let roots: Vec<PathBuf> = self.roots.iter().map(PathBuf::from).collect();
+        crate::breakpoints::problem(b, &roots)
+    }
+
     /// Why a breakpoint is not armed on this host, if it belongs to another repository.
     pub fn skip_reason(&self, b: &Breakpoint) -> Option<String> {
         match (&self.repository, &b.repository) {
@@ -136,7 +143,7 @@ impl HelperSettings {
 pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
     let breakpoints: Vec<Value> = set
         .enabled()
-        .filter(|b| helper.skip_reason(b).is_none())
+        .filter(|b| helper.skip_reason(b).is_none() && helper.invalid_reason(b).is_none())
         .map(|b: &Breakpoint| {
             let mut v = json!({
                 "id": b.id,
@@ -173,7 +180,7 @@ mod tests {
             line: 3,
             condition: None,
             enabled: true,
-            repository: None,
+            ..Default::default()
         }]);
         let v: Value = serde_json::from_slice(&control_json(&set, &h)).unwrap();
         assert_eq!(
@@ -275,7 +282,8 @@ impl crate::control::ControlHandler for ControlBridge {
             line,
             condition,
             enabled: true,
-            repository: None,
+            source: "cli".into(),
+            ..Default::default()
         };
         self.ask(|tx| Command::BreakAdd(bp, tx))
     }
@@ -663,6 +671,13 @@ impl Owner {
                 .breakpoints
                 .values()
                 .filter_map(|b| Some((b.id.clone(), self.helper_settings.skip_reason(b)?)))
+                .collect(),
+        );
+        self.tracker.set_invalid(
+            desired
+                .breakpoints
+                .values()
+                .filter_map(|b| Some((b.id.clone(), self.helper_settings.invalid_reason(b)?)))
                 .collect(),
         );
         self.desired = desired;

@@ -162,8 +162,7 @@ async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSe
         let got = answer.items.len();
         items.extend(answer.items);
         if !answer.has_more {
-            return active_set("PostHog's answer", items)
-                .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None));
+            return Ok(active_set("PostHog's answer", items).with_source("posthog"));
         }
         if got == 0 {
             return Err(FetchError::Other(
