@@ -158,16 +158,30 @@ async fn malformed_answer_keeps_the_last_good_set() {
     wait_set(&mut poller.desired, "a", |s| s.len() == 1).await;
     let good = poller.desired.borrow().clone();
 
-    for body in [
-        "{not json",
-        r#"{"count": 0}"#,
-        r#"{"results": [{"id": "x"}]}"#,
-        "<html>",
-    ] {
+    for body in ["{not json", r#"{"count": 0}"#, "<html>"] {
         let err = answer_fails(&server, &poller, body).await;
         assert_eq!(*poller.desired.borrow(), good, "after answer {body:?}");
         assert!(err.contains("not a valid"), "{err}");
     }
+    // A bad entry is that breakpoint's error; the rest of the answer takes effect.
+    server.set_breakpoints_raw(Some((
+        200,
+        r#"{"results": [{"id": "x"}, {"id": "c", "filename": "app/z.py", "line_number": 0}]}"#,
+    )));
+    let set = wait_set(&mut poller.desired, "x and c", |s| s.get("c").is_some()).await;
+    assert!(
+        set.get("x")
+            .unwrap()
+            .invalid
+            .as_deref()
+            .unwrap()
+            .contains("filename")
+    );
+    assert!(
+        set.get("c").unwrap().invalid.is_none(),
+        "line 0 is valid in PostHog"
+    );
+    assert_eq!(set.get("c").unwrap().source, "posthog");
     // A 500 keeps it too; then a good answer replaces it.
     server.set_breakpoints_raw(None);
     server.fail_breakpoints(Fault::Status(500), 1);

@@ -343,8 +343,7 @@ impl DirState {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             // `metadata` follows symlinks (a ConfigMap's files are links into `..data/`).
-            if !is_breakpoints_file(&name) || !std::fs::metadata(&path).is_ok_and(|m| m.is_file())
-            {
+            if !is_breakpoints_file(&name) || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                 continue;
             }
             present.insert(name.clone());
@@ -582,7 +581,14 @@ mod tests {
             "[[breakpoint]]\nfile=\"x\"\nline=3\n[[breakpoint]]\nfile=\"x\"\nline=3\n",
         );
         let dup = dup.unwrap();
-        assert!(dup.get("x:3").unwrap().invalid.as_deref().unwrap().contains("twice"));
+        assert!(
+            dup.get("x:3")
+                .unwrap()
+                .invalid
+                .as_deref()
+                .unwrap()
+                .contains("twice")
+        );
     }
 
     #[test]
@@ -630,8 +636,14 @@ mod tests {
     fn a_directory_merges_its_files_and_keeps_a_broken_one_s_last_content() {
         let dir = tempfile::tempdir().unwrap();
         let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-        w("a.toml", "[[breakpoint]]\nid = \"a\"\nfile = \"x.py\"\nline = 1\n");
-        w("b.json", r#"{"results": [{"id": "b", "filename": "y.py", "line_number": 2}]}"#);
+        w(
+            "a.toml",
+            "[[breakpoint]]\nid = \"a\"\nfile = \"x.py\"\nline = 1\n",
+        );
+        w(
+            "b.json",
+            r#"{"results": [{"id": "b", "filename": "y.py", "line_number": 2}]}"#,
+        );
         w(".hidden.toml", "garbage");
         w("notes.txt", "garbage");
         let mut state = DirState::default();
@@ -640,11 +652,22 @@ mod tests {
         assert_eq!(set.len(), 2, "{set:?}");
         assert!(set.get("a").unwrap().source.ends_with("a.toml"));
         w("a.toml", "[[breakpoint]\n");
-        w("c.toml", "[[breakpoint]]\nid = \"b\"\nfile = \"z.py\"\nline = 3\n");
+        w(
+            "c.toml",
+            "[[breakpoint]]\nid = \"b\"\nfile = \"z.py\"\nline = 3\n",
+        );
         state.reload(dir.path()).unwrap();
         let set = state.merged();
-        assert_eq!(set.get("a").unwrap().file, "x.py", "last good content of a.toml");
-        assert!(state.errors["a.toml"].contains("a.toml"), "{:?}", state.errors);
+        assert_eq!(
+            set.get("a").unwrap().file,
+            "x.py",
+            "last good content of a.toml"
+        );
+        assert!(
+            state.errors["a.toml"].contains("a.toml"),
+            "{:?}",
+            state.errors
+        );
         let b = set.get("b").unwrap();
         assert!(b.invalid.as_deref().unwrap().contains("c.toml"), "{b:?}");
         std::fs::remove_file(dir.path().join("a.toml")).unwrap();

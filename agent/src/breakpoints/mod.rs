@@ -5,11 +5,16 @@
 //! now. Sources publish a new [`DesiredSet`] on a `tokio::sync::watch` channel whenever any field
 //! of any breakpoint changes; consumers compute a [`Diff`] against what they applied last.
 //!
-//! * [`self::file`]: the local breakpoints file (TOML or PostHog's JSON), watched for changes.
+//! * [`self::file`]: the local breakpoints file (TOML or PostHog's JSON) or a directory of them
+//!   (a Kubernetes ConfigMap), watched for changes.
+//! * [`url`]: a URL serving PostHog's JSON shape, polled with `ETag`.
+//! * [`sources`]: several sources merged into one desired set.
 //! * [`pathmatch`]: maps a breakpoint's repository-relative `file` to a code object's absolute
 //!   path.
 pub mod file;
 pub mod pathmatch;
+pub mod sources;
+pub mod url;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,7 +77,10 @@ pub fn problem(b: &Breakpoint, source_roots: &[std::path::PathBuf]) -> Option<St
         && !source_roots.is_empty()
         && !source_roots.iter().any(|r| path.starts_with(r))
     {
-        let roots: Vec<String> = source_roots.iter().map(|r| r.display().to_string()).collect();
+        let roots: Vec<String> = source_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
         return Some(format!(
             "{} is an absolute path outside the source roots ({}); no file of this host can \
              match it",
@@ -184,16 +192,31 @@ mod tests {
         let roots = [std::path::PathBuf::from("/srv/app")];
         let ok = bp("a", None, true);
         assert_eq!(problem(&ok, &roots), None);
-        let zero = Breakpoint { line: 0, ..ok.clone() };
+        let zero = Breakpoint {
+            line: 0,
+            ..ok.clone()
+        };
         assert!(problem(&zero, &roots).unwrap().contains("line 0"));
-        let empty = Breakpoint { file: " ".into(), ..ok.clone() };
+        let empty = Breakpoint {
+            file: " ".into(),
+            ..ok.clone()
+        };
         assert!(problem(&empty, &roots).unwrap().contains("empty filename"));
-        let outside = Breakpoint { file: "/opt/x.py".into(), ..ok.clone() };
+        let outside = Breakpoint {
+            file: "/opt/x.py".into(),
+            ..ok.clone()
+        };
         assert!(problem(&outside, &roots).unwrap().contains("/srv/app"));
         assert_eq!(problem(&outside, &[]), None);
-        let inside = Breakpoint { file: "/srv/app/x.py".into(), ..ok.clone() };
+        let inside = Breakpoint {
+            file: "/srv/app/x.py".into(),
+            ..ok.clone()
+        };
         assert_eq!(problem(&inside, &roots), None);
-        let said = Breakpoint { invalid: Some("bad".into()), ..ok };
+        let said = Breakpoint {
+            invalid: Some("bad".into()),
+            ..ok
+        };
         assert_eq!(problem(&said, &roots).as_deref(), Some("bad"));
     }
 

@@ -374,6 +374,10 @@ pub struct Daemon {
     pub file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
     /// Health of the PostHog poller, for `status` (PostHog mode).
     pub poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    /// Health of the `--breakpoints-url` source.
+    pub url_status: Option<watch::Receiver<crate::breakpoints::url::UrlStatus>>,
+    /// Whether PostHog knows the project API key (PostHog mode).
+    pub key_status: Option<watch::Receiver<crate::posthog::KeyStatus>>,
 }
 
 enum Injection {
@@ -447,6 +451,8 @@ struct Owner {
     governor_detached: BTreeMap<i32, u64>,
     file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
     poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    url_status: Option<watch::Receiver<crate::breakpoints::url::UrlStatus>>,
+    key_status: Option<watch::Receiver<crate::posthog::KeyStatus>>,
     /// The delivery pipelines (taken at shutdown to flush them).
     delivery: Option<Delivery>,
     /// Hits encoded from the ring-buffer batch being handled, spooled together at its end.
@@ -535,6 +541,8 @@ impl Daemon {
             governor_detached: BTreeMap::new(),
             file_status: self.file_status,
             poller_status: self.poller_status,
+            url_status: self.url_status,
+            key_status: self.key_status,
             delivery: None,
             hits: Vec::new(),
             set_changed_at: Instant::now(),
@@ -1208,6 +1216,7 @@ impl Owner {
                 "consecutive_failures": ps.consecutive_failures,
                 "last_error": ps.last_error,
                 "auth_error": ps.auth_error,
+                "note": ps.note,
                 "last_success": ps.last_success.map(|t| time::OffsetDateTime::from(t)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default()),
@@ -1218,7 +1227,36 @@ impl Owner {
             self.shared.status.lock()["breakpoints_file"] = json!({
                 "loads": fs.loads,
                 "error": fs.last_error,
-                "note": fs.last_error.as_ref().map(|_| "the file is malformed; the last good breakpoint set stays in force until it is fixed"),
+                "errors": fs.errors,
+                "note": fs.last_error.as_ref().map(|_| "malformed; the last good content of each file stays in force until it is fixed"),
+            });
+        }
+        let rfc3339 = |t: std::time::SystemTime| {
+            time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        if let Some(rx) = &self.url_status {
+            let us = rx.borrow();
+            self.shared.status.lock()["breakpoints_url"] = json!({
+                "fetches": us.fetches,
+                "not_modified": us.not_modified,
+                "failures": us.failures,
+                "consecutive_failures": us.consecutive_failures,
+                "last_error": us.last_error,
+                "last_success": us.last_success.map(rfc3339),
+            });
+        }
+        if let Some(rx) = &self.key_status {
+            let (state, error) = {
+                let ks = rx.borrow();
+                let (state, error) = ks.parts();
+                (state, error.map(str::to_owned))
+            };
+            self.shared.status.lock()["posthog_project_key"] = json!({
+                "status": state,
+                "error": error,
+                "note": error,
             });
         }
         *self.shared.breakpoints.lock() = breakpoints;

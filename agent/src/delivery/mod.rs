@@ -454,6 +454,11 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     half + half.mul_f64(random_unit())
 }
 
+/// `interval` ±10 %, at random: polls of a fleet started together spread out.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * random_unit())
+}
+
 /// A random number in `[0, 1)` (from the OS RNG via uuid v4; no extra dependency).
 fn random_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
