@@ -91,6 +91,8 @@ pub struct RequestRecord {
     pub batch_len: Option<usize>,
     /// For `/batch/` requests: the body size after decompression.
     pub body_bytes: Option<usize>,
+    /// For accepted `/batch/` requests: the envelope's `sent_at` (capture ignores `sentAt`).
+    pub sent_at: Option<String>,
 }
 
 #[derive(Default)]
@@ -344,6 +346,11 @@ impl PosthogServer {
         self.state.dropped.lock().clone()
     }
 
+    /// Waits until `pred(dropped events)` holds or `timeout` passes (blocking).
+    pub fn wait_dropped(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        self.wait_until(timeout, || pred(&self.state.dropped.lock()))
+    }
+
     /// A PostHog that retired the Live Debugger: the active endpoint answers 404 (`true`), or
     /// is back (`false`).
     pub fn set_retired(&self, retired: bool) {
@@ -501,13 +508,12 @@ impl Drop for PosthogServer {
     }
 }
 
-fn record(
-    st: &State,
-    req: &hyper::http::request::Parts,
-    status: u16,
-    batch_len: Option<usize>,
-    body_bytes: Option<usize>,
-) {
+fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch: BatchFacts) {
+    let BatchFacts {
+        len: batch_len,
+        bytes: body_bytes,
+        sent_at,
+    } = batch;
     st.requests.lock().push(RequestRecord {
         at: Instant::now(),
         wall: std::time::SystemTime::now(),
@@ -522,6 +528,7 @@ fn record(
             .map(str::to_owned),
         batch_len,
         body_bytes,
+        sent_at,
     });
     let _g = st.changed_lock.lock();
     st.changed.notify_all();
@@ -551,8 +558,7 @@ async fn apply_fault(fault: Option<Fault>) -> Result<Option<Resp>, Dropped> {
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let mut batch_len = None;
-    let mut body_bytes = None;
+    let mut facts = BatchFacts::default();
     let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
         let fault = st.batch_faults.lock().next();
         // A faulted request's body is read first, so tests can see what was attempted.
@@ -572,9 +578,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
             // (A fault that read the body always answers or drops: `body` is Some here.)
             Ok(None) => match body {
                 Some(body) => {
-                    let (resp, n, size) = batch(&st, &parts, body).await;
-                    batch_len = n;
-                    body_bytes = size;
+                    let (resp, f) = batch(&st, &parts, body).await;
+                    facts = f;
                     Ok(resp)
                 }
                 None => Err(Dropped),
@@ -603,8 +608,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
         &st,
         &parts,
         result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
-        batch_len,
-        body_bytes,
+        facts,
     );
     result
 }
@@ -838,15 +842,23 @@ fn decode_events(parts: &hyper::http::request::Parts, raw: &[u8]) -> Vec<Value> 
         .unwrap_or_default()
 }
 
-fn reject(status: u16, msg: &str) -> (Resp, Option<usize>, Option<usize>) {
-    (detail(status, msg), None, None)
+/// What an accepted `/batch/` request carried.
+#[derive(Default)]
+struct BatchFacts {
+    len: Option<usize>,
+    bytes: Option<usize>,
+    sent_at: Option<String>,
+}
+
+fn reject(status: u16, msg: &str) -> (Resp, BatchFacts) {
+    (detail(status, msg), BatchFacts::default())
 }
 
 async fn batch(
     st: &State,
     parts: &hyper::http::request::Parts,
     body: Incoming,
-) -> (Resp, Option<usize>, Option<usize>) {
+) -> (Resp, BatchFacts) {
     let raw = match Limited::new(body, BATCH_BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reject(413, "Request body too large (limit 20 MB)."),
@@ -915,7 +927,13 @@ async fn batch(
     }
     (
         json_resp(200, &json!({"status": 1})),
-        Some(batch.len()),
-        Some(data.len()),
+        BatchFacts {
+            len: Some(batch.len()),
+            bytes: Some(data.len()),
+            sent_at: payload
+                .get("sent_at")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
     )
 }
