@@ -370,3 +370,63 @@ async fn rate_limit_retry_after_is_honoured() {
     // The 50 ms interval's backoff alone would retry within 50 ms.
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
 }
+
+/// PostHog's per-key limit (480 requests a minute, 4,800 an hour): a 429's `Retry-After` is
+/// honoured, the next attempt waits that long instead of the (short) backoff.
+#[tokio::test]
+async fn the_servers_rate_limit_is_waited_out() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    server.set_rate_limit(Some(posthog_server::RateLimit {
+        requests: 2,
+        window: Duration::from_secs(3),
+    }));
+    let mut cfg = config(&server, Duration::from_millis(50));
+    cfg.max_backoff = Duration::from_secs(30);
+    let _poller = Poller::start(cfg).unwrap();
+    // Two answers, a 429, and the attempt after it.
+    assert!(
+        server
+            .wait_requests_async(Duration::from_secs(20), |r| r.len() >= 4)
+            .await,
+        "{:?}",
+        server.requests()
+    );
+    let reqs = server.breakpoint_requests();
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    let limited = statuses.iter().position(|s| *s == 429).expect("a 429");
+    let gap = reqs[limited + 1].at.duration_since(reqs[limited].at);
+    // The 429 said to come back when the window frees a slot (about 3 s after the first
+    // request); the backoff alone would retry after 25–50 ms.
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "retried {gap:?} after the 429 ({statuses:?})"
+    );
+    assert_eq!(reqs[limited + 1].status, 200, "{statuses:?}");
+}
+
+/// A PostHog that retired the Live Debugger answers 404 on the active endpoint: the poller's
+/// status carries the one line saying so, the set in force stays, and it asks again only after
+/// RETIRED_RECHECK.
+#[tokio::test]
+async fn retired_endpoint_is_a_status_line() {
+    use libdebugger_agent::posthog::poller::RETIRED;
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut poller = Poller::start(config(&server, Duration::from_millis(50))).unwrap();
+    wait_set(&mut poller.desired, "a", |s| s.len() == 1).await;
+    server.set_retired(true);
+    let mut st = poller.status.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| s.note.as_deref() == Some(RETIRED)),
+    )
+    .await
+    .expect("the retired note")
+    .unwrap();
+    assert!(RETIRED.contains("hits are still sent"));
+    assert_eq!(poller.desired.borrow().len(), 1, "the set in force stays");
+    let err = poller.status.borrow().last_error.clone().unwrap();
+    assert!(err.contains("HTTP 404"), "{err}");
+    assert!(!poller.status.borrow().auth_error);
+}
