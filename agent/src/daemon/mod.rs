@@ -825,9 +825,14 @@ impl Owner {
                 if from_cli {
                     self.set_changed();
                     let _ = reply.send(Ok(json!({"id": id})));
-                } else if self.source_set.get(&id).is_some() {
+                } else if let Some(b) = self.source_set.get(&id) {
                     let _ = reply.send(Err(format!(
-                        "breakpoint {id} comes from the breakpoints file or PostHog; remove it there"
+                        "breakpoint {id} comes from {}; remove it there",
+                        if b.source.is_empty() {
+                            "its source"
+                        } else {
+                            &b.source
+                        }
                     )));
                 } else {
                     let _ = reply.send(Err(format!("no breakpoint with id {id}")));
