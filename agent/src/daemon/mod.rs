@@ -826,13 +826,15 @@ impl Owner {
                     self.set_changed();
                     let _ = reply.send(Ok(json!({"id": id})));
                 } else if let Some(b) = self.source_set.get(&id) {
+                    let from = if let Some(path) = b.source.strip_prefix("file ") {
+                        format!("the breakpoints file {path}")
+                    } else if let Some(url) = b.source.strip_prefix("url ") {
+                        format!("the breakpoints URL {url}")
+                    } else {
+                        "PostHog".to_string()
+                    };
                     let _ = reply.send(Err(format!(
-                        "breakpoint {id} comes from {}; remove it there",
-                        if b.source.is_empty() {
-                            "its source"
-                        } else {
-                            &b.source
-                        }
+                        "breakpoint {id} comes from {from}; remove it there"
                     )));
                 } else {
                     let _ = reply.send(Err(format!("no breakpoint with id {id}")));
