@@ -430,3 +430,32 @@ async fn retired_endpoint_is_a_status_line() {
     assert!(err.contains("HTTP 404"), "{err}");
     assert!(!poller.status.borrow().auth_error);
 }
+
+/// The active endpoint takes the project secret key (`phs_…`) as well as a personal key
+/// (PostHog's `ProjectSecretAPIKeyAuthentication`).
+#[tokio::test]
+async fn a_project_secret_key_reads_the_breakpoints() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut cfg = config(&server, Duration::from_secs(3600));
+    cfg.personal_api_key = Secret::new(posthog_server::PROJECT_SECRET_KEY);
+    let mut poller = Poller::start(cfg).unwrap();
+    let set = wait_set(&mut poller.desired, "a with phs_", |s| s.len() == 1).await;
+    assert_eq!(set.get("a").unwrap().source, "posthog");
+    assert!(server.breakpoint_requests().iter().all(|r| r.status == 200));
+}
+
+/// `enabled: false` breakpoints are not in PostHog's default answer; the poller asks for the
+/// default (enabled only), so a disabled breakpoint leaves the set.
+#[tokio::test]
+async fn disabled_breakpoints_leave_the_default_answer() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![
+        bp("a", "app/x.py", 10, None, true),
+        bp("b", "app/x.py", 11, None, false),
+    ]);
+    let mut poller = Poller::start(config(&server, Duration::from_secs(3600))).unwrap();
+    let set = wait_set(&mut poller.desired, "a only", |s| !s.is_empty()).await;
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(set.get("a").is_some());
+}
