@@ -61,6 +61,23 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
     /// Events (hits and status changes) as they are delivered.
     fn subscribe(&self) -> broadcast::Receiver<Arc<serde_json::Value>>;
+    /// Ids of the breakpoints this agent may change (added with `break add` or the web UI; not
+    /// those of the breakpoints file or PostHog).
+    fn editable(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Asks the helper in `pid` for its loaded source files (`file` None) or the lines of `file`
+    /// that carry code; `attach` lets the agent load the helper for that. The helper's answer:
+    /// `{"files": [...]}`, `{"file": .., "lines": [...]}` or `{"error": ..}`.
+    fn sources(
+        &self,
+        pid: i32,
+        file: Option<String>,
+        attach: bool,
+    ) -> Result<serde_json::Value, String> {
+        let _ = (pid, file, attach);
+        Err("this agent does not list source files".into())
+    }
 }
 
 /// Errors of the control socket.

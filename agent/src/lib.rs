@@ -14,6 +14,8 @@
 //! | [`breakpoints`] | the desired breakpoint set, the local breakpoints file |
 //! | [`posthog`] | PostHog configuration and the Live Debugger API poller |
 //! | [`delivery`] | events: building, batching, spooling, and the sinks (PostHog, file, terminal) |
+//! | [`control`] | the root-only control socket (`break`, `status`, `tail`) |
+//! | [`ui`] | the web UI (`run --ui`): HTTP over the control operations, source view, hit stream |
 //! | [`cli`] | the command line; `main.rs` only calls [`cli::main`] |
 pub mod assembler;
 pub mod bpf;
@@ -31,3 +33,4 @@ pub mod python;
 pub mod remote;
 pub mod selectors;
 pub mod trace;
+pub mod ui;

@@ -36,6 +36,10 @@ pub mod message_kind {
     pub const STATS: u16 = 4;
     /// Code objects a breakpoint armed: lets the agent watch them with the frame-entry probe (JSON).
     pub const CODE_OBJECTS: u16 = 5;
+    /// The answer to a `sources` request of the control JSON: the source files with code loaded
+    /// in the process, or the lines of one of them that carry code (JSON; the web UI's file
+    /// browser).
+    pub const SOURCES: u16 = 6;
 }
 
 /// Header of one `ldbg_emit` chunk.

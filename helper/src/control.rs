@@ -990,6 +990,7 @@ pub fn shutdown(py: Python<'_>) {
         Some(Desired {
             breakpoints: Vec::new(),
             settings: None,
+            sources: Vec::new(),
         }),
         None,
     );
@@ -1099,7 +1100,12 @@ pub fn poll_applied() -> bool {
     Python::attach(|py| {
         let result = parsed
             .map_err(|source| ControlError::InvalidJson { source })
-            .and_then(|d| apply(py, d));
+            .and_then(|mut d| {
+                let questions = std::mem::take(&mut d.sources);
+                let applied = apply(py, d);
+                crate::sources::answer(py, &questions);
+                applied
+            });
         if let Err(e) = result {
             send_json(
                 message_kind::STATUS,

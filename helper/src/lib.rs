@@ -32,6 +32,7 @@ pub mod posthog;
 pub mod py311;
 pub mod redact;
 pub mod resolve;
+pub mod sources;
 pub mod spec;
 pub mod types;
 pub mod value;

@@ -420,6 +420,7 @@ fn kind_name(kind: u16) -> &'static str {
         message_kind::HELLO => "hello",
         message_kind::STATS => "stats",
         message_kind::CODE_OBJECTS => "code_objects",
+        message_kind::SOURCES => "sources",
         _ => "other",
     }
 }

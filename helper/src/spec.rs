@@ -123,6 +123,9 @@ pub struct Desired {
     pub breakpoints: Vec<BreakpointSpec>,
     #[serde(default)]
     pub settings: Option<Settings>,
+    /// Questions of the agent's web UI, each answered by its `id` (see `crate::sources`).
+    #[serde(default)]
+    pub sources: Vec<crate::sources::SourcesRequest>,
 }
 
 #[cfg(test)]

@@ -792,3 +792,34 @@ pub fn arm_times(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The web UI's tests (`ui_api.rs`, `ui_browser.rs`).
+impl Agent {
+    /// Starts an agent that debugs `pid` only and serves the web UI on a free loopback port.
+    pub fn start_with_ui(pid: i32) -> Result<Self> {
+        Self::start(AgentConfig {
+            pids: vec![pid],
+            extra_args: vec!["--ui".into(), "127.0.0.1:0".into()],
+            ..AgentConfig::default()
+        })
+    }
+
+    /// The URL (with its token) the agent wrote for its web UI, waited for with a deadline.
+    pub fn ui_url(&self) -> Result<String> {
+        let file = self.runtime_dir().join("ui.url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&file) {
+                return Ok(s.trim().to_string());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the agent wrote no {}; log:\n{}",
+                    file.display(),
+                    self.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

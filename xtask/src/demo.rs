@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the README's first command. Builds everything, starts the bundled sample
 //! service (xtask/demo/shop), starts the agent in local mode with the bundled breakpoint, prints
-//! the hits it captures, then stops everything.
+//! the hits it captures, then stops everything. With `--ui [ADDR]` it serves the agent's web UI
+//! instead, with the demo's breakpoint already set, prints its URL and runs until Ctrl-C.
 use crate::util::{root, run};
 use crate::{ebpf, helper};
 use anyhow::{Context, Result, bail};
@@ -47,7 +48,7 @@ fn demo_python() -> PathBuf {
     }
 }
 
-pub fn run_demo() -> Result<()> {
+pub fn run_demo(ui: Option<&str>) -> Result<()> {
     crate::util::ensure_debian_packages(crate::util::DEBIAN_PACKAGES)?;
     ebpf::build()?;
     helper::build()?;
@@ -84,16 +85,36 @@ pub fn run_demo() -> Result<()> {
         "xtask: starting the agent in local mode: breakpoints from xtask/demo/breakpoints.toml, events to {}",
         events.display()
     );
-    let agent = Command::new(&agent_bin)
+    let mut agent = Command::new(&agent_bin);
+    agent
         .args(["run", "--breakpoints"])
         .arg(demo_dir.join("breakpoints.toml"))
         .arg("--events-file")
         .arg(&events)
         // Only the demo's service: the agent's default is every CPython process on the host.
-        .args(["--pid", &service_pid.to_string()])
-        .spawn()
-        .with_context(|| format!("starting {}", agent_bin.display()))?;
-    let agent = KillOnDrop(agent, "the agent");
+        .args(["--pid", &service_pid.to_string()]);
+    if let Some(addr) = ui {
+        // Its own runtime directory (socket, UI URL), next to the events: an agent already
+        // running on this host keeps /run/libdebugger.
+        let run_dir = out_dir.join("run");
+        let _ = std::fs::remove_file(run_dir.join("ui.url"));
+        agent
+            .args(["--ui", addr])
+            .env("LIBDEBUGGER_RUNTIME_DIR", &run_dir);
+        let agent = KillOnDrop(
+            agent
+                .spawn()
+                .with_context(|| format!("starting {}", agent_bin.display()))?,
+            "the agent",
+        );
+        return serve_ui(agent, service, &run_dir, &events);
+    }
+    let agent = KillOnDrop(
+        agent
+            .spawn()
+            .with_context(|| format!("starting {}", agent_bin.display()))?,
+        "the agent",
+    );
 
     let started = Instant::now();
     let mut hits = Vec::new();
@@ -155,5 +176,53 @@ pub fn run_demo() -> Result<()> {
         "All events (JSON Lines, as they would be sent to PostHog): {}",
         events.display()
     );
+    Ok(())
+}
+
+/// `demo --ui`: waits for the UI's URL and the first hit of the demo's breakpoint, prints the
+/// URL, then runs until the agent stops (Ctrl-C stops the agent and the service with it).
+fn serve_ui(
+    mut agent: KillOnDrop,
+    _service: KillOnDrop,
+    run_dir: &std::path::Path,
+    events: &std::path::Path,
+) -> Result<()> {
+    let url_file = run_dir.join("ui.url");
+    let started = Instant::now();
+    let url = loop {
+        if let Ok(s) = std::fs::read_to_string(&url_file) {
+            break s.trim().to_string();
+        }
+        if let Some(status) = agent.0.try_wait()? {
+            bail!("the agent exited ({status}) before serving the UI; see its log above");
+        }
+        if started.elapsed() > DEADLINE {
+            bail!(
+                "the agent wrote no {} within {DEADLINE:?}",
+                url_file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while !std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .contains("$data_breakpoint_hit")
+    {
+        if started.elapsed() > DEADLINE {
+            bail!("no hit of the demo's breakpoint within {DEADLINE:?}; see the agent's log above");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "\nThe web UI of the agent attached to the sample service (breakpoint checkout-total on shop/cart.py:40 is set and hitting):\n\n    {url}\n\nOpen it in a browser on this host (or through `ssh -L {port}:127.0.0.1:{port}`). Ctrl-C stops the demo.",
+        port = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|h| h.rsplit(':').next())
+            .unwrap_or("7788"),
+    );
+    let status = agent.0.wait()?;
+    eprintln!("xtask: the agent stopped ({status})");
     Ok(())
 }

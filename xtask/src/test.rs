@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 use crate::util::{root, run};
-use crate::{ebpf, helper, rootfs};
+use crate::{browser, ebpf, helper, rootfs};
 use anyhow::Result;
 use std::process::Command;
 
@@ -13,6 +13,7 @@ pub fn run_all(args: &[String]) -> Result<()> {
     ebpf::build()?;
     ebpf::clippy()?;
     helper::build()?;
+    browser::ensure()?;
     // The end-to-end tests run the agent binary from target/debug.
     run(Command::new(cargo)
         .current_dir(root())

@@ -43,7 +43,8 @@ fn render(cmd: &Command) -> String {
 /// Debian packages the tests and the demo use: gcc/libc6-dev (the injection tests build a small
 /// stand-in library), util-linux (`unshare` for the mount-namespace test), procps, and Debian's
 /// own static `python3.11` (one of the interpreters under test), binutils (`strip` for the
-/// staged helper).
+/// staged helper), chromium and nodejs (the web UI's browser test drives Chromium with
+/// playwright-core; see `crate::browser`).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
@@ -51,6 +52,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "procps",
     "python3.11",
     "binutils",
+    "chromium",
+    "nodejs",
 ];
 
 /// Installs the Debian packages in `names` that are missing (idempotent; needs root).

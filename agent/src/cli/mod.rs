@@ -6,6 +6,7 @@ mod inspect;
 mod run;
 mod status;
 mod trace;
+mod ui;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Print hits as the running agent receives them.
     Tail(status::TailArgs),
+    /// Print the URL (with its access token) of the running agent's web UI.
+    Ui(ui::UiArgs),
 }
 
 /// Parses the command line, sets up logging and runs the subcommand.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Some(Command::Break(cmd)) => breakcmd::run(cmd),
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Tail(args)) => status::tail(args),
+        Some(Command::Ui(args)) => ui::run(args),
     };
     match result {
         Ok(code) => code,

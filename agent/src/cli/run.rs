@@ -34,6 +34,13 @@ pub struct RunArgs {
     /// The control socket (default /run/libdebugger/agent.sock).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<Box<std::path::Path>>,
+    /// Serve the web UI at ADDR (e.g. 127.0.0.1:7788; port 0 picks a free one). Default: off,
+    /// or `[ui] listen` of agent.toml. `libdebugger-agent ui` prints its URL with the token.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<std::net::SocketAddr>,
+    /// The web UI shows everything but changes nothing.
+    #[arg(long)]
+    pub ui_read_only: bool,
     #[command(flatten)]
     pub posthog: crate::posthog::PosthogArgs,
 }
@@ -187,11 +194,22 @@ async fn run_async(
         poller_status,
         url_status,
         key_status,
+        added_store: match (&settings.mode, &args.breakpoints) {
+            (Mode::Local, Some(path)) => Some(crate::paths::added_breakpoints_file(path)),
+            _ => None,
+        },
     };
     let socket = args
         .socket
         .as_deref()
         .map(PathBuf::from)
         .unwrap_or_else(crate::paths::control_socket);
-    daemon.run(Some(socket)).await
+    let ui = args
+        .ui
+        .or(settings.ui_listen)
+        .map(|listen| crate::ui::UiOptions {
+            listen,
+            read_only: args.ui_read_only || settings.ui_read_only,
+        });
+    daemon.run(Some(socket), ui).await
 }

@@ -11,8 +11,10 @@
 //! ([`Daemon::run`]'s loop). Injections run on the blocking pool and report back through a
 //! channel; the control socket reads snapshots from [`Shared`] and sends mutations as
 //! [`Command`]s.
+mod added;
 pub mod host;
 pub mod registry;
+mod sources;
 pub mod tracker;
 
 use crate::assembler::{Assembler, Limits, Message};
@@ -237,12 +239,16 @@ pub fn merge(source: &DesiredSet, cli: &BTreeMap<String, Breakpoint>) -> Desired
 pub struct Shared {
     pub status: Mutex<Value>,
     pub breakpoints: Mutex<Value>,
+    /// Ids of the breakpoints added from the CLI or the web UI (the ones `break rm` may remove).
+    pub cli_ids: Mutex<Vec<String>>,
 }
 
 /// Requests from the control socket to the owner task.
 pub enum Command {
     BreakAdd(Breakpoint, oneshot::Sender<Result<Value, String>>),
     BreakRm(String, oneshot::Sender<Result<Value, String>>),
+    /// A question for one process's helper (see [`crate::control::ControlHandler::sources`]).
+    Sources(sources::Question, oneshot::Sender<Result<Value, String>>),
 }
 
 /// Handler of the control socket: answers reads from [`Shared`], forwards mutations.
@@ -299,6 +305,13 @@ impl crate::control::ControlHandler for ControlBridge {
     }
     fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.events.subscribe()
+    }
+    fn editable(&self) -> Vec<String> {
+        self.shared.cli_ids.lock().clone()
+    }
+    fn sources(&self, pid: i32, file: Option<String>, attach: bool) -> Result<Value, String> {
+        let q = sources::Question { pid, file, attach };
+        self.ask(|tx| Command::Sources(q, tx))
     }
 }
 
@@ -378,6 +391,9 @@ pub struct Daemon {
     pub url_status: Option<watch::Receiver<crate::breakpoints::url::UrlStatus>>,
     /// Whether PostHog knows the project API key (PostHog mode).
     pub key_status: Option<watch::Receiver<crate::posthog::KeyStatus>>,
+    /// Where breakpoints added with `break add` or the web UI are kept across restarts (local
+    /// mode with a breakpoints file); None keeps them in memory only.
+    pub added_store: Option<PathBuf>,
 }
 
 enum Injection {
@@ -473,25 +489,47 @@ struct Owner {
     /// [`SHARED_REFRESH_INTERVAL`]: 50 helpers' periodic STATS otherwise rebuilt the whole
     /// snapshot five times a second.
     shared_stale: bool,
+    /// Questions to helpers about their source files (the web UI), and the processes the
+    /// helper is loaded into for them although no breakpoint exists.
+    sources: sources::Questions,
+    /// See [`Daemon::added_store`].
+    added_store: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Runs until SIGTERM/SIGINT; then removes every breakpoint from every process and flushes.
-    pub async fn run(self, control_socket: Option<PathBuf>) -> anyhow::Result<()> {
+    /// `ui`: also serve the web UI over the same operations as the control socket.
+    pub async fn run(
+        self,
+        control_socket: Option<PathBuf>,
+        ui: Option<crate::ui::UiOptions>,
+    ) -> anyhow::Result<()> {
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared::default());
         let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
+        let bridge: Arc<dyn crate::control::ControlHandler> = Arc::new(ControlBridge {
+            shared: shared.clone(),
+            commands: cmd_tx,
+            events: events.clone(),
+        });
         let server = match &control_socket {
-            Some(path) => Some(crate::control::serve(
-                path,
-                Arc::new(ControlBridge {
-                    shared: shared.clone(),
-                    commands: cmd_tx,
-                    events: events.clone(),
-                }),
-            )?),
+            Some(path) => Some(crate::control::serve(path, bridge.clone())?),
             None => None,
         };
+        // A UI that cannot be served is an error in the log; the agent debugs on without it.
+        let ui_server = match &ui {
+            Some(opts) => {
+                match crate::ui::serve(opts, bridge.clone(), &crate::paths::ui_url_file()).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!("the web UI is not served: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        drop(bridge);
         let (inject_tx, mut inject_rx) = mpsc::unbounded_channel();
         let (bpf, bpf_error) = match load_bpf() {
             Ok(b) => (Some(b), None),
@@ -510,7 +548,6 @@ impl Daemon {
             bpf,
             bpf_error,
             assembler: Assembler::new(Limits::default()),
-            cli_set: BTreeMap::new(),
             source_set: DesiredSet::default(),
             desired: DesiredSet::default(),
             helper_settings: self.helper_settings,
@@ -551,6 +588,9 @@ impl Daemon {
             last_shared: Instant::now(),
             proc_events_live: false,
             shared_stale: true,
+            sources: sources::Questions::default(),
+            cli_set: added::load(self.added_store.as_deref()),
+            added_store: self.added_store,
         };
         let (mut emit_rx, mut proc_rx, mut frame_rx) = owner.readers();
         owner.proc_events_live = proc_rx.is_some();
@@ -602,6 +642,7 @@ impl Daemon {
         if let Some(server) = server {
             server.abort();
         }
+        drop(ui_server);
         if let Some(path) = control_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -689,6 +730,7 @@ impl Owner {
                 .collect(),
         );
         self.desired = desired;
+        *self.shared.cli_ids.lock() = self.cli_set.keys().cloned().collect();
         self.set_changed_at = Instant::now();
         self.shared_stale = true;
         tracing::debug!(breakpoints = self.desired.len(), "desired set changed");
@@ -701,6 +743,10 @@ impl Owner {
                     Err(e) => tracing::warn!(pid, "cannot update the helper's breakpoints: {e}"),
                 }
             }
+        }
+        // That publish replaced any questions still waiting for an answer: ask them again.
+        for pid in self.sources_waiting_pids() {
+            self.sources_attached(pid);
         }
         self.attach_wanted();
         self.report_changes();
@@ -720,11 +766,12 @@ impl Owner {
             .values()
             .filter(|e| matches!(e.state, AttachState::Attaching))
             .count();
-        let wanted = self
-            .registry
-            .wanting_attach(self.have_breakpoints(), Instant::now());
+        // Processes whose helper the web UI asked for attach without a breakpoint.
+        let have_breakpoints = self.have_breakpoints();
+        let wanted = self.registry.wanting_attach(true, Instant::now());
         for pid in wanted
             .into_iter()
+            .filter(|pid| have_breakpoints || self.sources.wants_helper(*pid))
             .take(MAX_INJECTIONS_IN_FLIGHT.saturating_sub(in_flight))
         {
             let known = match self.registry.entries.get_mut(&pid) {
@@ -795,12 +842,14 @@ impl Owner {
                 }
                 tracing::info!(pid, "helper attached");
                 entry.state = AttachState::Attached { link, published };
+                self.sources_attached(pid);
             }
             Err(reason) => {
                 tracing::warn!(pid, "injection failed: {reason}");
                 if let Some(t) = self.timelines.remove(&pid) {
                     tracing::debug!(pid, timeline = %t.render(), "attach timeline (failed)");
                 }
+                self.sources.fail_process(pid, &reason);
                 entry.state = AttachState::Failed {
                     reason,
                     retry_at: Instant::now() + registry::RETRY_AFTER,
@@ -817,12 +866,14 @@ impl Owner {
             Command::BreakAdd(bp, reply) => {
                 let view = json!({"id": bp.id, "file": bp.file, "line": bp.line, "condition": bp.condition});
                 self.cli_set.insert(bp.id.clone(), bp);
+                added::save(self.added_store.as_deref(), &self.cli_set);
                 self.set_changed();
                 let _ = reply.send(Ok(view));
             }
             Command::BreakRm(id, reply) => {
                 let from_cli = self.cli_set.remove(&id).is_some();
                 if from_cli {
+                    added::save(self.added_store.as_deref(), &self.cli_set);
                     self.set_changed();
                     let _ = reply.send(Ok(json!({"id": id})));
                 } else if let Some(b) = self.source_set.get(&id) {
@@ -840,6 +891,7 @@ impl Owner {
                     let _ = reply.send(Err(format!("no breakpoint with id {id}")));
                 }
             }
+            Command::Sources(q, reply) => self.sources_question(q, reply),
         }
     }
 
@@ -889,6 +941,7 @@ impl Owner {
                 }
                 self.report_changes();
             }
+            message_kind::SOURCES => self.sources.answered(pid, &msg.data),
             message_kind::HELLO => {
                 tracing::debug!(pid, hello = %String::from_utf8_lossy(&msg.data), "helper says hello");
                 // A forked child announces itself: make sure it is tracked and attached.
@@ -1041,6 +1094,7 @@ impl Owner {
             tracing::debug!(pid, "process gone");
         }
         self.examine_queue.remove(&pid);
+        self.sources.fail_process(pid, "the process exited");
         self.timelines.remove(&pid);
         self.tracker.forget_process(pid);
         self.assembler.forget_process(pid as u32);
@@ -1102,6 +1156,7 @@ impl Owner {
             }
         }
         self.assembler.expire(now);
+        self.sources.expire(now);
         let entries_changed = self.check_governors();
         self.attach_wanted();
         // What changed status was reported (and `shared` refreshed) where it changed; a tick

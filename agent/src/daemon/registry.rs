@@ -242,6 +242,10 @@ impl Registry {
                     "pid": pid,
                     "exe": e.exe,
                     "python_version": e.info.as_ref().map(|i| i.python_version.clone()),
+                    "build": e.info.as_ref().and_then(|i| i.process.as_ref()).map(|p| match p.linkage {
+                        crate::python::Linkage::StaticExecutable => "static",
+                        crate::python::Linkage::SharedLibrary => "shared",
+                    }),
                     "attach_state": e.state.label(),
                     "reason": reason,
                 })

@@ -36,6 +36,10 @@
 //! nice = -5                         # scheduling priority of the agent's threads (-20..19); see
 //!                                   # DEFAULT_NICE
 //!
+//! [ui]
+//! listen = "127.0.0.1:7788"         # serve the web UI here (default: off; port 0 = any free)
+//! read_only = false                 # serve everything, change nothing (--ui-read-only)
+//!
 //! [capture]      # passed to the helper as is (limits)
 //! [redaction]    # passed to the helper as is
 //! ```
@@ -205,6 +209,10 @@ pub struct AgentSettings {
     pub breakpoints_url_token: Option<Secret>,
     /// Time between fetches of [`AgentSettings::breakpoints_url`] (the poll interval).
     pub poll_interval: Duration,
+    /// `[ui] listen`: where to serve the web UI (off when None; `run --ui` overrides it).
+    pub ui_listen: Option<std::net::SocketAddr>,
+    /// `[ui] read_only` (`run --ui-read-only` also sets it).
+    pub ui_read_only: bool,
 }
 
 /// The agent's default nice value: a little ahead of the applications. Its work is bounded by
@@ -275,6 +283,7 @@ struct FileConfig {
     posthog: FilePosthog,
     breakpoints: FileBreakpoints,
     delivery: FileDelivery,
+    ui: FileUi,
     capture: Option<toml::Table>,
     redaction: Option<toml::Table>,
 }
@@ -296,6 +305,13 @@ struct FilePosthog {
     project_id: Option<toml::Value>,
     poll_interval_secs: Option<f64>,
     distinct_id: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct FileUi {
+    listen: Option<String>,
+    read_only: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -336,6 +352,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "breakpoints",
         &["source_roots", "repository", "url", "url_token"],
     ),
+    ("ui", &["listen", "read_only"]),
     (
         "delivery",
         &[
@@ -623,6 +640,17 @@ pub fn resolve_with_file(
             });
         }
     };
+    let ui_listen = match &parsed.ui.listen {
+        None => None,
+        Some(s) => Some(s.parse().map_err(|_| {
+            ConfigError::Invalid {
+            setting: "ui.listen",
+            value: s.clone(),
+            why: "expected an address and port, e.g. \"127.0.0.1:7788\" (port 0 picks a free one)"
+                .into(),
+        }
+        })?),
+    };
     let to_json = |t: &Option<toml::Table>| {
         t.as_ref()
             .and_then(|t| serde_json::to_value(t).ok())
@@ -648,6 +676,8 @@ pub fn resolve_with_file(
             .filter(|t| !t.trim().is_empty())
             .map(|t| Secret::new(t.trim())),
         poll_interval,
+        ui_listen,
+        ui_read_only: parsed.ui.read_only.unwrap_or(false),
     })
 }
 
@@ -806,16 +836,18 @@ mod tests {
         assert!(hosts(Some("ftp://x"), None, None).is_err());
     }
 
+    /// The settings from an agent.toml holding `text`, with no flags and no environment.
+    fn from_file_text(text: &str) -> Result<AgentSettings, ConfigError> {
+        resolve_with_file(
+            &PosthogArgs::default(),
+            &|_: &str| None,
+            Some((Path::new("/etc/agent.toml"), text)),
+        )
+    }
+
     #[test]
     fn the_agent_nice_value_defaults_to_a_small_boost_and_is_checked() {
-        let none = |_: &str| None;
-        let at = |text: &str| {
-            resolve_with_file(
-                &PosthogArgs::default(),
-                &none,
-                Some((Path::new("/etc/agent.toml"), text)),
-            )
-        };
+        let at = from_file_text;
         assert_eq!(at("").unwrap().nice, DEFAULT_NICE);
         assert_eq!(at("[agent]\nnice = 0\n").unwrap().nice, 0);
         assert_eq!(at("[agent]\nnice = 19\n").unwrap().nice, 19);
@@ -828,6 +860,23 @@ mod tests {
         assert!(
             warned.iter().any(|w| w.contains("agent.niceness")),
             "{warned:?}"
+        );
+    }
+
+    #[test]
+    fn the_ui_is_off_by_default_and_its_address_is_checked() {
+        let at = from_file_text;
+        let off = at("").unwrap();
+        assert_eq!((off.ui_listen, off.ui_read_only), (None, false));
+        let on = at("[ui]\nlisten = \"127.0.0.1:7788\"\nread_only = true\n").unwrap();
+        assert_eq!(on.ui_listen, Some("127.0.0.1:7788".parse().unwrap()));
+        assert!(on.ui_read_only);
+        let err = at("[ui]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ui.listen") && err.contains("127.0.0.1:7788"),
+            "{err}"
         );
     }
 }
