@@ -83,6 +83,7 @@ pub fn run() -> Report {
     checks.push(tracefs_check());
     checks.push(helper_check());
     checks.extend(bpf_checks());
+    checks.extend(posthog_checks());
     let python_processes = python::scan().into_iter().map(status_of).collect();
     let can_run = checks.iter().all(|c| c.status != Status::Fail);
     Report {
@@ -90,6 +91,87 @@ pub fn run() -> Report {
         python_processes,
         can_run,
     }
+}
+
+/// The PostHog settings (environment and agent.toml, as `run` reads them) and, when PostHog is
+/// configured, its keys: the project key with the feature-flag endpoint (capture takes unknown
+/// keys silently), the personal key with the active-breakpoints endpoint.
+fn posthog_checks() -> Vec<Check> {
+    use crate::posthog::{KeyStatus, Mode, PollerConfig, config};
+    let settings = match config::resolve(&config::PosthogArgs::default(), &config::process_env) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![Check::fail(
+                "configuration",
+                e.to_string(),
+                "fix the setting named above",
+            )];
+        }
+    };
+    let Mode::PostHog(ph) = &settings.mode else {
+        return vec![Check::ok(
+            "posthog",
+            "not configured: local mode (breakpoints from --breakpoints or the CLI)",
+        )];
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![Check::warn("posthog", format!("cannot check: {e}"), "-")],
+    };
+    let mut out = Vec::new();
+    out.push(
+        match rt.block_on(crate::posthog::check_project_key(
+            &ph.ingest_host,
+            &ph.api_key,
+        )) {
+            KeyStatus::Valid => Check::ok(
+                "posthog project key",
+                format!("{} knows POSTHOG_API_KEY", ph.ingest_host),
+            ),
+            KeyStatus::Invalid(m) => Check::fail(
+                "posthog project key",
+                m,
+                "set POSTHOG_API_KEY (or POSTHOG_HOST)",
+            ),
+            KeyStatus::Unverified(m) => Check::warn(
+                "posthog project key",
+                m,
+                "check the network path to POSTHOG_HOST",
+            ),
+            KeyStatus::Pending => Check::warn(
+                "posthog project key",
+                "not checked",
+                "check the network path to POSTHOG_HOST",
+            ),
+        },
+    );
+    match PollerConfig::from_settings(ph) {
+        None => out.push(Check::ok(
+            "posthog breakpoints",
+            "POSTHOG_PERSONAL_API_KEY not set: breakpoints come from --breakpoints, \
+             --breakpoints-url or the CLI",
+        )),
+        Some(cfg) => out.push(match rt.block_on(crate::posthog::poller::probe(&cfg)) {
+            Ok(n) => Check::ok(
+                "posthog breakpoints",
+                format!("{} answers with {n} active breakpoints", cfg.endpoint()),
+            ),
+            Err((true, m)) => Check::warn(
+                "posthog breakpoints",
+                m,
+                "take breakpoints from --breakpoints PATH or --breakpoints-url URL",
+            ),
+            Err((false, m)) => Check::fail(
+                "posthog breakpoints",
+                m,
+                "set POSTHOG_PERSONAL_API_KEY / POSTHOG_PROJECT_ID / POSTHOG_HOST as said above",
+            ),
+        }),
+    }
+    out
 }
 
 fn status_of(s: ScannedProcess) -> PythonProcessStatus {

@@ -383,11 +383,9 @@ impl<'a, 'py> Capturer<'a, 'py> {
                     type_name: self.type_name(o),
                 };
             }
-            if self.ancestors.contains(&o) {
+            if let Some(ancestor) = self.ancestors.iter().position(|a| *a == o) {
                 self.cuts.cycles += 1;
-                return Value::Cycle {
-                    type_name: self.type_name(o),
-                };
+                return Value::Cycle { ancestor };
             }
             if is_list || is_tuple {
                 self.ancestors.push(o);
@@ -524,9 +522,9 @@ impl<'a, 'py> Capturer<'a, 'py> {
                     type_name,
                 };
             }
-            if self.ancestors.contains(&o) {
+            if let Some(ancestor) = self.ancestors.iter().position(|a| *a == o) {
                 self.cuts.cycles += 1;
-                return Value::Cycle { type_name };
+                return Value::Cycle { ancestor };
             }
             self.ancestors.push(o);
             let mut fields = Vec::new();

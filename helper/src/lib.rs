@@ -28,6 +28,7 @@ pub mod ffi;
 pub mod hot;
 pub mod importhook;
 pub mod output;
+pub mod posthog;
 pub mod py311;
 pub mod redact;
 pub mod resolve;

@@ -627,7 +627,8 @@ fn rfc3339(unix_ns: i128) -> String {
         .unwrap_or_default()
 }
 
-/// The `properties` object of a `$data_breakpoint_hit` event.
+/// The `properties` object of a `$data_breakpoint_hit` event, frames and locals in PostHog's
+/// shape ([`crate::posthog`]).
 pub fn encode_hit(s: &Snapshot) -> String {
     use std::fmt::Write;
     let mut o = String::with_capacity(1024);
@@ -639,19 +640,10 @@ pub fn encode_hit(s: &Snapshot) -> String {
     o.push_str(",\"$line_number\":");
     o.push_str(&bp.spec.line.to_string());
     o.push_str(",\"$locals_variables\":");
-    crate::value::encode_entries(&mut o, &s.locals, s.locals_more);
-    o.push_str(",\"$stack_trace\":[");
-    for (i, (f, q, l)) in s.stack.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        o.push('[');
-        encode_str(&mut o, f);
-        o.push(',');
-        encode_str(&mut o, q);
-        let _ = write!(o, ",{l}]");
-    }
-    o.push_str("],\"$timestamp\":");
+    crate::posthog::encode_locals(&mut o, &s.locals);
+    o.push_str(",\"$stack_trace\":");
+    crate::posthog::encode_stack(&mut o, &s.stack);
+    o.push_str(",\"$timestamp\":");
     encode_str(&mut o, &rfc3339(s.unix_ns));
     let _ = write!(o, ",\"$thread_id\":{},\"$thread_name\":", s.thread_id);
     encode_str(&mut o, &s.thread_name);
@@ -672,6 +664,11 @@ pub fn encode_hit(s: &Snapshot) -> String {
             ",\"$truncated\":{{\"depth\":{},\"items\":{},\"strings\":{},\"size\":{},\"deadline\":{},\"cycles\":{}}}",
             t.depth, t.items, t.strings, t.size, t.deadline, t.cycles
         );
+    }
+    if s.locals_more > 0 {
+        // Locals past `max_fields`: counted here, not as a pseudo-local (PostHog lists every
+        // key of `$locals_variables` as a variable).
+        let _ = write!(o, ",\"$locals_not_captured\":{}", s.locals_more);
     }
     if !s.redacted.is_empty() {
         o.push_str(",\"$redacted\":[");

@@ -60,17 +60,45 @@ pub enum Value {
         reason: Cut,
         type_name: Arc<str>,
     },
-    /// A container already being captured higher up (a reference cycle).
+    /// A container already being captured higher up (a reference cycle); `ancestor` is its
+    /// position on the path from the local (0 = the local itself).
     Cycle {
-        type_name: Arc<str>,
+        ancestor: usize,
     },
 }
 
 /// Marker written in place of a redacted value.
 pub const REDACTED: &str = "[redacted]";
 
-/// Appends `v` as JSON.
+/// Appends `v` as JSON, in jsonpickle's encoding: objects as `{"py/object": type, field: …}`,
+/// a reference cycle as jsonpickle's back-reference `{"py/id": n}`, where `n` numbers the
+/// containers (lists, dicts, objects) of the value from 1 in encoding order, as jsonpickle
+/// numbers them; cuts as `py/`-prefixed keys (`{"py/object": type, "py/cut": "depth"}`), which
+/// jsonpickle readers such as PostHog's locals renderer treat as bookkeeping.
 pub fn encode(out: &mut String, v: &Value) {
+    encode_numbered(out, v, &mut Refs::default());
+}
+
+/// Container numbering while encoding one value (see [`encode`]).
+#[derive(Default)]
+struct Refs {
+    /// The number the next container gets, minus one.
+    seen: u32,
+    /// The numbers of the containers from the value's root to the one being encoded.
+    path: Vec<u32>,
+}
+
+impl Refs {
+    fn enter(&mut self) {
+        self.seen += 1;
+        self.path.push(self.seen);
+    }
+    fn leave(&mut self) {
+        self.path.pop();
+    }
+}
+
+fn encode_numbered(out: &mut String, v: &Value, refs: &mut Refs) {
     match v {
         Value::None => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -107,12 +135,13 @@ pub fn encode(out: &mut String, v: &Value) {
             }
         }
         Value::List { items, more } => {
+            refs.enter();
             out.push('[');
             for (i, it) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                encode(out, it);
+                encode_numbered(out, it, refs);
             }
             if *more > 0 {
                 if !items.is_empty() {
@@ -121,21 +150,26 @@ pub fn encode(out: &mut String, v: &Value) {
                 cut_marker(out, "items", *more);
             }
             out.push(']');
+            refs.leave();
         }
         Value::Dict { entries, more } => {
+            refs.enter();
             out.push('{');
-            encode_fields(out, entries, *more, false);
+            encode_fields(out, entries, *more, false, refs);
             out.push('}');
+            refs.leave();
         }
         Value::Object {
             type_name,
             fields,
             more,
         } => {
+            refs.enter();
             out.push_str("{\"py/object\":");
             encode_str(out, type_name);
-            encode_fields(out, fields, *more, true);
+            encode_fields(out, fields, *more, true, refs);
             out.push('}');
+            refs.leave();
         }
         Value::Redacted => encode_str(out, REDACTED),
         Value::Cut { reason, type_name } => {
@@ -145,19 +179,14 @@ pub fn encode(out: &mut String, v: &Value) {
             encode_str(out, reason.as_str());
             out.push('}');
         }
-        Value::Cycle { type_name } => {
-            out.push_str("{\"py/object\":");
-            encode_str(out, type_name);
-            out.push_str(",\"py/cycle\":true}");
+        Value::Cycle { ancestor } => {
+            use std::fmt::Write;
+            // An ancestor outside the path cannot happen (the capture records where it found
+            // it); 1 (the value itself) keeps the reference well-formed anyway.
+            let id = refs.path.get(*ancestor).copied().unwrap_or(1);
+            let _ = write!(out, "{{\"py/id\":{id}}}");
         }
     }
-}
-
-/// Appends a JSON object of `entries` (plus a cut marker when `more` > 0).
-pub fn encode_entries(out: &mut String, entries: &[(String, Value)], more: usize) {
-    out.push('{');
-    encode_fields(out, entries, more, false);
-    out.push('}');
 }
 
 fn cut_marker(out: &mut String, reason: &str, more: usize) {
@@ -165,7 +194,13 @@ fn cut_marker(out: &mut String, reason: &str, more: usize) {
     let _ = write!(out, "{{\"py/cut\":\"{reason}\",\"more\":{more}}}");
 }
 
-fn encode_fields(out: &mut String, fields: &[(String, Value)], more: usize, after_first: bool) {
+fn encode_fields(
+    out: &mut String,
+    fields: &[(String, Value)],
+    more: usize,
+    after_first: bool,
+    refs: &mut Refs,
+) {
     let mut first = !after_first;
     for (k, v) in fields {
         if !first {
@@ -174,7 +209,7 @@ fn encode_fields(out: &mut String, fields: &[(String, Value)], more: usize, afte
         first = false;
         encode_str(out, k);
         out.push(':');
-        encode(out, v);
+        encode_numbered(out, v, refs);
     }
     if more > 0 {
         if !first {
@@ -282,6 +317,33 @@ mod tests {
                 "deep": {"py/object": "builtins.dict", "py/cut": "depth"},
                 "py/cut": {"py/cut": "items", "more": 2}
             })
+        );
+    }
+
+    #[test]
+    fn cycles_refer_back_as_jsonpickle_numbers_containers() {
+        // node = {"kids": [node_a]}, node_a = App(me=node_a, up=node): containers numbered in
+        // encoding order (dict 1, list 2, object 3).
+        let v = Value::Dict {
+            entries: vec![(
+                "kids".into(),
+                Value::List {
+                    items: vec![Value::Object {
+                        type_name: "app.Node".into(),
+                        fields: vec![
+                            ("me".into(), Value::Cycle { ancestor: 2 }),
+                            ("up".into(), Value::Cycle { ancestor: 0 }),
+                        ],
+                        more: 0,
+                    }],
+                    more: 0,
+                },
+            )],
+            more: 0,
+        };
+        assert_eq!(
+            enc(&v),
+            serde_json::json!({"kids": [{"py/object": "app.Node", "me": {"py/id": 3}, "up": {"py/id": 1}}]})
         );
     }
 }

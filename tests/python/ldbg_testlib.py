@@ -25,13 +25,37 @@ class Sink:
         with self.lock:
             return [json.loads(t) for k, t in self.msgs if k == kind]
 
-    def hits(self, bp_id=None):
+    def raw_hits(self, bp_id=None):
+        """Hits exactly as the helper sent them (PostHog's shape)."""
         return [m for m in self.messages("hit") if bp_id is None or m["$breakpoint_id"] == bp_id]
+
+    def hits(self, bp_id=None):
+        """Hits decoded for reading: locals as values, frames as [file, function, line]."""
+        return [decode_hit(m) for m in self.raw_hits(bp_id)]
 
     def clear(self):
         h.flush(10.0)
         with self.lock:
             self.msgs.clear()
+
+
+def decode_hit(hit):
+    """Undoes PostHog's shape of a hit (helper/src/posthog.rs), checking it on the way: every
+    `$locals_variables` value is a JSON string (jsonpickle's encoding) and every frame an object
+    whose `file`/`function`/`line` equal its `"0"`/`"1"`/`"2"`."""
+    out = dict(hit)
+    locals_ = {}
+    for name, text in hit["$locals_variables"].items():
+        assert isinstance(text, str), f"local {name} is not a JSON string: {text!r}"
+        locals_[name] = json.loads(text)
+    out["$locals_variables"] = locals_
+    frames = []
+    for f in hit["$stack_trace"]:
+        assert isinstance(f, dict), f"frame is not an object: {f!r}"
+        assert (f["file"], f["function"], f["line"]) == (f["0"], f["1"], f["2"]), f
+        frames.append([f["file"], f["function"], f["line"]])
+    out["$stack_trace"] = frames
+    return out
 
 
 SINK = Sink()

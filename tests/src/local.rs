@@ -7,7 +7,7 @@
 //!     .breakpoint(Bp::marker("agent_mod.py", "BP:checkout").id("co"))
 //!     .start()?;
 //! s.each_target(|t| t.cmd("workers 1", "workers"))?;
-//! s.expect_hit("co", |hit| hit.local("total") == &json!(42))?;
+//! s.expect_hit("co", |hit| hit.local("total") == json!(42))?;
 //! ```
 //!
 //! Every wait has a deadline; nothing sleeps for a fixed time to "let things settle".
@@ -553,10 +553,15 @@ impl Hit {
     pub fn pid(&self) -> i32 {
         self.props()["$pid"].as_i64().unwrap_or(-1) as i32
     }
-    pub fn local(&self, name: &str) -> &Value {
-        &self.props()["$locals_variables"][name]
+    /// A local's value, decoded from the JSON string (jsonpickle's encoding) the hit carries
+    /// (`Null` when absent or not such a string).
+    pub fn local(&self, name: &str) -> Value {
+        self.props()["$locals_variables"][name]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null)
     }
-    /// `[file, function, line]` frames, innermost first.
+    /// `(file, function, line)` frames, innermost first, read from PostHog's frame objects.
     pub fn stack(&self) -> Vec<(String, String, u64)> {
         self.props()["$stack_trace"]
             .as_array()
@@ -565,9 +570,9 @@ impl Hit {
                     .iter()
                     .map(|f| {
                         (
-                            f[0].as_str().unwrap_or_default().to_string(),
-                            f[1].as_str().unwrap_or_default().to_string(),
-                            f[2].as_u64().unwrap_or(0),
+                            f["file"].as_str().unwrap_or_default().to_string(),
+                            f["function"].as_str().unwrap_or_default().to_string(),
+                            f["line"].as_u64().unwrap_or(0),
                         )
                     })
                     .collect()

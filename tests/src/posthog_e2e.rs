@@ -257,8 +257,13 @@ pub struct AgentOptions {
     /// `LIBDEBUGGER_LOG` (default: info, debug for delivery and the poller; `LDBG_E2E_LOG`
     /// overrides it).
     pub log_filter: Option<String>,
-    /// More arguments of `run` (e.g. `--helper PATH`).
+    /// Read breakpoints from PostHog (`--posthog-personal-api-key`, `--posthog-project-id`);
+    /// without, hits go to PostHog and breakpoints come from `extra_args`' sources.
+    pub posthog_breakpoints: bool,
+    /// More arguments of `run` (`--breakpoints DIR`, `--breakpoints-url URL`, ...).
     pub extra_args: Vec<String>,
+    /// More environment variables of the agent.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for AgentOptions {
@@ -268,7 +273,9 @@ impl Default for AgentOptions {
             personal_key: PERSONAL_KEY.into(),
             project_key: PROJECT_KEY.into(),
             log_filter: None,
+            posthog_breakpoints: true,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -334,9 +341,13 @@ impl PosthogAgent {
         cmd.arg("--config-file")
             .arg(dirs.config())
             .args(["--posthog-host", &server.url()])
-            .args(["--posthog-api-key", &opts.project_key])
-            .args(["--posthog-personal-api-key", &opts.personal_key])
-            .args(["--posthog-project-id", &PROJECT_ID.to_string()])
+            .args(["--posthog-api-key", &opts.project_key]);
+        if opts.posthog_breakpoints {
+            cmd.args(["--posthog-personal-api-key", &opts.personal_key])
+                .args(["--posthog-project-id", &PROJECT_ID.to_string()]);
+        }
+        cmd.args(&opts.extra_args)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .args(["--poll-interval", &opts.poll_interval.to_string()])
             .args(["--distinct-id", &distinct_id])
             .arg("--spool-dir")
@@ -368,7 +379,11 @@ impl PosthogAgent {
             "LIBDEBUGGER_SPOOL_DIR",
             "LIBDEBUGGER_CONFIG",
             "LIBDEBUGGER_HELPER",
+            "LIBDEBUGGER_BREAKPOINTS_TOKEN",
         ] {
+            if opts.env.iter().any(|(k, _)| k == var) {
+                continue;
+            }
             cmd.env_remove(var);
         }
         let mut child = cmd
@@ -454,7 +469,9 @@ pub fn hits<'a>(events: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Va
 
 /// The `seq` local of a hit event.
 pub fn seq_of(event: &Value) -> Option<u64> {
-    event["properties"]["$locals_variables"]["seq"].as_u64()
+    // Each local is a JSON string (its jsonpickle encoding).
+    let text = event["properties"]["$locals_variables"]["seq"].as_str()?;
+    serde_json::from_str::<Value>(text).ok()?.as_u64()
 }
 
 /// Status events of breakpoint `id` with status `status`.

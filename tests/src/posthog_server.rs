@@ -1,19 +1,35 @@
 //! A PostHog-compatible test server on 127.0.0.1 (never another interface).
 //!
-//! It serves the two endpoints the agent uses, validating as PostHog does:
+//! It serves the endpoints the agent uses, validating as PostHog does (PostHog/posthog's files
+//! named where they decide it):
 //!
-//! * `GET /api/projects/{id|@current}/live_debugger_breakpoints/active/`: needs
-//!   `Authorization: Bearer <personal key>` (else 401 `{"detail": …}`); a numeric id must be the
+//! * `GET /api/projects/{id|@current}/live_debugger_breakpoints/active/`
+//!   (`products/live_debugger/backend/api.py`, `active_breakpoints`): needs `Authorization:
+//!   Bearer <personal key>` or the project secret key (`phs_…`, its
+//!   `ProjectSecretAPIKeyAuthentication`), else 401 `{"detail": …}`; a numeric id must be the
 //!   server's project (else 403); `@current` takes `?token=<project key>` (a wrong token is a 401;
 //!   requests without one are counted in [`PosthogServer::current_without_token`]). Answers
 //!   `{"results": [...], "count", "has_more": false}` (or `breakpoints` as the list name, see
-//!   [`PosthogServer::set_list_key`]), filtered by `enabled` (default true), `repository` and
-//!   `filename` like the real endpoint. [`PosthogServer::set_paging`] splits the answer into
-//!   pages (`offset`, `has_more`, optionally `next`), which PostHog does not do today.
-//! * `POST /batch/`: gzip (`Content-Encoding: gzip`) or plain JSON, body ≤ 20 MB (else 413);
-//!   `api_key` must be the project key (missing → 400, wrong → 401); every event needs `event`
-//!   and `distinct_id` (else 400, and nothing of the batch is recorded). Accepted events are
-//!   recorded ([`PosthogServer::events`]).
+//!   [`PosthogServer::set_list_key`]), filtered by `repository` and `filename`, and by `enabled`
+//!   like the real endpoint: `enabled=true` (the default) returns the enabled breakpoints,
+//!   `enabled=false` **all** of them. [`PosthogServer::set_paging`] splits the answer into pages
+//!   (`offset`, `has_more`, optionally `next`), which PostHog does not do today.
+//!   [`PosthogServer::set_rate_limit`] applies PostHog's per-key request limit (429 with
+//!   `Retry-After`); [`PosthogServer::set_retired`] makes it a PostHog that retired the Live
+//!   Debugger (404 for the endpoint, everything else unchanged).
+//! * `POST /batch/` (`rust/capture/`): gzip (`Content-Encoding: gzip`) or plain JSON, body ≤ 20 MB
+//!   (else 413); `api_key` missing → 400; a malformed key → 401 (`rust/capture/src/token.rs`:
+//!   empty, over 64 characters, not ASCII, a `phx_` personal key, a NUL); a **well-formed key
+//!   the server does not know → 200**, its events dropped ([`PosthogServer::dropped_events`]),
+//!   as capture does (it does not look keys up at the edge); every event needs `event` and
+//!   `distinct_id` (else 400, and nothing of the batch is recorded). Accepted events of the
+//!   project key are recorded ([`PosthogServer::events`]).
+//! * `POST /flags/` (`rust/feature-flags/`): `{"api_key", "distinct_id"}`; 200 for the project
+//!   key, 401 for any other (`src/api/errors.rs`: `TokenValidationError`) — how the agent checks
+//!   the key.
+//! * Any other `GET` path set with [`PosthogServer::set_static`]: a static file (the stand-in
+//!   for the object store or file server `--breakpoints-url` polls), with `ETag` and
+//!   `If-None-Match` → 304, and an optional bearer token.
 //!
 //! Faults are injected per endpoint: queued one-shot faults ([`PosthogServer::fail_batch`]) and a
 //! persistent one ([`PosthogServer::set_batch_down`]), likewise for the breakpoints endpoint;
@@ -75,6 +91,8 @@ pub struct RequestRecord {
     pub batch_len: Option<usize>,
     /// For `/batch/` requests: the body size after decompression.
     pub body_bytes: Option<usize>,
+    /// For accepted `/batch/` requests: the envelope's `sent_at` (capture ignores `sentAt`).
+    pub sent_at: Option<String>,
 }
 
 #[derive(Default)]
@@ -105,6 +123,29 @@ struct State {
     changed: Condvar,
     changed_lock: Mutex<()>,
     current_without_token: Mutex<u64>,
+    dropped: Mutex<Vec<Value>>,
+    retired: Mutex<bool>,
+    rate_limit: Mutex<Option<RateLimit>>,
+    api_calls: Mutex<VecDeque<Instant>>,
+    statics: Mutex<std::collections::HashMap<String, StaticFile>>,
+}
+
+/// A file [`PosthogServer::set_static`] serves.
+#[derive(Clone, Debug)]
+struct StaticFile {
+    body: String,
+    token: Option<String>,
+}
+
+/// PostHog's per-key limit on its REST API (480 requests a minute and 4,800 an hour for a
+/// personal API key): at most `requests` in any `window`; over it, 429 with `Retry-After` (the
+/// seconds until the oldest request leaves the window).
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub requests: usize,
+    /// The window.
+    pub window: Duration,
 }
 
 /// How the breakpoints endpoint pages its answer: `page_size` breakpoints per page, from the
@@ -128,6 +169,8 @@ pub struct PosthogServer {
 
 /// The personal API key the server accepts by default.
 pub const PERSONAL_KEY: &str = "phx_test_personal_key";
+/// The project secret key the active endpoint accepts too.
+pub const PROJECT_SECRET_KEY: &str = "phs_test_project_secret";
 /// The project API key the server accepts by default.
 pub const PROJECT_KEY: &str = "phc_test_project_key";
 /// The project id the server serves by default.
@@ -188,6 +231,11 @@ impl PosthogServer {
             changed: Condvar::new(),
             changed_lock: Mutex::new(()),
             current_without_token: Mutex::new(0),
+            dropped: Mutex::new(Vec::new()),
+            retired: Mutex::new(false),
+            rate_limit: Mutex::new(None),
+            api_calls: Mutex::new(VecDeque::new()),
+            statics: Mutex::new(Default::default()),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
@@ -290,6 +338,49 @@ impl PosthogServer {
     /// Makes every breakpoints request fail with `fault` until called with `None`.
     pub fn set_breakpoints_down(&self, fault: Option<Fault>) {
         self.state.bp_faults.lock().persistent = fault;
+    }
+
+    /// Events accepted (200) for a well-formed key the server does not know, and dropped, as
+    /// PostHog's capture does.
+    pub fn dropped_events(&self) -> Vec<Value> {
+        self.state.dropped.lock().clone()
+    }
+
+    /// Waits until `pred(dropped events)` holds or `timeout` passes (blocking).
+    pub fn wait_dropped(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        self.wait_until(timeout, || pred(&self.state.dropped.lock()))
+    }
+
+    /// A PostHog that retired the Live Debugger: the active endpoint answers 404 (`true`), or
+    /// is back (`false`).
+    pub fn set_retired(&self, retired: bool) {
+        *self.state.retired.lock() = retired;
+    }
+
+    /// Applies (or with `None` lifts) a rate limit to the active endpoint.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        *self.state.rate_limit.lock() = limit;
+        self.state.api_calls.lock().clear();
+    }
+
+    /// Serves `body` at `path` (GET), with an `ETag` of its content; with `token`, only to
+    /// `Authorization: Bearer <token>` (else 401). `None` removes it (404).
+    pub fn set_static(&self, path: &str, body: Option<&str>, token: Option<&str>) {
+        let mut statics = self.state.statics.lock();
+        match body {
+            Some(b) => {
+                statics.insert(
+                    path.to_owned(),
+                    StaticFile {
+                        body: b.to_owned(),
+                        token: token.map(str::to_owned),
+                    },
+                );
+            }
+            None => {
+                statics.remove(path);
+            }
+        }
     }
 
     /// Every event accepted so far, in arrival order.
@@ -417,13 +508,12 @@ impl Drop for PosthogServer {
     }
 }
 
-fn record(
-    st: &State,
-    req: &hyper::http::request::Parts,
-    status: u16,
-    batch_len: Option<usize>,
-    body_bytes: Option<usize>,
-) {
+fn record(st: &State, req: &hyper::http::request::Parts, status: u16, batch: BatchFacts) {
+    let BatchFacts {
+        len: batch_len,
+        bytes: body_bytes,
+        sent_at,
+    } = batch;
     st.requests.lock().push(RequestRecord {
         at: Instant::now(),
         wall: std::time::SystemTime::now(),
@@ -438,6 +528,7 @@ fn record(
             .map(str::to_owned),
         batch_len,
         body_bytes,
+        sent_at,
     });
     let _g = st.changed_lock.lock();
     st.changed.notify_all();
@@ -467,8 +558,7 @@ async fn apply_fault(fault: Option<Fault>) -> Result<Option<Resp>, Dropped> {
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let mut batch_len = None;
-    let mut body_bytes = None;
+    let mut facts = BatchFacts::default();
     let result = if parts.method == Method::POST && (path == "/batch/" || path == "/batch") {
         let fault = st.batch_faults.lock().next();
         // A faulted request's body is read first, so tests can see what was attempted.
@@ -488,9 +578,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
             // (A fault that read the body always answers or drops: `body` is Some here.)
             Ok(None) => match body {
                 Some(body) => {
-                    let (resp, n, size) = batch(&st, &parts, body).await;
-                    batch_len = n;
-                    body_bytes = size;
+                    let (resp, f) = batch(&st, &parts, body).await;
+                    facts = f;
                     Ok(resp)
                 }
                 None => Err(Dropped),
@@ -506,6 +595,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
             Ok(Some(r)) => Ok(r),
             Ok(None) => Ok(active_breakpoints(&st, &parts)),
         }
+    } else if parts.method == Method::POST && (path == "/flags/" || path == "/flags") {
+        Ok(flags(&st, body).await)
+    } else if parts.method == Method::GET
+        && let Some(file) = st.statics.lock().get(&path).cloned()
+    {
+        Ok(static_file(&parts, &file))
     } else {
         Ok(detail(404, "Not found."))
     };
@@ -513,8 +608,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Dropped>
         &st,
         &parts,
         result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
-        batch_len,
-        body_bytes,
+        facts,
     );
     result
 }
@@ -526,14 +620,116 @@ fn query_param(parts: &hyper::http::request::Parts, name: &str) -> Option<String
     })
 }
 
+/// `POST /flags/`: 200 for the project key, 401 for a key the server does not know.
+async fn flags(st: &State, body: Incoming) -> Resp {
+    let Ok(raw) = Limited::new(body, 1024 * 1024).collect().await else {
+        return detail(400, "Failed to decode request.");
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&raw.to_bytes()) else {
+        return detail(400, "Failed to parse request.");
+    };
+    match v.get("api_key").or(v.get("token")).and_then(Value::as_str) {
+        None => detail(
+            401,
+            "No API token provided. Please include a valid API token in your request.",
+        ),
+        Some(k) if k.trim() == st.project_key => json_resp(
+            200,
+            &json!({"flags": {}, "errorsWhileComputingFlags": false, "requestId": "test"}),
+        ),
+        Some(_) => detail(
+            401,
+            "The provided API key is invalid or has expired. Please check your API key and try again.",
+        ),
+    }
+}
+
+/// A [`PosthogServer::set_static`] file, with `ETag` / `If-None-Match`.
+fn static_file(parts: &hyper::http::request::Parts, file: &StaticFile) -> Resp {
+    if let Some(token) = &file.token {
+        let auth = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != format!("Bearer {token}") {
+            return detail(401, "Unauthorized.");
+        }
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    file.body.hash(&mut h);
+    let etag = format!("\"{:016x}\"", h.finish());
+    let matches = parts
+        .headers
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut r = if matches {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from(file.body.clone())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(hyper::header::ETAG, v);
+    }
+    r
+}
+
+/// PostHog's per-key REST limit: `Some(429)` when this request is over it.
+fn rate_limited(st: &State) -> Option<Resp> {
+    let limit = (*st.rate_limit.lock())?;
+    let now = Instant::now();
+    let mut calls = st.api_calls.lock();
+    while calls
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= limit.window)
+    {
+        calls.pop_front();
+    }
+    if calls.len() < limit.requests {
+        calls.push_back(now);
+        return None;
+    }
+    let wait = calls
+        .front()
+        .map(|t| limit.window.saturating_sub(now.duration_since(*t)))
+        .unwrap_or(limit.window);
+    let mut r = detail(
+        429,
+        "Request was throttled. Expected available in some seconds.",
+    );
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    Some(r)
+}
+
 fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
+    if *st.retired.lock() {
+        // A PostHog whose Live Debugger is retired has no such route.
+        return detail(404, "Not found.");
+    }
     let auth = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if auth != format!("Bearer {}", st.personal_key) {
+    if auth != format!("Bearer {}", st.personal_key)
+        && auth != format!("Bearer {PROJECT_SECRET_KEY}")
+    {
         return detail(401, "Invalid personal API key.");
+    }
+    if let Some(r) = rate_limited(st) {
+        return r;
     }
     let project = parts
         .uri
@@ -561,14 +757,15 @@ fn active_breakpoints(st: &State, parts: &hyper::http::request::Parts) -> Resp {
         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         return r;
     }
-    let enabled = query_param(parts, "enabled").is_none_or(|v| v != "false");
+    // `enabled=false` lifts the filter (all breakpoints); only `true` (the default) filters.
+    let only_enabled = query_param(parts, "enabled").is_none_or(|v| v != "false");
     let repository = query_param(parts, "repository");
     let filename = query_param(parts, "filename");
     let list: Vec<Value> = st
         .breakpoints
         .lock()
         .iter()
-        .filter(|b| b.get("enabled").and_then(Value::as_bool).unwrap_or(true) == enabled)
+        .filter(|b| !only_enabled || b.get("enabled").and_then(Value::as_bool).unwrap_or(true))
         .filter(|b| {
             repository
                 .as_deref()
@@ -645,15 +842,23 @@ fn decode_events(parts: &hyper::http::request::Parts, raw: &[u8]) -> Vec<Value> 
         .unwrap_or_default()
 }
 
-fn reject(status: u16, msg: &str) -> (Resp, Option<usize>, Option<usize>) {
-    (detail(status, msg), None, None)
+/// What an accepted `/batch/` request carried.
+#[derive(Default)]
+struct BatchFacts {
+    len: Option<usize>,
+    bytes: Option<usize>,
+    sent_at: Option<String>,
+}
+
+fn reject(status: u16, msg: &str) -> (Resp, BatchFacts) {
+    (detail(status, msg), BatchFacts::default())
 }
 
 async fn batch(
     st: &State,
     parts: &hyper::http::request::Parts,
     body: Incoming,
-) -> (Resp, Option<usize>, Option<usize>) {
+) -> (Resp, BatchFacts) {
     let raw = match Limited::new(body, BATCH_BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reject(413, "Request body too large (limit 20 MB)."),
@@ -683,9 +888,18 @@ async fn batch(
     let Some(api_key) = payload.get("api_key").and_then(Value::as_str) else {
         return reject(400, "API key is missing (api_key).");
     };
-    if api_key != st.project_key {
+    // Capture checks only the key's shape (`validate_token`); an unknown well-formed key is
+    // accepted and its events dropped downstream.
+    let api_key = api_key.trim();
+    if api_key.is_empty()
+        || api_key.len() > 64
+        || !api_key.is_ascii()
+        || api_key.starts_with("phx_")
+        || api_key.contains('\0')
+    {
         return reject(401, "Project API key invalid.");
     }
+    let known = api_key == st.project_key;
     let Some(batch) = payload.get("batch").and_then(Value::as_array) else {
         return reject(400, "batch is missing or not a list.");
     };
@@ -706,10 +920,20 @@ async fn batch(
             return reject(400, &format!("event {i}: `distinct_id` is required."));
         }
     }
-    st.events.lock().extend(batch.iter().cloned());
+    if known {
+        st.events.lock().extend(batch.iter().cloned());
+    } else {
+        st.dropped.lock().extend(batch.iter().cloned());
+    }
     (
         json_resp(200, &json!({"status": 1})),
-        Some(batch.len()),
-        Some(data.len()),
+        BatchFacts {
+            len: Some(batch.len()),
+            bytes: Some(data.len()),
+            sent_at: payload
+                .get("sent_at")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
     )
 }

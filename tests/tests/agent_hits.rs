@@ -21,14 +21,14 @@ fn file_breakpoint_hits_with_locals_stack_and_redaction() -> Result<()> {
         ensure!(p["$pid"] == t.pid(), "$pid");
         let order = hit.local("order_id").as_i64().unwrap_or(-1);
         ensure!((0..3).contains(&order), "order_id");
-        ensure!(hit.local("amount") == &json!(21), "amount");
+        ensure!(hit.local("amount") == json!(21), "amount");
         ensure!(
-            hit.local("password") == &json!("[redacted]"),
+            hit.local("password") == json!("[redacted]"),
             "password not redacted"
         );
-        ensure!(hit.local("items") == &json!([order, 21, "widget"]), "items");
+        ensure!(hit.local("items") == json!([order, 21, "widget"]), "items");
         ensure!(
-            hit.local("meta") == &json!({"order": order, "currency": "EUR"}),
+            hit.local("meta") == json!({"order": order, "currency": "EUR"}),
             "meta"
         );
         ensure!(

@@ -2,6 +2,7 @@
 //! force" when the file turns malformed.
 use libdebugger_agent::breakpoints::DesiredSet;
 use libdebugger_agent::breakpoints::file::{FileError, FileStatus, load_file, watch_file};
+use libdebugger_agent::breakpoints::problem;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -150,12 +151,18 @@ fn errors_name_the_file_and_what_is_wrong() {
         "[[breakpoint]]\nfile=\"a.py\"\nline=1\n[[breakpoint]]\nfile=\"a.py\"\nline=1\n",
     )
     .unwrap();
-    let err = load_file(&dup).unwrap_err().to_string();
+    // An id defined twice is that breakpoint's error, not the file's.
+    let set = load_file(&dup).unwrap();
+    let err = set.get("a.py:1").unwrap().invalid.clone().unwrap();
     assert!(err.contains("a.py:1") && err.contains("twice"), "{err}");
 
+    // Line 0 parses (PostHog accepts it) and is reported for that breakpoint.
     let zero = dir.path().join("zero.toml");
     std::fs::write(&zero, "[[breakpoint]]\nfile=\"a.py\"\nline=0\n").unwrap();
-    assert!(load_file(&zero).unwrap_err().to_string().contains("line 0"));
+    let set = load_file(&zero).unwrap();
+    let b = set.get("a.py:0").unwrap();
+    assert!(problem(b, &[]).unwrap().contains("line 0"));
+    assert!(b.source.ends_with("zero.toml"), "{b:?}");
 
     // No extension: JSON recognised by content.
     let bare = dir.path().join("bps");

@@ -211,9 +211,22 @@ fn helper_hostile_objects() {
             r["truncated"],
             r["capture_us"]
         );
-        assert_eq!(o["cyc"][1]["py/cycle"], true);
-        assert_eq!(o["dcyc"]["self"]["py/cycle"], true);
-        assert_eq!(o["node"]["me"]["py/cycle"], true);
+        // Cycles as jsonpickle's back-references to the container they repeat, numbered
+        // in encoding order (the `objs` dict itself is 1).
+        let refs: Vec<u64> = [&o["cyc"][1], &o["dcyc"]["self"], &o["node"]["me"]]
+            .iter()
+            .map(|r| {
+                let obj = r.as_object().filter(|m| m.len() == 1);
+                obj.and_then(|m| m["py/id"].as_u64())
+                    .unwrap_or_else(|| panic!("{}: not a py/id reference: {r}", i.label))
+            })
+            .collect();
+        assert!(refs.iter().all(|n| *n >= 2), "{}: {refs:?}", i.label);
+        assert!(
+            refs[0] < refs[1] && refs[1] < refs[2],
+            "{}: distinct, in encoding order: {refs:?}",
+            i.label
+        );
         assert_eq!(o["slotted"]["x"], 1);
         assert_eq!(o["slotted"]["secret_token"], "[redacted]");
         assert_eq!(

@@ -59,7 +59,10 @@ fn the_file_alone() {
     assert_eq!(p.api_host, "https://eu.posthog.com");
     assert_eq!(p.ingest_host, "https://eu.i.posthog.com");
     assert_eq!(p.api_key.expose(), "phc_from_file");
-    assert_eq!(p.project_id, ProjectId::Numeric(111));
+    assert_eq!(
+        p.breakpoints.as_ref().unwrap().project_id,
+        ProjectId::Numeric(111)
+    );
     assert_eq!(p.poll_interval, Duration::from_secs(30));
     assert_eq!(s.distinct_id, "file-host");
     assert_eq!(
@@ -97,10 +100,16 @@ fn flags_beat_env_beat_file() {
     assert_eq!(p.api_host, "https://us.posthog.com");
     assert_eq!(p.ingest_host, "https://us.i.posthog.com");
     assert_eq!(p.api_key.expose(), "phc_from_env");
-    assert_eq!(p.project_id, ProjectId::Current);
+    assert_eq!(
+        p.breakpoints.as_ref().unwrap().project_id,
+        ProjectId::Current
+    );
     assert_eq!(p.poll_interval, Duration::from_secs(5));
     // Not in the environment (an empty value counts as unset): from the file.
-    assert_eq!(p.personal_api_key.expose(), "phx_from_file");
+    assert_eq!(
+        p.breakpoints.as_ref().unwrap().personal_api_key.expose(),
+        "phx_from_file"
+    );
     assert_eq!(s.distinct_id, "file-host");
 
     let args = PosthogArgs {
@@ -120,7 +129,10 @@ fn flags_beat_env_beat_file() {
         "self-hosted: one host"
     );
     assert_eq!(p.api_key.expose(), "phc_from_flag");
-    assert_eq!(p.project_id, ProjectId::Numeric(222));
+    assert_eq!(
+        p.breakpoints.as_ref().unwrap().project_id,
+        ProjectId::Numeric(222)
+    );
     assert_eq!(p.poll_interval, Duration::from_millis(500));
     assert_eq!(s.distinct_id, "flag-host");
     assert_eq!(
@@ -168,6 +180,45 @@ fn no_credentials_means_local_mode_with_defaults() {
     assert!(s.capture.as_object().unwrap().is_empty());
 }
 
+#[test]
+fn the_project_key_alone_sends_to_posthog_and_phs_keys_read_breakpoints() {
+    let s = resolve_with_file(
+        &PosthogArgs::default(),
+        &env(&[("POSTHOG_API_KEY", "phc_a")]),
+        None,
+    )
+    .unwrap();
+    let Mode::PostHog(p) = &s.mode else {
+        panic!("{s:?}")
+    };
+    assert_eq!(p.breakpoints, None, "breakpoints come from elsewhere");
+    assert_eq!(
+        p.poll_interval,
+        Duration::from_secs(30),
+        "the default interval"
+    );
+    let s = resolve_with_file(
+        &PosthogArgs::default(),
+        &env(&[
+            ("POSTHOG_API_KEY", "phc_a"),
+            ("POSTHOG_PERSONAL_API_KEY", "phs_project_secret"),
+            ("POSTHOG_PROJECT_ID", "3"),
+        ]),
+        None,
+    )
+    .unwrap();
+    let Mode::PostHog(p) = &s.mode else {
+        panic!("{s:?}")
+    };
+    let b = p.breakpoints.as_ref().unwrap();
+    assert_eq!(b.personal_api_key.expose(), "phs_project_secret");
+    assert!(
+        s.warnings.is_empty(),
+        "a phs_ key is not unusual: {:?}",
+        s.warnings
+    );
+}
+
 fn err_of(pairs: &[(&str, &str)]) -> String {
     match resolve_with_file(&PosthogArgs::default(), &env(pairs), None) {
         Ok(s) => panic!("expected an error, got {s:?}"),
@@ -193,9 +244,24 @@ fn partial_or_inconsistent_settings_name_the_setting() {
     ]);
     assert!(e.starts_with("POSTHOG_API_KEY is not set"), "{e}");
 
-    let e = err_of(&[("POSTHOG_API_KEY", "phc_a")]);
+    let e = err_of(&[("POSTHOG_API_KEY", "phc_a"), ("POSTHOG_PROJECT_ID", "3")]);
     assert!(
         e.starts_with("POSTHOG_PERSONAL_API_KEY is not set") && e.contains("live_debugger:read"),
+        "{e}"
+    );
+    // A phc_ key where the personal key goes, and a project secret key as the project key.
+    let e = err_of(&[
+        ("POSTHOG_API_KEY", "phc_a"),
+        ("POSTHOG_PERSONAL_API_KEY", "phc_b"),
+        ("POSTHOG_PROJECT_ID", "3"),
+    ]);
+    assert!(
+        e.contains("POSTHOG_PERSONAL_API_KEY") && e.contains("phs_"),
+        "{e}"
+    );
+    let e = err_of(&[("POSTHOG_API_KEY", "phs_secret")]);
+    assert!(
+        e.contains("project secret key") && !e.contains("secret_"),
         "{e}"
     );
 
@@ -282,5 +348,8 @@ fn file_errors() {
     let e = env(&[("LIBDEBUGGER_CONFIG", path.to_str().unwrap())]);
     let s = resolve(&PosthogArgs::default(), &e).unwrap();
     assert_eq!(s.config_file.as_deref(), Some(path.as_path()));
-    assert_eq!(posthog(&s.mode).project_id, ProjectId::Numeric(111));
+    assert_eq!(
+        posthog(&s.mode).breakpoints.as_ref().unwrap().project_id,
+        ProjectId::Numeric(111)
+    );
 }

@@ -158,16 +158,30 @@ async fn malformed_answer_keeps_the_last_good_set() {
     wait_set(&mut poller.desired, "a", |s| s.len() == 1).await;
     let good = poller.desired.borrow().clone();
 
-    for body in [
-        "{not json",
-        r#"{"count": 0}"#,
-        r#"{"results": [{"id": "x"}]}"#,
-        "<html>",
-    ] {
+    for body in ["{not json", r#"{"count": 0}"#, "<html>"] {
         let err = answer_fails(&server, &poller, body).await;
         assert_eq!(*poller.desired.borrow(), good, "after answer {body:?}");
         assert!(err.contains("not a valid"), "{err}");
     }
+    // A bad entry is that breakpoint's error; the rest of the answer takes effect.
+    server.set_breakpoints_raw(Some((
+        200,
+        r#"{"results": [{"id": "x"}, {"id": "c", "filename": "app/z.py", "line_number": 0}]}"#,
+    )));
+    let set = wait_set(&mut poller.desired, "x and c", |s| s.get("c").is_some()).await;
+    assert!(
+        set.get("x")
+            .unwrap()
+            .invalid
+            .as_deref()
+            .unwrap()
+            .contains("filename")
+    );
+    assert!(
+        set.get("c").unwrap().invalid.is_none(),
+        "line 0 is valid in PostHog"
+    );
+    assert_eq!(set.get("c").unwrap().source, "posthog");
     // A 500 keeps it too; then a good answer replaces it.
     server.set_breakpoints_raw(None);
     server.fail_breakpoints(Fault::Status(500), 1);
@@ -355,4 +369,93 @@ async fn rate_limit_retry_after_is_honoured() {
     let gap = reqs[1].at - reqs[0].at;
     // The 50 ms interval's backoff alone would retry within 50 ms.
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+}
+
+/// PostHog's per-key limit (480 requests a minute, 4,800 an hour): a 429's `Retry-After` is
+/// honoured, the next attempt waits that long instead of the (short) backoff.
+#[tokio::test]
+async fn the_servers_rate_limit_is_waited_out() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    server.set_rate_limit(Some(posthog_server::RateLimit {
+        requests: 2,
+        window: Duration::from_secs(3),
+    }));
+    let mut cfg = config(&server, Duration::from_millis(50));
+    cfg.max_backoff = Duration::from_secs(30);
+    let _poller = Poller::start(cfg).unwrap();
+    // Two answers, a 429, and the attempt after it.
+    assert!(
+        server
+            .wait_requests_async(Duration::from_secs(20), |r| r.len() >= 4)
+            .await,
+        "{:?}",
+        server.requests()
+    );
+    let reqs = server.breakpoint_requests();
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    let limited = statuses.iter().position(|s| *s == 429).expect("a 429");
+    let gap = reqs[limited + 1].at.duration_since(reqs[limited].at);
+    // The 429 said to come back when the window frees a slot (about 3 s after the first
+    // request); the backoff alone would retry after 25–50 ms.
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "retried {gap:?} after the 429 ({statuses:?})"
+    );
+    assert_eq!(reqs[limited + 1].status, 200, "{statuses:?}");
+}
+
+/// A PostHog that retired the Live Debugger answers 404 on the active endpoint: the poller's
+/// status carries the one line saying so, the set in force stays, and it asks again only after
+/// RETIRED_RECHECK.
+#[tokio::test]
+async fn retired_endpoint_is_a_status_line() {
+    use libdebugger_agent::posthog::poller::RETIRED;
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut poller = Poller::start(config(&server, Duration::from_millis(50))).unwrap();
+    wait_set(&mut poller.desired, "a", |s| s.len() == 1).await;
+    server.set_retired(true);
+    let mut st = poller.status.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| s.note.as_deref() == Some(RETIRED)),
+    )
+    .await
+    .expect("the retired note")
+    .unwrap();
+    assert!(RETIRED.contains("hits are still sent"));
+    assert_eq!(poller.desired.borrow().len(), 1, "the set in force stays");
+    let err = poller.status.borrow().last_error.clone().unwrap();
+    assert!(err.contains("HTTP 404"), "{err}");
+    assert!(!poller.status.borrow().auth_error);
+}
+
+/// The active endpoint takes the project secret key (`phs_…`) as well as a personal key
+/// (PostHog's `ProjectSecretAPIKeyAuthentication`).
+#[tokio::test]
+async fn a_project_secret_key_reads_the_breakpoints() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![bp("a", "app/x.py", 10, None, true)]);
+    let mut cfg = config(&server, Duration::from_secs(3600));
+    cfg.personal_api_key = Secret::new(posthog_server::PROJECT_SECRET_KEY);
+    let mut poller = Poller::start(cfg).unwrap();
+    let set = wait_set(&mut poller.desired, "a with phs_", |s| s.len() == 1).await;
+    assert_eq!(set.get("a").unwrap().source, "posthog");
+    assert!(server.breakpoint_requests().iter().all(|r| r.status == 200));
+}
+
+/// `enabled: false` breakpoints are not in PostHog's default answer; the poller asks for the
+/// default (enabled only), so a disabled breakpoint leaves the set.
+#[tokio::test]
+async fn disabled_breakpoints_leave_the_default_answer() {
+    let server = PosthogServer::start().unwrap();
+    server.set_breakpoints(vec![
+        bp("a", "app/x.py", 10, None, true),
+        bp("b", "app/x.py", 11, None, false),
+    ]);
+    let mut poller = Poller::start(config(&server, Duration::from_secs(3600))).unwrap();
+    let set = wait_set(&mut poller.desired, "a only", |s| !s.is_empty()).await;
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(set.get("a").is_some());
 }

@@ -151,7 +151,11 @@ fn files_lines_and_hits_over_http_on_every_interpreter() -> Result<()> {
                 }
             }
         })?;
-        let order = hit["properties"]["$locals_variables"]["order_id"].as_i64();
+        // Each local is a JSON string (its jsonpickle encoding).
+        let order = hit["properties"]["$locals_variables"]["order_id"]
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .and_then(|v| v.as_i64());
         ensure!(
             order.is_some_and(|o| o > 1),
             "{label}: the condition was not applied: {hit}"

@@ -150,18 +150,24 @@ pub fn run_demo(ui: Option<&str>) -> Result<()> {
             p["$pid"]
         );
         println!("  stack (innermost first):");
+        // Frames are PostHog's objects ({file, function, line, "0", "1", "2"}).
         for frame in p["$stack_trace"].as_array().into_iter().flatten().take(4) {
             println!(
                 "    {}:{} in {}",
-                frame[0].as_str().unwrap_or("?"),
-                frame[2],
-                frame[1].as_str().unwrap_or("?")
+                frame["file"].as_str().unwrap_or("?"),
+                frame["line"],
+                frame["function"].as_str().unwrap_or("?")
             );
         }
         println!("  locals:");
         if let Some(locals) = p["$locals_variables"].as_object() {
+            // Each value is a JSON string holding the local's jsonpickle encoding.
             for (name, value) in locals {
-                println!("    {name} = {value}");
+                let decoded = value
+                    .as_str()
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .unwrap_or_else(|| value.clone());
+                println!("    {name} = {decoded}");
             }
         }
         println!();

@@ -17,13 +17,22 @@
 //! `{"results": [{"id", "repository", "filename", "line_number", "enabled", "condition"}]}`
 //! (the list may also be named `breakpoints`).
 //!
-//! [`watch_file`] re-reads the file whenever it changes (editors that replace the file are
-//! handled: the parent directory is watched). A malformed file is reported and **the last good
-//! set stays in force**.
+//! `PATH` may also be a **directory**: every `*.toml` and `*.json` file in it (names starting
+//! with `.` excluded), merged — what a Kubernetes ConfigMap mounted as a volume looks like, its
+//! files symlinks into `..data/`, which the kubelet swaps atomically.
+//!
+//! [`watch_file`] re-reads the file (or directory) whenever it changes (editors that replace the
+//! file and the ConfigMap `..data` swap are handled: the directory is watched). A malformed file
+//! is reported by name and **keeps its last good content**.
+//!
+//! Per breakpoint, a bad entry is not the whole answer's problem: an entry with a field of the
+//! wrong type, or an id defined twice (in one file or across a directory's files), becomes a
+//! breakpoint whose [`Breakpoint::invalid`] says why — an error status for that id, while every
+//! other breakpoint takes effect.
 use super::{Breakpoint, DesiredSet};
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -59,22 +68,6 @@ pub enum FileError {
         what: String,
         /// What is wrong.
         reason: String,
-    },
-    /// Two breakpoints share an id.
-    #[error("{what}: breakpoint id {id:?} appears twice; ids must be unique")]
-    DuplicateId {
-        /// What was parsed.
-        what: String,
-        /// The repeated id.
-        id: String,
-    },
-    /// A line number of 0.
-    #[error("{what}: breakpoint {id:?} has line 0; lines start at 1")]
-    LineZero {
-        /// What was parsed.
-        what: String,
-        /// The breakpoint's id.
-        id: String,
     },
     /// Setting up the file watcher failed.
     #[error("cannot watch the breakpoints file {path} for changes: {source}")]
@@ -112,8 +105,8 @@ fn default_true() -> bool {
 
 #[derive(Deserialize)]
 struct ApiAnswer {
-    results: Option<Vec<ApiBreakpoint>>,
-    breakpoints: Option<Vec<ApiBreakpoint>>,
+    results: Option<Vec<serde_json::Value>>,
+    breakpoints: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     has_more: bool,
     #[serde(default)]
@@ -132,49 +125,117 @@ pub struct ActivePage {
     pub next: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ApiBreakpoint {
-    id: serde_json::Value,
-    #[serde(default)]
-    repository: Option<String>,
-    filename: String,
-    line_number: u32,
-    #[serde(default)]
-    enabled: Option<bool>,
-    #[serde(default)]
-    condition: Option<String>,
-}
-
 /// A condition that is empty or only blanks means "no condition".
 fn normalise_condition(c: Option<String>) -> Option<String> {
     c.filter(|c| !c.trim().is_empty())
 }
 
-fn finish(what: &str, items: Vec<Breakpoint>) -> Result<DesiredSet, FileError> {
-    let mut seen = BTreeSet::new();
-    for b in &items {
-        if b.line == 0 {
-            return Err(FileError::LineZero {
-                what: what.into(),
-                id: b.id.clone(),
-            });
-        }
-        if !seen.insert(b.id.clone()) {
-            return Err(FileError::DuplicateId {
-                what: what.into(),
-                id: b.id.clone(),
-            });
+/// The set of `items`; an id defined twice keeps its first entry, marked invalid.
+fn finish(what: &str, items: Vec<Breakpoint>) -> DesiredSet {
+    let mut set = DesiredSet::default();
+    for b in items {
+        match set.breakpoints.get_mut(&b.id) {
+            Some(first) => {
+                first.invalid = Some(format!(
+                    "breakpoint id {:?} is defined twice in {what}; ids must be unique",
+                    b.id
+                ));
+            }
+            None => {
+                set.breakpoints.insert(b.id.clone(), b);
+            }
         }
     }
-    Ok(DesiredSet::from_breakpoints(items))
+    set
+}
+
+/// One entry of an active-breakpoints answer. A field of the wrong type makes the entry
+/// invalid (its id, or `filename:line_number`, or `#index`, carries the error), not the answer.
+fn api_entry(index: usize, v: serde_json::Value) -> Breakpoint {
+    use serde_json::Value;
+    let mut problems: Vec<String> = Vec::new();
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let filename = match field("filename") {
+        Some(Value::String(f)) => f.clone(),
+        Some(other) => {
+            problems.push(format!("`filename` {other} is not a string"));
+            String::new()
+        }
+        None => {
+            problems.push("it has no `filename`".into());
+            String::new()
+        }
+    };
+    let line = match field("line_number") {
+        Some(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => n,
+            None => {
+                problems.push(format!("`line_number` {n} is not a line number"));
+                0
+            }
+        },
+        None => {
+            problems.push("it has no `line_number`".into());
+            0
+        }
+    };
+    let enabled = match field("enabled") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            problems.push(format!("`enabled` {other} is not true or false"));
+            false
+        }
+    };
+    let condition = match field("condition") {
+        None => None,
+        Some(Value::String(c)) => normalise_condition(Some(c.clone())),
+        Some(other) => {
+            problems.push(format!("`condition` {other} is not a string"));
+            None
+        }
+    };
+    let repository = match field("repository") {
+        None => None,
+        Some(Value::String(r)) => Some(r.clone()).filter(|r| !r.is_empty()),
+        Some(other) => {
+            problems.push(format!("`repository` {other} is not a string"));
+            None
+        }
+    };
+    let id = match field("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        other => {
+            problems.push(match other {
+                Some(o) => format!("breakpoint id {o} is not a string"),
+                None => "it has no `id`".into(),
+            });
+            if filename.is_empty() {
+                format!("#{index}")
+            } else {
+                Breakpoint::derived_id(&filename, line)
+            }
+        }
+    };
+    Breakpoint {
+        id,
+        file: filename,
+        line,
+        condition,
+        enabled,
+        repository,
+        source: String::new(),
+        invalid: (!problems.is_empty()).then(|| format!("entry {index}: {}", problems.join("; "))),
+    }
 }
 
 /// Parses PostHog's active-breakpoints answer (`results` or `breakpoints`). `what` names the
-/// source in error messages. Any structural problem rejects the whole answer, so the caller can
-/// keep its last good set. Pagination fields are ignored here (a file is one page); the poller
-/// reads them with [`parse_active_page`].
+/// source in error messages. An answer that is not that shape at all is an error (the caller
+/// keeps its last good set); a bad entry is an invalid breakpoint of the set. Pagination fields
+/// are ignored here (a file is one page); the poller reads them with [`parse_active_page`].
 pub fn parse_active_json(what: &str, body: &[u8]) -> Result<DesiredSet, FileError> {
-    finish(what, parse_active_page(what, body)?.items)
+    Ok(finish(what, parse_active_page(what, body)?.items))
 }
 
 /// Parses one page of PostHog's active-breakpoints answer, with its pagination fields. Check
@@ -189,22 +250,11 @@ pub fn parse_active_page(what: &str, body: &[u8]) -> Result<ActivePage, FileErro
         .results
         .or(answer.breakpoints)
         .ok_or_else(|| json_err("it has neither a `results` nor a `breakpoints` list".into()))?;
-    let mut items = Vec::with_capacity(list.len());
-    for b in list {
-        let id = match b.id {
-            serde_json::Value::String(s) if !s.is_empty() => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            other => return Err(json_err(format!("breakpoint id {other} is not a string"))),
-        };
-        items.push(Breakpoint {
-            id,
-            file: b.filename,
-            line: b.line_number,
-            condition: normalise_condition(b.condition),
-            enabled: b.enabled.unwrap_or(true),
-            repository: b.repository.filter(|r| !r.is_empty()),
-        });
-    }
+    let items = list
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| api_entry(i, v))
+        .collect();
     Ok(ActivePage {
         items,
         has_more: answer.has_more,
@@ -212,8 +262,9 @@ pub fn parse_active_page(what: &str, body: &[u8]) -> Result<ActivePage, FileErro
     })
 }
 
-/// The set of the breakpoints of every page: duplicate ids and line 0 are errors, as in a file.
-pub fn active_set(what: &str, items: Vec<Breakpoint>) -> Result<DesiredSet, FileError> {
+/// The set of the breakpoints of every page: a duplicate id is an invalid breakpoint, as in a
+/// file.
+pub fn active_set(what: &str, items: Vec<Breakpoint>) -> DesiredSet {
     finish(what, items)
 }
 
@@ -236,9 +287,10 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<DesiredSet, FileError> {
             condition: normalise_condition(b.condition),
             enabled: b.enabled,
             repository: b.repository,
+            ..Default::default()
         })
         .collect();
-    finish(&path.display().to_string(), items)
+    Ok(finish(&path.display().to_string(), items))
 }
 
 /// Parses breakpoints file contents, choosing the format by extension or content.
@@ -255,26 +307,98 @@ pub fn parse_file_contents(path: &Path, text: &str) -> Result<DesiredSet, FileEr
     }
 }
 
-/// Reads and parses the breakpoints file.
+/// Reads and parses one breakpoints file; its breakpoints' source is `file PATH`.
 pub fn load_file(path: &Path) -> Result<DesiredSet, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse_file_contents(path, &text)
+    Ok(parse_file_contents(path, &text)?.with_source(&format!("file {}", path.display())))
 }
 
-/// Health of a watched breakpoints file.
+/// Whether a directory entry is a breakpoints file: `*.toml` or `*.json`, not hidden (a
+/// ConfigMap's `..data` and `..2024_…` entries start with dots).
+fn is_breakpoints_file(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".toml") || name.ends_with(".json"))
+}
+
+/// A watched directory's files: the last good set of each (by file name), and the error of
+/// each file that does not parse now.
+#[derive(Default)]
+struct DirState {
+    good: BTreeMap<String, DesiredSet>,
+    errors: BTreeMap<String, String>,
+}
+
+impl DirState {
+    /// Re-reads every breakpoints file of `dir`. A file that fails keeps its last good set; a
+    /// file that is gone is forgotten.
+    fn reload(&mut self, dir: &Path) -> Result<(), FileError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| FileError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut present = BTreeSet::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            // `metadata` follows symlinks (a ConfigMap's files are links into `..data/`).
+            if !is_breakpoints_file(&name) || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            present.insert(name.clone());
+            match load_file(&path) {
+                Ok(set) => {
+                    self.good.insert(name.clone(), set);
+                    self.errors.remove(&name);
+                }
+                Err(e) => {
+                    self.errors.insert(name, e.to_string());
+                }
+            }
+        }
+        self.good.retain(|n, _| present.contains(n));
+        self.errors.retain(|n, _| present.contains(n));
+        Ok(())
+    }
+
+    /// Every file's breakpoints in one set; an id defined in two files is invalid (error status
+    /// naming both), the first file's (by name) entry standing for it.
+    fn merged(&self) -> DesiredSet {
+        let mut out = DesiredSet::default();
+        for set in self.good.values() {
+            for (id, b) in &set.breakpoints {
+                match out.breakpoints.get_mut(id) {
+                    Some(first) => {
+                        first.invalid = Some(format!(
+                            "breakpoint id {id:?} is defined in both {} and {}; ids must be unique",
+                            first.source.trim_start_matches("file "),
+                            b.source.trim_start_matches("file ")
+                        ));
+                    }
+                    None => {
+                        out.breakpoints.insert(id.clone(), b.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Health of a watched breakpoints file or directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileStatus {
     /// Successful loads so far (the first one included).
     pub loads: u64,
-    /// The last load's error, when the file is currently malformed (the last good set is in
-    /// force meanwhile). `None` once a load succeeds again.
+    /// The last load's error, when the file (or some file of the directory) is currently
+    /// malformed (the last good content is in force meanwhile). `None` once it loads again.
     pub last_error: Option<String>,
+    /// A directory's files that do not parse now, by name, with the error.
+    pub errors: BTreeMap<String, String>,
 }
 
-/// A watched breakpoints file. Dropping it stops watching.
+/// A watched breakpoints file or directory. Dropping it stops watching.
 pub struct FileWatch {
     /// The desired set; changes whenever the file's breakpoints change.
     pub desired: watch::Receiver<DesiredSet>,
@@ -293,26 +417,66 @@ impl Drop for FileWatch {
 /// How long to wait after a change notification before re-reading (editors write in steps).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Loads `path` and watches it for changes. Must be called inside a tokio runtime.
+/// What is watched: one file, or a directory of them.
+enum Watched {
+    File(PathBuf),
+    Dir(PathBuf, DirState),
+}
+
+impl Watched {
+    /// Loads it again: the set, and the errors by file (a single file's under its name).
+    fn load(&mut self) -> Result<(DesiredSet, BTreeMap<String, String>), FileError> {
+        match self {
+            Watched::File(path) => load_file(path).map(|s| (s, BTreeMap::new())),
+            Watched::Dir(dir, state) => {
+                state.reload(dir)?;
+                Ok((state.merged(), state.errors.clone()))
+            }
+        }
+    }
+}
+
+/// Loads `path` (a file, or a directory of `*.toml` / `*.json` files) and watches it for
+/// changes. Must be called inside a tokio runtime.
 ///
 /// The first load must succeed (a daemon should not start with a broken file it was told to
-/// use); afterwards a malformed file is logged once per distinct error, reported in
-/// [`FileStatus::last_error`], and the last good set stays in force.
+/// use; in a directory, files that fail are reported and the others load); afterwards a
+/// malformed file is logged once per distinct error, reported in [`FileStatus`], and its last
+/// good content stays in force.
 pub fn watch_file(path: &Path) -> Result<FileWatch, FileError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let initial = load_file(&path)?;
+    let is_dir = path.is_dir();
+    let mut target = if is_dir {
+        Watched::Dir(path.clone(), DirState::default())
+    } else {
+        Watched::File(path.clone())
+    };
+    let (initial, errors) = target.load()?;
+    for (name, e) in &errors {
+        tracing::warn!(file = %name, "{e}; the file is skipped until it parses");
+    }
     let (desired_tx, desired) = watch::channel(initial);
     let (status_tx, status) = watch::channel(FileStatus {
         loads: 1,
-        last_error: None,
+        last_error: (!errors.is_empty())
+            .then(|| errors.values().cloned().collect::<Vec<_>>().join("; ")),
+        errors,
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let name = path.file_name().map(|n| n.to_owned());
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
-                if ev.paths.is_empty() || ev.paths.iter().any(|p| p.file_name() == name.as_deref())
-                {
+                // A directory: any change in it. A file: its own name, or a `..`-entry of
+                // its directory (the file is a ConfigMap symlink into `..data/`).
+                let relevant = is_dir
+                    || ev.paths.is_empty()
+                    || ev.paths.iter().any(|p| {
+                        p.file_name() == name.as_deref()
+                            || p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+                    });
+                if relevant {
                     let _ = tx.send(());
                 }
             }
@@ -324,10 +488,13 @@ pub fn watch_file(path: &Path) -> Result<FileWatch, FileError> {
             path: path.clone(),
             source,
         })?;
-    let dir = path
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let dir = if is_dir {
+        path.clone()
+    } else {
+        path.parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    };
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|source| FileError::Watch {
@@ -338,8 +505,8 @@ pub fn watch_file(path: &Path) -> Result<FileWatch, FileError> {
         while rx.recv().await.is_some() {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            match load_file(&path) {
-                Ok(set) => {
+            match target.load() {
+                Ok((set, errors)) => {
                     let changed = desired_tx.send_if_modified(|cur| {
                         if *cur == set {
                             false
@@ -349,11 +516,20 @@ pub fn watch_file(path: &Path) -> Result<FileWatch, FileError> {
                         }
                     });
                     if changed {
-                        tracing::info!(path = %path.display(), "breakpoints file reloaded");
+                        tracing::info!(path = %path.display(), "breakpoints reloaded");
                     }
                     status_tx.send_modify(|s| {
                         s.loads += 1;
-                        s.last_error = None;
+                        for (name, e) in &errors {
+                            if s.errors.get(name) != Some(e) {
+                                tracing::warn!(
+                                    "{e}; the last good content of {name} stays in force"
+                                );
+                            }
+                        }
+                        s.last_error = (!errors.is_empty())
+                            .then(|| errors.values().cloned().collect::<Vec<_>>().join("; "));
+                        s.errors = errors;
                     });
                 }
                 Err(err) => {
@@ -404,7 +580,15 @@ mod tests {
             Path::new("b.toml"),
             "[[breakpoint]]\nfile=\"x\"\nline=3\n[[breakpoint]]\nfile=\"x\"\nline=3\n",
         );
-        assert!(matches!(dup, Err(FileError::DuplicateId { .. })));
+        let dup = dup.unwrap();
+        assert!(
+            dup.get("x:3")
+                .unwrap()
+                .invalid
+                .as_deref()
+                .unwrap()
+                .contains("twice")
+        );
     }
 
     #[test]
@@ -423,6 +607,71 @@ mod tests {
         }
         assert!(parse_active_json("t", b"{\"count\": 0}").is_err());
         assert!(parse_active_json("t", b"<html>").is_err());
-        assert!(parse_active_json("t", br#"{"results":[{"id":"x","filename":"a"}]}"#).is_err());
+        let no_line = parse_active_json("t", br#"{"results":[{"id":"x","filename":"a"}]}"#);
+        assert!(no_line.unwrap().get("x").unwrap().invalid.is_some());
+    }
+
+    #[test]
+    fn a_bad_entry_is_that_breakpoint_s_error_only() {
+        let body = br#"{"results": [
+            {"id": "good", "filename": "a.py", "line_number": 3},
+            {"id": "zero", "filename": "a.py", "line_number": 0, "condition": null},
+            {"id": "typed", "filename": "a.py", "line_number": "7"},
+            {"id": "cond", "filename": "a.py", "line_number": 4, "condition": 42},
+            {"filename": "b.py", "line_number": 9},
+            {"id": "good", "filename": "c.py", "line_number": 1}
+        ]}"#;
+        let set = parse_active_json("t", body).unwrap();
+        let invalid = |id: &str| set.get(id).unwrap().invalid.clone();
+        assert!(invalid("good").unwrap().contains("twice"), "{set:?}");
+        assert_eq!(set.get("good").unwrap().file, "a.py");
+        // Line 0 is well-formed (PostHog allows it); `problem` reports it.
+        assert_eq!(invalid("zero"), None);
+        assert!(invalid("typed").unwrap().contains("line_number"));
+        assert!(invalid("cond").unwrap().contains("condition"));
+        assert!(invalid("b.py:9").unwrap().contains("no `id`"));
+    }
+
+    #[test]
+    fn a_directory_merges_its_files_and_keeps_a_broken_one_s_last_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        w(
+            "a.toml",
+            "[[breakpoint]]\nid = \"a\"\nfile = \"x.py\"\nline = 1\n",
+        );
+        w(
+            "b.json",
+            r#"{"results": [{"id": "b", "filename": "y.py", "line_number": 2}]}"#,
+        );
+        w(".hidden.toml", "garbage");
+        w("notes.txt", "garbage");
+        let mut state = DirState::default();
+        state.reload(dir.path()).unwrap();
+        let set = state.merged();
+        assert_eq!(set.len(), 2, "{set:?}");
+        assert!(set.get("a").unwrap().source.ends_with("a.toml"));
+        w("a.toml", "[[breakpoint]\n");
+        w(
+            "c.toml",
+            "[[breakpoint]]\nid = \"b\"\nfile = \"z.py\"\nline = 3\n",
+        );
+        state.reload(dir.path()).unwrap();
+        let set = state.merged();
+        assert_eq!(
+            set.get("a").unwrap().file,
+            "x.py",
+            "last good content of a.toml"
+        );
+        assert!(
+            state.errors["a.toml"].contains("a.toml"),
+            "{:?}",
+            state.errors
+        );
+        let b = set.get("b").unwrap();
+        assert!(b.invalid.as_deref().unwrap().contains("c.toml"), "{b:?}");
+        std::fs::remove_file(dir.path().join("a.toml")).unwrap();
+        state.reload(dir.path()).unwrap();
+        assert!(state.merged().get("a").is_none() && state.errors.is_empty());
     }
 }

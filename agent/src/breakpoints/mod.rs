@@ -5,11 +5,16 @@
 //! now. Sources publish a new [`DesiredSet`] on a `tokio::sync::watch` channel whenever any field
 //! of any breakpoint changes; consumers compute a [`Diff`] against what they applied last.
 //!
-//! * [`self::file`]: the local breakpoints file (TOML or PostHog's JSON), watched for changes.
+//! * [`self::file`]: the local breakpoints file (TOML or PostHog's JSON) or a directory of them
+//!   (a Kubernetes ConfigMap), watched for changes.
+//! * [`url`]: a URL serving PostHog's JSON shape, polled with `ETag`.
+//! * [`sources`]: several sources merged into one desired set.
 //! * [`pathmatch`]: maps a breakpoint's repository-relative `file` to a code object's absolute
 //!   path.
 pub mod file;
 pub mod pathmatch;
+pub mod sources;
+pub mod url;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,7 +23,7 @@ use std::collections::BTreeMap;
 ///
 /// `file` and `line` are kept exactly as received: PostHog's UI matches hits to breakpoints by
 /// `$file_path == filename` and `$line_number == line_number`, so events must echo them verbatim.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Breakpoint {
     /// Stable identifier: PostHog's UUID, or for local breakpoints the given id or `file:line`.
     pub id: String,
@@ -33,6 +38,14 @@ pub struct Breakpoint {
     pub enabled: bool,
     /// `owner/repo` the breakpoint belongs to, when the source says so.
     pub repository: Option<String>,
+    /// Where it comes from (`posthog`, `file /etc/…/x.toml`, `url https://…`, `cli`), shown in
+    /// `status` and `break list`.
+    #[serde(default)]
+    pub source: String,
+    /// Why its source's entry is unusable (a field of the wrong type, an id defined twice): an
+    /// error status for this breakpoint only, never armed. See also [`problem`].
+    #[serde(default)]
+    pub invalid: Option<String>,
 }
 
 impl Breakpoint {
@@ -40,6 +53,42 @@ impl Breakpoint {
     pub fn derived_id(file: &str, line: u32) -> String {
         format!("{file}:{line}")
     }
+}
+
+/// Why `b` cannot be armed, if it cannot: what its source said ([`Breakpoint::invalid`]), line
+/// 0 (PostHog accepts it: its `line_number` is a PositiveIntegerField), an empty filename, or an
+/// absolute filename outside every source root. An error status for that breakpoint only; a
+/// condition that does not parse is reported the same way by the helper, which parses it.
+pub fn problem(b: &Breakpoint, source_roots: &[std::path::PathBuf]) -> Option<String> {
+    if let Some(why) = &b.invalid {
+        return Some(why.clone());
+    }
+    if b.file.trim().is_empty() {
+        return Some("the breakpoint has an empty filename".into());
+    }
+    if b.line == 0 {
+        return Some(format!(
+            "line 0 of {}: Python's lines start at 1, so this breakpoint can never be hit",
+            b.file
+        ));
+    }
+    let path = std::path::Path::new(&b.file);
+    if path.is_absolute()
+        && !source_roots.is_empty()
+        && !source_roots.iter().any(|r| path.starts_with(r))
+    {
+        let roots: Vec<String> = source_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        return Some(format!(
+            "{} is an absolute path outside the source roots ({}); no file of this host can \
+             match it",
+            b.file,
+            roots.join(", ")
+        ));
+    }
+    None
 }
 
 /// The complete set of breakpoints one source wants, keyed by id.
@@ -55,6 +104,14 @@ impl DesiredSet {
         Self {
             breakpoints: items.into_iter().map(|b| (b.id.clone(), b)).collect(),
         }
+    }
+
+    /// The same set with every breakpoint's [`Breakpoint::source`] set to `source`.
+    pub fn with_source(mut self, source: &str) -> Self {
+        for b in self.breakpoints.values_mut() {
+            b.source = source.to_owned();
+        }
+        self
     }
 
     /// Number of breakpoints (enabled or not).
@@ -126,8 +183,41 @@ mod tests {
             line: 3,
             condition: cond.map(Into::into),
             enabled,
-            repository: None,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn problems_are_per_breakpoint() {
+        let roots = [std::path::PathBuf::from("/srv/app")];
+        let ok = bp("a", None, true);
+        assert_eq!(problem(&ok, &roots), None);
+        let zero = Breakpoint {
+            line: 0,
+            ..ok.clone()
+        };
+        assert!(problem(&zero, &roots).unwrap().contains("line 0"));
+        let empty = Breakpoint {
+            file: " ".into(),
+            ..ok.clone()
+        };
+        assert!(problem(&empty, &roots).unwrap().contains("empty filename"));
+        let outside = Breakpoint {
+            file: "/opt/x.py".into(),
+            ..ok.clone()
+        };
+        assert!(problem(&outside, &roots).unwrap().contains("/srv/app"));
+        assert_eq!(problem(&outside, &[]), None);
+        let inside = Breakpoint {
+            file: "/srv/app/x.py".into(),
+            ..ok.clone()
+        };
+        assert_eq!(problem(&inside, &roots), None);
+        let said = Breakpoint {
+            invalid: Some("bad".into()),
+            ..ok
+        };
+        assert_eq!(problem(&said, &roots).as_deref(), Some("bad"));
     }
 
     #[test]

@@ -121,6 +121,7 @@ mod tests {
             condition: None,
             enabled: true,
             repository: repo.map(Into::into),
+            ..Default::default()
         }
     }
 

@@ -1,6 +1,6 @@
 //! `run` (the default subcommand): the daemon.
 use crate::daemon::{Daemon, Source, host};
-use crate::posthog::{Mode, Poller, PollerConfig};
+use crate::posthog::{KeyStatus, Mode, Poller, PollerConfig};
 use crate::selectors::{Matcher, Rule, Selectors};
 use anyhow::Context;
 use clap::Args;
@@ -11,10 +11,14 @@ use std::sync::Arc;
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// Local breakpoints file (TOML, or JSON as PostHog's active-breakpoints endpoint returns),
-    /// watched for changes.
-    #[arg(long, value_name = "FILE")]
+    /// Breakpoints file (TOML, or JSON as PostHog's active-breakpoints endpoint returns), or a
+    /// directory of such files (a Kubernetes ConfigMap volume), watched for changes.
+    #[arg(long, value_name = "PATH")]
     pub breakpoints: Option<PathBuf>,
+    /// Poll this http(s) URL for breakpoints in the JSON of PostHog's active endpoint (ETag
+    /// aware; bearer token from LIBDEBUGGER_BREAKPOINTS_TOKEN) [agent.toml: breakpoints.url]
+    #[arg(long, value_name = "URL")]
+    pub breakpoints_url: Option<Box<str>>,
     /// Write events as JSON Lines to FILE (`-` = stdout).
     #[arg(long, value_name = "FILE")]
     pub events_file: Option<PathBuf>,
@@ -89,35 +93,77 @@ async fn run_async(
     let selectors = Matcher::new(&selectors)?;
     let mut file_status = None;
     let mut poller_status = None;
-    let (source, mode_label) = match (&settings.mode, &args.breakpoints) {
-        (Mode::PostHog(ph), None) => {
-            let poller = Poller::start(PollerConfig::from_settings(ph))?;
-            let rx = poller.desired.clone();
-            poller_status = Some(poller.status.clone());
-            (
-                Source::Watch {
-                    rx,
-                    _guard: Box::new(poller),
-                },
-                "posthog",
-            )
+    let mut url_status = None;
+    let mut key_status = None;
+    // Every source of breakpoints at once, merged: PostHog's Live Debugger, a file or
+    // directory, a URL (and the CLI's, merged by the daemon).
+    let mut sources = Vec::new();
+    let mut guards: Vec<Box<dyn Send>> = Vec::new();
+    let mode_label = match &settings.mode {
+        Mode::PostHog(ph) => {
+            // The project key: capture takes any well-formed key and drops the events of an
+            // unknown one later; ask once, loudly, and keep running either way.
+            let (tx, rx) = tokio::sync::watch::channel(KeyStatus::Pending);
+            key_status = Some(rx);
+            let (host, key) = (ph.ingest_host.clone(), ph.api_key.clone());
+            tokio::spawn(async move {
+                let status = crate::posthog::check_project_key(&host, &key).await;
+                match &status {
+                    KeyStatus::Invalid(m) => tracing::error!("{m}"),
+                    KeyStatus::Unverified(m) => tracing::warn!("{m}"),
+                    _ => tracing::debug!("PostHog knows the project API key"),
+                }
+                let _ = tx.send(status);
+            });
+            match PollerConfig::from_settings(ph) {
+                Some(cfg) => {
+                    let poller = Poller::start(cfg)?;
+                    sources.push(poller.desired.clone());
+                    poller_status = Some(poller.status.clone());
+                    guards.push(Box::new(poller));
+                }
+                None => tracing::info!(
+                    "POSTHOG_PERSONAL_API_KEY and POSTHOG_PROJECT_ID are not set: hits go to \
+                     PostHog, breakpoints come from --breakpoints, --breakpoints-url or the CLI"
+                ),
+            }
+            "posthog"
         }
-        (Mode::PostHog(_), Some(_)) => anyhow::bail!(
-            "--breakpoints is for local mode, but PostHog credentials are configured (breakpoints come from PostHog); remove one of the two"
-        ),
-        (Mode::Local, Some(path)) => {
-            let watch = crate::breakpoints::file::watch_file(path)?;
-            let rx = watch.desired.clone();
-            file_status = Some(watch.status.clone());
-            (
-                Source::Watch {
-                    rx,
-                    _guard: Box::new(watch),
-                },
-                "local",
-            )
+        Mode::Local => "local",
+    };
+    if let Some(path) = &args.breakpoints {
+        let watch = crate::breakpoints::file::watch_file(path)?;
+        sources.push(watch.desired.clone());
+        file_status = Some(watch.status.clone());
+        guards.push(Box::new(watch));
+    }
+    if let Some(url) = args
+        .breakpoints_url
+        .as_deref()
+        .map(str::to_owned)
+        .or_else(|| settings.breakpoints_url.clone())
+    {
+        let cfg = crate::breakpoints::url::UrlConfig::new(
+            &url,
+            settings.breakpoints_url_token.clone(),
+            settings.poll_interval,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let source = crate::breakpoints::url::start(cfg).context("the breakpoints URL")?;
+        sources.push(source.desired.clone());
+        url_status = Some(source.status.clone());
+        guards.push(Box::new(source));
+    }
+    let source = if sources.is_empty() {
+        Source::CliOnly
+    } else {
+        let merged = crate::breakpoints::sources::merge(sources);
+        let rx = merged.desired.clone();
+        guards.push(Box::new(merged));
+        Source::Watch {
+            rx,
+            _guard: Box::new(guards),
         }
-        (Mode::Local, None) => (Source::CliOnly, "local"),
     };
     let events_to_stdout = args.events_file.as_deref() == Some(std::path::Path::new("-"));
     let echo_to_terminal =
@@ -146,6 +192,8 @@ async fn run_async(
         echo_to_terminal,
         file_status,
         poller_status,
+        url_status,
+        key_status,
         added_store: match (&settings.mode, &args.breakpoints) {
             (Mode::Local, Some(path)) => Some(crate::paths::added_breakpoints_file(path)),
             _ => None,

@@ -25,6 +25,27 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("mode: {}", text(&value["mode"]));
+    // Each breakpoint source's health: the line to read when breakpoints do not arrive.
+    for (key, label) in [
+        ("posthog", "PostHog breakpoints"),
+        ("posthog_project_key", "PostHog project key"),
+        ("breakpoints_file", "breakpoints file"),
+        ("breakpoints_url", "breakpoints URL"),
+    ] {
+        let s = &value[key];
+        if s.is_null() {
+            continue;
+        }
+        let state = s["note"]
+            .as_str()
+            .or(s["last_error"].as_str())
+            .or(s["error"].as_str())
+            .unwrap_or("ok");
+        println!("{label}: {state}");
+        for (name, err) in s["errors"].as_object().into_iter().flatten() {
+            println!("  {name}: {}", text(err));
+        }
+    }
     println!("processes:");
     for p in value["processes"].as_array().into_iter().flatten() {
         println!(
@@ -65,12 +86,13 @@ pub fn print_breakpoints(list: &Value) {
             .map(|c| format!(" if {c}"))
             .unwrap_or_default();
         println!(
-            "  {}  {}:{}{}  [{}]",
+            "  {}  {}:{}{}  [{}]  from {}",
             text(&b["id"]),
             text(&b["file"]),
             text(&b["line"]),
             cond,
-            text(&b["status"])
+            text(&b["status"]),
+            text(&b["source"])
         );
         if let Some(err) = b["error"].as_str() {
             println!("      error: {err}");

@@ -70,6 +70,8 @@ mod tests {
             condition: Some("subtotal > 50".into()),
             enabled: true,
             repository: None,
+            source: "cli".into(),
+            invalid: None,
         };
         let set: BTreeMap<_, _> = [(b.id.clone(), b.clone())].into();
         save(Some(&path), &set);

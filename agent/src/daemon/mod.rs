@@ -68,6 +68,13 @@ pub struct HelperSettings {
 }
 
 impl HelperSettings {
+    /// Why a breakpoint cannot be armed at all ([`crate::breakpoints::problem`]): an error
+    /// status for it, the others unaffected.
+    pub fn invalid_reason(&self, b: &Breakpoint) -> Option<String> {
+        let roots: Vec<PathBuf> = self.roots.iter().map(PathBuf::from).collect();
+        crate::breakpoints::problem(b, &roots)
+    }
+
     /// Why a breakpoint is not armed on this host, if it belongs to another repository.
     pub fn skip_reason(&self, b: &Breakpoint) -> Option<String> {
         match (&self.repository, &b.repository) {
@@ -138,7 +145,7 @@ impl HelperSettings {
 pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
     let breakpoints: Vec<Value> = set
         .enabled()
-        .filter(|b| helper.skip_reason(b).is_none())
+        .filter(|b| helper.skip_reason(b).is_none() && helper.invalid_reason(b).is_none())
         .map(|b: &Breakpoint| {
             let mut v = json!({
                 "id": b.id,
@@ -175,7 +182,7 @@ mod tests {
             line: 3,
             condition: None,
             enabled: true,
-            repository: None,
+            ..Default::default()
         }]);
         let v: Value = serde_json::from_slice(&control_json(&set, &h)).unwrap();
         assert_eq!(
@@ -281,7 +288,8 @@ impl crate::control::ControlHandler for ControlBridge {
             line,
             condition,
             enabled: true,
-            repository: None,
+            source: "cli".into(),
+            ..Default::default()
         };
         self.ask(|tx| Command::BreakAdd(bp, tx))
     }
@@ -379,6 +387,10 @@ pub struct Daemon {
     pub file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
     /// Health of the PostHog poller, for `status` (PostHog mode).
     pub poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    /// Health of the `--breakpoints-url` source.
+    pub url_status: Option<watch::Receiver<crate::breakpoints::url::UrlStatus>>,
+    /// Whether PostHog knows the project API key (PostHog mode).
+    pub key_status: Option<watch::Receiver<crate::posthog::KeyStatus>>,
     /// Where breakpoints added with `break add` or the web UI are kept across restarts (local
     /// mode with a breakpoints file); None keeps them in memory only.
     pub added_store: Option<PathBuf>,
@@ -457,6 +469,8 @@ struct Owner {
     governor_detached: BTreeMap<i32, u64>,
     file_status: Option<watch::Receiver<crate::breakpoints::file::FileStatus>>,
     poller_status: Option<watch::Receiver<crate::posthog::PollerStatus>>,
+    url_status: Option<watch::Receiver<crate::breakpoints::url::UrlStatus>>,
+    key_status: Option<watch::Receiver<crate::posthog::KeyStatus>>,
     /// The delivery pipelines (taken at shutdown to flush them).
     delivery: Option<Delivery>,
     /// Hits encoded from the ring-buffer batch being handled, spooled together at its end.
@@ -568,6 +582,8 @@ impl Daemon {
             governor_detached: BTreeMap::new(),
             file_status: self.file_status,
             poller_status: self.poller_status,
+            url_status: self.url_status,
+            key_status: self.key_status,
             delivery: None,
             hits: Vec::new(),
             set_changed_at: Instant::now(),
@@ -719,6 +735,13 @@ impl Owner {
                 .breakpoints
                 .values()
                 .filter_map(|b| Some((b.id.clone(), self.helper_settings.skip_reason(b)?)))
+                .collect(),
+        );
+        self.tracker.set_invalid(
+            desired
+                .breakpoints
+                .values()
+                .filter_map(|b| Some((b.id.clone(), self.helper_settings.invalid_reason(b)?)))
                 .collect(),
         );
         self.desired = desired;
@@ -915,9 +938,16 @@ impl Owner {
                     added::save(self.added_store.as_deref(), &self.cli_set);
                     self.set_changed();
                     let _ = reply.send(Ok(json!({"id": id})));
-                } else if self.source_set.get(&id).is_some() {
+                } else if let Some(b) = self.source_set.get(&id) {
+                    let from = if let Some(path) = b.source.strip_prefix("file ") {
+                        format!("the breakpoints file {path}")
+                    } else if let Some(url) = b.source.strip_prefix("url ") {
+                        format!("the breakpoints URL {url}")
+                    } else {
+                        "PostHog".to_string()
+                    };
                     let _ = reply.send(Err(format!(
-                        "breakpoint {id} comes from the breakpoints file or PostHog; remove it there"
+                        "breakpoint {id} comes from {from}; remove it there"
                     )));
                 } else {
                     let _ = reply.send(Err(format!("no breakpoint with id {id}")));
@@ -1311,6 +1341,7 @@ impl Owner {
                 "consecutive_failures": ps.consecutive_failures,
                 "last_error": ps.last_error,
                 "auth_error": ps.auth_error,
+                "note": ps.note,
                 "last_success": ps.last_success.map(|t| time::OffsetDateTime::from(t)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default()),
@@ -1321,7 +1352,36 @@ impl Owner {
             self.shared.status.lock()["breakpoints_file"] = json!({
                 "loads": fs.loads,
                 "error": fs.last_error,
-                "note": fs.last_error.as_ref().map(|_| "the file is malformed; the last good breakpoint set stays in force until it is fixed"),
+                "errors": fs.errors,
+                "note": fs.last_error.as_ref().map(|_| "malformed; the last good content of each file stays in force until it is fixed"),
+            });
+        }
+        let rfc3339 = |t: std::time::SystemTime| {
+            time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        if let Some(rx) = &self.url_status {
+            let us = rx.borrow();
+            self.shared.status.lock()["breakpoints_url"] = json!({
+                "fetches": us.fetches,
+                "not_modified": us.not_modified,
+                "failures": us.failures,
+                "consecutive_failures": us.consecutive_failures,
+                "last_error": us.last_error,
+                "last_success": us.last_success.map(rfc3339),
+            });
+        }
+        if let Some(rx) = &self.key_status {
+            let (state, error) = {
+                let ks = rx.borrow();
+                let (state, error) = ks.parts();
+                (state, error.map(str::to_owned))
+            };
+            self.shared.status.lock()["posthog_project_key"] = json!({
+                "status": state,
+                "error": error,
+                "note": error,
             });
         }
         *self.shared.breakpoints.lock() = breakpoints;

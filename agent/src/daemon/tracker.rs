@@ -49,6 +49,9 @@ pub struct Tracker {
     reported: BTreeMap<String, Folded>,
     /// Breakpoints not armed on this host, with why (another repository).
     skipped: BTreeMap<String, String>,
+    /// Breakpoints that cannot be armed anywhere, with why (line 0, no filename, an entry its
+    /// source could not read): an `error` status of their own.
+    invalid: BTreeMap<String, String>,
     /// A status or the code objects of a breakpoint changed since [`Tracker::take_changed`]
     /// (counters alone do not count).
     changed: bool,
@@ -193,8 +196,19 @@ impl Tracker {
         self.skipped = skipped;
     }
 
+    /// Sets the breakpoints that cannot be armed, with the reason.
+    pub fn set_invalid(&mut self, invalid: BTreeMap<String, String>) {
+        self.invalid = invalid;
+    }
+
     /// The folded status of `id`.
     pub fn fold(&self, id: &str, enabled: bool) -> Folded {
+        if let Some(reason) = self.invalid.get(id) {
+            return Folded {
+                status: "error".into(),
+                error: Some(reason.clone()),
+            };
+        }
         if !enabled {
             return Folded {
                 status: "disabled".into(),
@@ -290,6 +304,7 @@ impl Tracker {
                     "line": b.line,
                     "condition": b.condition,
                     "enabled": b.enabled,
+                    "source": b.source,
                     "status": folded.status,
                     "error": folded.error,
                     "counters": totals,
@@ -319,7 +334,7 @@ mod tests {
             line: 40,
             condition: None,
             enabled: true,
-            repository: None,
+            ..Default::default()
         }])
     }
 

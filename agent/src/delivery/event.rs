@@ -31,6 +31,26 @@ pub struct Event {
     pub properties: Map<String, Value>,
 }
 
+/// A `$locals_variables` value decoded for people: the value a JSON string holds (each local's
+/// value is its jsonpickle encoding as a string, see `helper/src/posthog.rs`); anything else as
+/// it is.
+pub fn decode_local(v: &Value) -> Value {
+    v.as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| v.clone())
+}
+
+/// `(file, function, line)` of a `$stack_trace` frame: an object with `file`, `function` and
+/// `line` (what the helper sends), or an older `[file, function, line]` array.
+pub fn frame_parts(f: &Value) -> Option<(String, String, String)> {
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    match f {
+        Value::Object(o) => Some((s(o.get("file")?), s(o.get("function")?), s(o.get("line")?))),
+        Value::Array(a) if a.len() == 3 => Some((s(&a[0]), s(&a[1]), s(&a[2]))),
+        _ => None,
+    }
+}
+
 /// Now as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()
@@ -40,9 +60,12 @@ pub fn now_rfc3339() -> String {
 
 impl Event {
     /// A new event named `name` with `properties`, a fresh UUID v7, timestamp now, and
-    /// `$process_person_profile: false` (no person stands behind these events) plus `$lib`.
+    /// `$process_person_profile: false` (no person stands behind these events),
+    /// `$geoip_disable: true` (as posthog-python sends by default: otherwise PostHog geolocates
+    /// every event to the agent's address) plus `$lib`.
     pub fn new(name: &str, distinct_id: &str, mut properties: Map<String, Value>) -> Self {
         properties.insert("$process_person_profile".into(), Value::Bool(false));
+        properties.insert("$geoip_disable".into(), Value::Bool(true));
         properties
             .entry("$lib")
             .or_insert_with(|| Value::String("libdebugger".into()));
@@ -193,7 +216,8 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
 /// (they are valid JSON — the parse checks it), so a hit costs one scan of its bytes instead of
 /// a tree of allocations, a serialisation and (for the size check) a second one. The result is
 /// the same event: extensions first, the helper's properties over them, then
-/// `$process_person_profile: false`, `$lib` and `$lib_version` as [`Event::new`] sets them.
+/// `$process_person_profile: false`, `$geoip_disable: true`, `$lib` and `$lib_version` as
+/// [`Event::new`] sets them.
 /// `extensions` are (name, encoded JSON value) pairs.
 pub fn encode_hit(
     distinct_id: &str,
@@ -226,9 +250,10 @@ pub fn encode_hit(
     const HELPER: u8 = 2;
     const FORCED: u8 = 3;
     let lib_version = concat!("\"", env!("CARGO_PKG_VERSION"), "\"");
-    let mut own: Vec<(&str, &str, u8)> = Vec::with_capacity(extensions.len() + 3);
+    let mut own: Vec<(&str, &str, u8)> = Vec::with_capacity(extensions.len() + 4);
     own.extend(extensions.iter().map(|(k, v)| (*k, *v, EXTENSION)));
     own.push(("$process_person_profile", "false", FORCED));
+    own.push(("$geoip_disable", "true", FORCED));
     own.push(("$lib", "\"libdebugger\"", DEFAULT));
     own.push(("$lib_version", lib_version, DEFAULT));
     own.sort_by(|a, b| a.0.cmp(b.0).then(a.2.cmp(&b.2)));
@@ -385,7 +410,8 @@ fn encoded_len(v: &Value) -> usize {
 }
 
 /// Makes `event` encode to at most `limit` bytes and returns its encoding. The largest
-/// `$locals_variables` values are replaced first by the string `"<truncated: N bytes>"`; then the
+/// `$locals_variables` values are replaced first by `"<truncated: N bytes>"` (as a JSON string
+/// holding that string, like every local's value); then the
 /// stack is cut to its 20 innermost frames. When anything was cut, `$truncated: true` and
 /// `$truncated_variables: [names]` mark it.
 pub fn fit_event(event: &mut Event, limit: usize) -> Result<Vec<u8>, TooLarge> {
@@ -402,7 +428,7 @@ pub fn fit_event(event: &mut Event, limit: usize) -> Result<Vec<u8>, TooLarge> {
             .collect();
         sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         for (name, size) in sizes {
-            let marker = Value::String(format!("<truncated: {size} bytes>"));
+            let marker = Value::String(format!("\"<truncated: {size} bytes>\""));
             let saved = size.saturating_sub(encoded_len(&marker));
             if saved == 0 {
                 continue;
@@ -548,6 +574,7 @@ mod tests {
         assert_eq!(ev.properties["$pid"], json!(9));
         assert_eq!(ev.properties["$host"], json!("h"));
         assert_eq!(ev.properties["$process_person_profile"], json!(false));
+        assert_eq!(ev.properties["$geoip_disable"], json!(true));
         assert_eq!(ev.uuid.get_version_num(), 7);
     }
 
@@ -643,7 +670,7 @@ mod tests {
         let out = fit_event(&mut ev, full - 1000).unwrap();
         assert!(out.len() <= full - 1000);
         let locals = &ev.properties["$locals_variables"];
-        assert_eq!(locals["big"], json!("<truncated: 5002 bytes>"));
+        assert_eq!(locals["big"], json!("\"<truncated: 5002 bytes>\""));
         assert_eq!(locals["mid"], json!(mid));
         assert_eq!(ev.properties["$truncated"], json!(true));
         assert_eq!(ev.properties["$truncated_variables"], json!(["big"]));

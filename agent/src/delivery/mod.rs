@@ -454,6 +454,11 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     half + half.mul_f64(random_unit())
 }
 
+/// `interval` ±10 %, at random: polls of a fleet started together spread out.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * random_unit())
+}
+
 /// A random number in `[0, 1)` (from the OS RNG via uuid v4; no extra dependency).
 fn random_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
@@ -565,7 +570,7 @@ impl<S: Sink> Worker<S> {
                 match self.next_event() {
                     Some((ev, pos)) => {
                         let len = ev.len();
-                        // 1 KiB for the request's envelope (api_key, sentAt, brackets).
+                        // 1 KiB for the request's envelope (api_key, sent_at, brackets).
                         let budget = self.config.max_request_bytes.saturating_sub(1024);
                         if !batch.is_empty() && bytes + len + 1 > budget {
                             self.held = Some((ev, pos));

@@ -37,7 +37,8 @@ impl PosthogSink {
         })
     }
 
-    /// The gzip-compressed request body: `{"api_key":…,"batch":[events],"sentAt":…}`, the
+    /// The gzip-compressed request body: `{"api_key":…,"batch":[events],"sent_at":…}` (capture
+    /// reads `sent_at`, as posthog-python sends it; `sentAt` is ignored), the
     /// encoded events copied in as they are (no decoding and re-encoding per event).
     fn body(&self, batch: &[Vec<u8>]) -> Result<Vec<u8>, std::io::Error> {
         let events: usize = batch.iter().map(|e| e.len() + 1).sum();
@@ -51,7 +52,7 @@ impl PosthogSink {
             }
             gz.write_all(e)?;
         }
-        gz.write_all(b"],\"sentAt\":")?;
+        gz.write_all(b"],\"sent_at\":")?;
         serde_json::to_writer(&mut gz, &super::event::now_rfc3339())?;
         gz.write_all(b"}")?;
         gz.finish()
@@ -343,18 +344,24 @@ pub fn render(ev: &Event) -> String {
         let _ = writeln!(out, "  locals");
         let n = locals.len();
         for (i, (k, v)) in locals.iter().enumerate() {
-            tree(&mut out, "  ", k, v, i + 1 == n, 1);
+            tree(
+                &mut out,
+                "  ",
+                k,
+                &super::event::decode_local(v),
+                i + 1 == n,
+                1,
+            );
         }
     }
     if let Some(Value::Array(frames)) = p.get("$stack_trace") {
         let _ = writeln!(out, "  stack (innermost first)");
         for f in frames.iter().take(30) {
-            match f.as_array().map(Vec::as_slice) {
-                Some([file, func, line]) => {
-                    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                    let _ = writeln!(out, "    {}:{} in {}", s(file), s(line), s(func));
+            match super::event::frame_parts(f) {
+                Some((file, func, line)) => {
+                    let _ = writeln!(out, "    {file}:{line} in {func}");
                 }
-                _ => {
+                None => {
                     let _ = writeln!(out, "    {f}");
                 }
             }
@@ -414,9 +421,12 @@ mod tests {
         let Value::Object(props) = json!({
             "$file_path": "app/x.py", "$line_number": 4, "$thread_name": "MainThread",
             "$thread_id": 1, "$breakpoint_id": "b1",
-            "$locals_variables": {"user": {"py/object": "app.User", "py/id": 3, "id": 7,
-                "tags": ["a", "b"]}, "n": 3},
-            "$stack_trace": [["app/x.py", "f", 4], ["app/main.py", "<module>", 9]]
+            // As the helper sends them: locals as JSON strings, frames as PostHog's objects
+            // (and an older array frame).
+            "$locals_variables": {"user": json!({"py/object": "app.User", "id": 7,
+                "tags": ["a", "b"]}).to_string(), "n": "3"},
+            "$stack_trace": [{"file": "app/x.py", "function": "f", "line": 4,
+                "0": "app/x.py", "1": "f", "2": 4}, ["app/main.py", "<module>", 9]]
         }) else {
             unreachable!()
         };

@@ -13,14 +13,18 @@
 //! # api_host = "..."                # POSTHOG_API_HOST: REST API host (default: derived from host)
 //! # ingest_host = "..."             # POSTHOG_INGEST_HOST: /batch/ host (default: derived from host)
 //! api_key = "phc_..."               # POSTHOG_API_KEY: the project API key (sends events)
-//! personal_api_key = "phx_..."      # POSTHOG_PERSONAL_API_KEY: scope live_debugger:read
+//! personal_api_key = "phx_..."      # POSTHOG_PERSONAL_API_KEY: scope live_debugger:read (or a
+//!                                   # project secret key phs_...); without it and project_id,
+//!                                   # hits go to PostHog and breakpoints come from elsewhere
 //! project_id = 12345                # POSTHOG_PROJECT_ID: numeric id, or "@current"
-//! poll_interval_secs = 10           # LIBDEBUGGER_POLL_INTERVAL
+//! poll_interval_secs = 30           # LIBDEBUGGER_POLL_INTERVAL (breakpoints from PostHog or a URL)
 //! distinct_id = "host-web-1"        # LIBDEBUGGER_DISTINCT_ID; default "libdebugger-<hostname>"
 //!
 //! [breakpoints]
 //! source_roots = ["/srv/app"]       # only files under these match (default: anywhere)
 //! repository = "acme/shop"          # ignore breakpoints of other repositories
+//! url = "https://cfg.internal/bps.json"   # --breakpoints-url: polled like PostHog's endpoint
+//! url_token = "..."                 # LIBDEBUGGER_BREAKPOINTS_TOKEN: `Authorization: Bearer` for url
 //!
 //! [delivery]
 //! flush_interval_ms = 1000          # send a batch at least this often
@@ -40,8 +44,10 @@
 //! [redaction]    # passed to the helper as is
 //! ```
 //!
-//! Mode: with PostHog credentials ([`Mode::PostHog`]) the agent polls PostHog for breakpoints and
-//! sends events there; with none of them it runs in [`Mode::Local`]. A partial or inconsistent
+//! Mode: with PostHog's project key ([`Mode::PostHog`]) the agent sends events to PostHog, and
+//! with the personal key and project id too it polls PostHog's Live Debugger for breakpoints
+//! ([`PosthogSettings::breakpoints`]); with none of them it runs in [`Mode::Local`]. Breakpoint
+//! files, directories and URLs combine with either. A partial or inconsistent
 //! set is a [`ConfigError`] naming the setting and how to set it. Unknown keys in the file are
 //! warnings naming the key ([`AgentSettings::warnings`]).
 use crate::breakpoints::pathmatch::PathMatcher;
@@ -73,13 +79,13 @@ pub struct PosthogArgs {
     /// Project API key, phc_... (prefer the env var: flags show in `ps`) [env POSTHOG_API_KEY]
     #[arg(long, value_name = "KEY")]
     pub posthog_api_key: Option<Box<str>>,
-    /// Personal API key with scope live_debugger:read, phx_... [env POSTHOG_PERSONAL_API_KEY]
+    /// Personal API key with scope live_debugger:read, phx_... (or a project secret key, phs_...) [env POSTHOG_PERSONAL_API_KEY]
     #[arg(long, value_name = "KEY")]
     pub posthog_personal_api_key: Option<Box<str>>,
     /// Numeric project id, or @current [env POSTHOG_PROJECT_ID]
     #[arg(long, value_name = "ID")]
     pub posthog_project_id: Option<Box<str>>,
-    /// Seconds between breakpoint fetches from PostHog [default: 10; env LIBDEBUGGER_POLL_INTERVAL]
+    /// Seconds between breakpoint fetches from PostHog or --breakpoints-url, ±10 % jitter [default: 30; env LIBDEBUGGER_POLL_INTERVAL]
     #[arg(long, value_name = "SECS")]
     pub poll_interval: Option<f64>,
     #[arg(
@@ -148,12 +154,20 @@ pub struct PosthogSettings {
     pub ingest_host: String,
     /// Project API key (`phc_…`): sends events.
     pub api_key: Secret,
-    /// Personal API key (`phx_…`, scope `live_debugger:read`): reads breakpoints.
+    /// Where PostHog's Live Debugger breakpoints are read, when they are (`None`: hits go to
+    /// PostHog, breakpoints come from files, URLs or the CLI).
+    pub breakpoints: Option<PosthogBreakpoints>,
+    /// Time between breakpoint fetches.
+    pub poll_interval: Duration,
+}
+
+/// The credentials of PostHog's active-breakpoints endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PosthogBreakpoints {
+    /// Personal API key (`phx_…`, scope `live_debugger:read`) or project secret key (`phs_…`).
     pub personal_api_key: Secret,
     /// The project.
     pub project_id: ProjectId,
-    /// Time between breakpoint fetches.
-    pub poll_interval: Duration,
 }
 
 /// Where breakpoints come from and events go.
@@ -188,6 +202,13 @@ pub struct AgentSettings {
     pub config_file: Option<PathBuf>,
     /// Nice value of the agent's threads (`[agent] nice`, default [`DEFAULT_NICE`]).
     pub nice: i32,
+    /// `[breakpoints] url`: a URL serving the JSON of PostHog's active endpoint, polled.
+    pub breakpoints_url: Option<String>,
+    /// Bearer token for [`AgentSettings::breakpoints_url`] (`LIBDEBUGGER_BREAKPOINTS_TOKEN`, or
+    /// `[breakpoints] url_token`).
+    pub breakpoints_url_token: Option<Secret>,
+    /// Time between fetches of [`AgentSettings::breakpoints_url`] (the poll interval).
+    pub poll_interval: Duration,
     /// `[ui] listen`: where to serve the web UI (off when None; `run --ui` overrides it).
     pub ui_listen: Option<std::net::SocketAddr>,
     /// `[ui] read_only` (`run --ui-read-only` also sets it).
@@ -298,6 +319,8 @@ struct FileUi {
 struct FileBreakpoints {
     source_roots: Vec<PathBuf>,
     repository: Option<String>,
+    url: Option<String>,
+    url_token: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -325,7 +348,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "distinct_id",
         ],
     ),
-    ("breakpoints", &["source_roots", "repository"]),
+    (
+        "breakpoints",
+        &["source_roots", "repository", "url", "url_token"],
+    ),
     ("ui", &["listen", "read_only"]),
     (
         "delivery",
@@ -496,36 +522,48 @@ pub fn resolve_with_file(
     let mode = if api_key.is_none() && personal.is_none() && project.is_none() {
         Mode::Local
     } else {
-        let personal = personal.ok_or(ConfigError::Missing {
-            setting: "POSTHOG_PERSONAL_API_KEY",
-            why: "reading breakpoints from PostHog needs a personal API key (phx_…) with scope \
-                  live_debugger:read; without any PostHog setting the agent runs in local mode",
-        })?;
         let api_key = api_key.ok_or(ConfigError::Missing {
             setting: "POSTHOG_API_KEY",
             why: "sending hits to PostHog needs the project API key (phc_…, in Project settings)",
         })?;
-        let project = project.ok_or(ConfigError::Missing {
-            setting: "POSTHOG_PROJECT_ID",
-            why: "the personal API key needs a project: its numeric id (Project settings) or \
-                  @current",
-        })?;
-        check_key_kind(&api_key, "POSTHOG_API_KEY", "phc_", "phx_", &mut warnings)?;
-        check_key_kind(
-            &personal,
-            "POSTHOG_PERSONAL_API_KEY",
-            "phx_",
-            "phc_",
-            &mut warnings,
-        )?;
-        let project_id = parse_project_id(&project)?;
+        check_key_kind(&api_key, "POSTHOG_API_KEY", &["phc_"], &mut warnings)?;
+        let breakpoints = match (personal, project) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    setting: "POSTHOG_PERSONAL_API_KEY",
+                    why: "reading breakpoints from PostHog needs a personal API key (phx_…) with \
+                          scope live_debugger:read, or a project secret key (phs_…); without \
+                          it and POSTHOG_PROJECT_ID, breakpoints come from --breakpoints or \
+                          --breakpoints-url",
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    setting: "POSTHOG_PROJECT_ID",
+                    why: "the personal API key needs a project: its numeric id (Project \
+                          settings) or @current",
+                });
+            }
+            (Some(personal), Some(project)) => {
+                check_key_kind(
+                    &personal,
+                    "POSTHOG_PERSONAL_API_KEY",
+                    &["phx_", "phs_"],
+                    &mut warnings,
+                )?;
+                Some(PosthogBreakpoints {
+                    personal_api_key: Secret::new(personal),
+                    project_id: parse_project_id(&project)?,
+                })
+            }
+        };
         let (api_host, ingest_host) = hosts(host.as_deref(), api_host, ingest_host)?;
         Mode::PostHog(PosthogSettings {
             api_host,
             ingest_host,
             api_key: Secret::new(api_key),
-            personal_api_key: Secret::new(personal),
-            project_id,
+            breakpoints,
             poll_interval,
         })
     };
@@ -628,41 +666,67 @@ pub fn resolve_with_file(
         warnings,
         config_file: file.map(|(p, _)| p.to_owned()),
         nice,
+        breakpoints_url: parsed
+            .breakpoints
+            .url
+            .clone()
+            .filter(|u| !u.trim().is_empty()),
+        breakpoints_url_token: env("LIBDEBUGGER_BREAKPOINTS_TOKEN")
+            .or_else(|| parsed.breakpoints.url_token.clone())
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Secret::new(t.trim())),
+        poll_interval,
         ui_listen,
         ui_read_only: parsed.ui.read_only.unwrap_or(false),
     })
 }
 
-/// Default time between breakpoint fetches.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time between breakpoint fetches. PostHog allows a personal API key 480 requests a
+/// minute and 4,800 an hour: at 30 s, one fetch (one page) per host is 120 an hour, so one key
+/// serves 40 hosts (13 at 10 s).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Default PostHog host when credentials are set but no host is (PostHog Cloud US, as the SDKs).
 pub const DEFAULT_HOST: &str = "https://us.posthog.com";
 
+/// What a key's prefix says it is, for messages.
+fn key_kind(key: &str) -> Option<(&'static str, &'static str)> {
+    [
+        ("phc_", "a project API key (phc_…)"),
+        ("phx_", "a personal API key (phx_…)"),
+        ("phs_", "a project secret key (phs_…)"),
+    ]
+    .into_iter()
+    .find(|(p, _)| key.starts_with(p))
+}
+
+/// A key of a known PostHog kind other than `want` is an error naming both; an unknown prefix
+/// is a warning.
 fn check_key_kind(
     key: &str,
     setting: &'static str,
-    want: &str,
-    other: &str,
+    want: &[&str],
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
-    if key.starts_with(other) {
-        let (what_it_is, what_goes_there) = if other == "phx_" {
-            ("a personal API key", "the project API key (phc_…)")
-        } else {
-            ("a project API key", "a personal API key (phx_…)")
-        };
-        return Err(ConfigError::Invalid {
+    let takes = if want.contains(&"phc_") {
+        "the project API key (phc_…)"
+    } else {
+        "a personal API key (phx_…) or a project secret key (phs_…)"
+    };
+    match key_kind(key) {
+        Some((prefix, _)) if want.contains(&prefix) => Ok(()),
+        Some((prefix, what)) => Err(ConfigError::Invalid {
             setting,
-            value: format!("{other}…"),
-            why: format!("this is {what_it_is}; {setting} takes {what_goes_there}"),
-        });
+            value: format!("{prefix}…"),
+            why: format!("this is {what}; {setting} takes {takes}"),
+        }),
+        None => {
+            warnings.push(format!(
+                "{setting} does not start with {}; PostHog's keys of this kind usually do",
+                want.join(" or ")
+            ));
+            Ok(())
+        }
     }
-    if !key.starts_with(want) {
-        warnings.push(format!(
-            "{setting} does not start with {want}; PostHog's keys of this kind usually do"
-        ));
-    }
-    Ok(())
 }
 
 fn parse_project_id(v: &str) -> Result<ProjectId, ConfigError> {

@@ -1,4 +1,5 @@
-//! PostHog: configuration ([`config`]) and the Live Debugger API poller ([`poller`]).
+//! PostHog: configuration ([`config`]), the Live Debugger API poller ([`poller`]) and the
+//! project key's verification ([`keycheck`]).
 //!
 //! How `run` plugs the pieces together:
 //!
@@ -7,7 +8,7 @@
 //! let delivery = delivery::Delivery::start(&settings, args.events_file.as_deref())?;
 //! let events = delivery.sender();                                // FanOut: send(Event)
 //! let desired: watch::Receiver<DesiredSet> = match &settings.mode {
-//!     Mode::PostHog(ph) => posthog::Poller::start(posthog::PollerConfig::from_settings(ph))?.desired,
+//!     Mode::PostHog(ph) => posthog::Poller::start(posthog::PollerConfig::from_settings(ph)?)?.desired,
 //!     Mode::Local => breakpoints::file::watch_file(&path)?.desired,  // keep the FileWatch alive
 //! };
 //! // per hit:   events.send(Event::hit_from_json(&settings.distinct_id, &msg, extensions)?)
@@ -16,7 +17,11 @@
 //! // SIGTERM:   delivery.shutdown(Duration::from_secs(5)).await
 //! ```
 pub mod config;
+pub mod keycheck;
 pub mod poller;
 
-pub use config::{AgentSettings, ConfigError, Mode, PosthogArgs, PosthogSettings, ProjectId};
+pub use config::{
+    AgentSettings, ConfigError, Mode, PosthogArgs, PosthogBreakpoints, PosthogSettings, ProjectId,
+};
+pub use keycheck::{KeyStatus, check_project_key};
 pub use poller::{Poller, PollerConfig, PollerError, PollerStatus};

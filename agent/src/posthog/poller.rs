@@ -1,6 +1,7 @@
 //! Polls PostHog's Live Debugger API for the active breakpoints.
 //!
-//! * The first fetch happens at start, then one every `interval` (10 s by default).
+//! * The first fetch happens at start, then one every `interval` (30 s by default, ±10 %
+//!   jitter so that a fleet started together does not poll in step).
 //! * Every answer is compared with the set in force; any field change (a condition-only edit,
 //!   `enabled` turning false, a deletion) publishes a new [`DesiredSet`] on the watch channel at
 //!   once.
@@ -8,12 +9,16 @@
 //!   `Retry-After` is honoured up to `max_backoff`), and the set in force stays. 401/403 are logged **once** with what to fix (the key, its scope
 //!   `live_debugger:read`, the project id), other errors once per failure streak; the
 //!   [`PollerStatus`] always carries the current error.
-//! * A malformed answer (not JSON, no `results`/`breakpoints` list, a bad entry) counts as an
-//!   error: the last good set stays in force.
+//! * A malformed answer (not JSON, no `results`/`breakpoints` list) counts as an error: the
+//!   last good set stays in force. A bad entry is that breakpoint's error status only.
+//! * 404: PostHog retired the Live Debugger in its newest versions (the active endpoint is
+//!   gone; capture stays). One status line says so ([`RETIRED`]), hits are still sent, and the
+//!   endpoint is checked again every [`RETIRED_RECHECK`], not in an error storm.
 use super::config::{PosthogSettings, ProjectId, Secret};
 use crate::breakpoints::DesiredSet;
 use crate::breakpoints::file::{active_set, parse_active_page};
 use crate::delivery::backoff;
+use crate::delivery::jittered;
 use crate::delivery::sinks::{error_chain, http_client, parse_retry_after};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -38,17 +43,19 @@ pub struct PollerConfig {
 }
 
 impl PollerConfig {
-    /// The poller settings from resolved PostHog settings, with default backoff and timeout.
-    pub fn from_settings(s: &PosthogSettings) -> Self {
-        Self {
+    /// The poller settings from resolved PostHog settings, with default backoff and timeout;
+    /// `None` when PostHog's breakpoints are not read (no personal key and project id).
+    pub fn from_settings(s: &PosthogSettings) -> Option<Self> {
+        let b = s.breakpoints.as_ref()?;
+        Some(Self {
             api_host: s.api_host.clone(),
-            personal_api_key: s.personal_api_key.clone(),
+            personal_api_key: b.personal_api_key.clone(),
             api_key: s.api_key.clone(),
-            project_id: s.project_id.clone(),
+            project_id: b.project_id.clone(),
             interval: s.poll_interval,
             max_backoff: Duration::from_secs(300).max(s.poll_interval),
             request_timeout: Duration::from_secs(10),
-        }
+        })
     }
 
     /// The endpoint, without the query string (safe to log).
@@ -76,7 +83,17 @@ pub struct PollerStatus {
     pub last_error: Option<String>,
     /// True while PostHog refuses the credentials (401/403).
     pub auth_error: bool,
+    /// Set while the endpoint answers 404: [`RETIRED`].
+    pub note: Option<String>,
 }
+
+/// The status line while PostHog answers 404 on the active endpoint.
+pub const RETIRED: &str = "this PostHog no longer serves Live Debugger breakpoints; hits are \
+    still sent; take breakpoints from a file, a directory or a URL (--breakpoints, \
+    --breakpoints-url)";
+/// How often a retired endpoint is asked again (PostHog may be downgraded, or the project id
+/// corrected).
+pub const RETIRED_RECHECK: Duration = Duration::from_secs(600);
 
 /// Errors starting the poller.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +125,8 @@ enum FetchError {
     Auth(String),
     /// Anything else; `Retry-After` when the server sent one (429/503).
     Other(String, Option<Duration>),
+    /// 404: the endpoint does not exist here (a PostHog that retired the Live Debugger).
+    Retired(String),
 }
 
 impl Poller {
@@ -162,8 +181,7 @@ async fn fetch(client: &reqwest::Client, cfg: &PollerConfig) -> Result<DesiredSe
         let got = answer.items.len();
         items.extend(answer.items);
         if !answer.has_more {
-            return active_set("PostHog's answer", items)
-                .map_err(|e| FetchError::Other(format!("GET {endpoint}: {e}"), None));
+            return Ok(active_set("PostHog's answer", items).with_source("posthog"));
         }
         if got == 0 {
             return Err(FetchError::Other(
@@ -253,18 +271,27 @@ async fn fetch_page(
              POSTHOG_PROJECT_ID",
             cfg.project_id
         )),
-        404 => FetchError::Other(
-            format!(
-                "GET {endpoint} answered HTTP 404 ({detail}): check POSTHOG_PROJECT_ID and \
-                 POSTHOG_HOST (does this PostHog have the Live Debugger?)"
-            ),
-            None,
-        ),
+        404 => FetchError::Retired(format!(
+            "GET {endpoint} answered HTTP 404 ({detail}); if this PostHog still has the Live \
+             Debugger, check POSTHOG_PROJECT_ID and POSTHOG_HOST"
+        )),
         _ => FetchError::Other(
             format!("GET {endpoint} answered HTTP {code}: {detail}"),
             retry_after,
         ),
     })
+}
+
+/// One fetch of the active breakpoints, for `doctor`: the number of breakpoints, or what is
+/// wrong (`Err((retired, message))`, `retired` for a 404: [`RETIRED`]).
+pub async fn probe(cfg: &PollerConfig) -> Result<usize, (bool, String)> {
+    let client = http_client(cfg.request_timeout)
+        .map_err(|e| (false, format!("cannot create the HTTP client: {e}")))?;
+    match fetch(&client, cfg).await {
+        Ok(set) => Ok(set.len()),
+        Err(FetchError::Auth(m)) | Err(FetchError::Other(m, _)) => Err((false, m)),
+        Err(FetchError::Retired(m)) => Err((true, format!("{RETIRED} ({m})"))),
+    }
 }
 
 async fn poll_loop(
@@ -301,19 +328,36 @@ async fn poll_loop(
                     s.last_success = Some(SystemTime::now());
                     s.last_error = None;
                     s.auth_error = false;
+                    s.note = None;
                 });
-                cfg.interval
+                jittered(cfg.interval)
+            }
+            Err(FetchError::Retired(detail)) => {
+                if reported.as_deref() != Some(RETIRED) {
+                    tracing::warn!("{RETIRED} ({detail}); asking again every {RETIRED_RECHECK:?}");
+                    reported = Some(RETIRED.to_string());
+                }
+                status_tx.send_modify(|s| {
+                    s.fetches += 1;
+                    s.failures += 1;
+                    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                    s.last_error = Some(detail);
+                    s.auth_error = false;
+                    s.note = Some(RETIRED.to_string());
+                });
+                RETIRED_RECHECK.max(cfg.interval)
             }
             Err(err) => {
                 let (msg, auth, retry_after) = match err {
                     FetchError::Auth(m) => (m, true, None),
                     FetchError::Other(m, ra) => (m, false, ra),
+                    FetchError::Retired(_) => unreachable!("handled above"),
                 };
                 // Auth errors: once per distinct message. Others: once per failure streak.
                 let first_report = if auth {
                     reported.as_deref() != Some(msg.as_str())
                 } else {
-                    reported.is_none()
+                    reported.is_none() || reported.as_deref() == Some(RETIRED)
                 };
                 if first_report {
                     if auth {
@@ -335,11 +379,12 @@ async fn poll_loop(
                     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                     s.last_error = Some(msg);
                     s.auth_error = auth;
+                    s.note = None;
                 });
                 let max = cfg.max_backoff.max(cfg.interval);
                 let d = backoff(cfg.interval, max, failures);
                 failures = failures.saturating_add(1);
-                // Honour Retry-After, within reason.
+                // Honour Retry-After (429 from PostHog's rate limit), within reason.
                 retry_after.map_or(d, |ra| d.max(ra.min(max)))
             }
         };

@@ -384,10 +384,13 @@ async function sourceLine(pid, path, line) {
 function hitNode(ev) {
   const p = ev.properties || {};
   const time = (p.$timestamp || ev.timestamp || '').replace('T', ' ').replace(/\.\d+|Z$/g, '');
+  // Each local is a JSON string of its jsonpickle encoding; each frame PostHog's
+  // {file, function, line, "0", "1", "2"} (helper/src/posthog.rs).
+  const decode = (v) => { if (typeof v !== 'string') return v; try { return JSON.parse(v); } catch { return v; } };
   const locals = p.$locals_variables || {};
   const tree = el('ul', { class: 'tree', 'aria-label': 'Locals' },
-    Object.entries(locals).filter(([k]) => k !== 'py/cut').map(([k, v]) => valueNode(k, v)));
-  const frames = p.$stack_trace || [];
+    Object.entries(locals).filter(([k]) => k !== 'py/cut').map(([k, v]) => valueNode(k, decode(v))));
+  const frames = (p.$stack_trace || []).map((f) => (Array.isArray(f) ? f : [f.file, f.function, f.line]));
   const stack = el('ol', { class: 'stack' });
   const stackBox = el('details', {}, el('summary', {}, `Stack (${frames.length} frames)`), stack);
   stackBox.addEventListener('toggle', () => {
