@@ -36,6 +36,9 @@ pub mod message_kind {
     pub const STATS: u16 = 4;
     /// Code objects a breakpoint armed: lets the agent watch them with the frame-entry probe (JSON).
     pub const CODE_OBJECTS: u16 = 5;
+    /// A `$data_logpoint_hit` `properties` object (JSON): a logpoint's rendered message. An
+    /// agent that does not know the kind ignores it.
+    pub const LOG_HIT: u16 = 6;
 }
 
 /// Header of one `ldbg_emit` chunk.
