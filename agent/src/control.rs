@@ -25,6 +25,17 @@ pub enum Request {
         condition: Option<String>,
         id: Option<String>,
     },
+    /// Add (or replace, same id) a logpoint: a location and a message (new in issue 14; the
+    /// other requests are unchanged).
+    LogAdd {
+        file: String,
+        line: u32,
+        message: String,
+        condition: Option<String>,
+        id: Option<String>,
+        #[serde(default)]
+        rate: Option<u32>,
+    },
     /// List breakpoints with their status.
     BreakList,
     /// Remove a breakpoint by id.
@@ -53,6 +64,11 @@ pub trait ControlHandler: Send + Sync + 'static {
         condition: Option<String>,
         id: Option<String>,
     ) -> Result<serde_json::Value, String>;
+    /// Adds a logpoint (a breakpoint whose action is `message`); returns its description.
+    fn log_add(&self, bp: crate::breakpoints::Breakpoint) -> Result<serde_json::Value, String> {
+        let _ = bp;
+        Err("this agent does not take logpoints".into())
+    }
     /// Lists breakpoints and their status.
     fn break_list(&self) -> serde_json::Value;
     /// Removes a breakpoint.
@@ -193,6 +209,24 @@ async fn handle_connection(
             condition,
             id,
         } => into_response(handler.break_add(file, line, condition, id)),
+        Request::LogAdd {
+            file,
+            line,
+            message,
+            condition,
+            id,
+            rate,
+        } => into_response(handler.log_add(crate::breakpoints::Breakpoint {
+            id: id.unwrap_or_else(|| crate::breakpoints::Breakpoint::derived_id(&file, line)),
+            file,
+            line,
+            condition: condition.filter(|c| !c.trim().is_empty()),
+            message: Some(message),
+            rate,
+            enabled: true,
+            source: "cli".into(),
+            ..Default::default()
+        })),
         Request::BreakList => Response::Ok {
             value: handler.break_list(),
         },

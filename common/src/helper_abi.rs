@@ -51,6 +51,9 @@ pub mod message_kind {
     /// in the process, or the lines of one of them that carry code (JSON; the web UI's file
     /// browser).
     pub const SOURCES: u16 = 6;
+    /// A `$data_logpoint_hit` `properties` object (JSON): a logpoint's rendered message. An
+    /// agent that does not know the kind ignores it.
+    pub const LOG_HIT: u16 = 7;
 }
 
 /// Header of one `ldbg_emit` chunk.

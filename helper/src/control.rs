@@ -104,6 +104,7 @@ fn status_json(m: &Managed) -> serde_json::Value {
         "id": m.bp.spec.id,
         "file": m.bp.spec.file,
         "line": m.bp.spec.line,
+        "kind": if m.bp.spec.log.is_some() { "logpoint" } else { "breakpoint" },
     });
     let o = v.as_object_mut().map(|o| {
         match &m.status {
@@ -124,6 +125,9 @@ fn status_json(m: &Managed) -> serde_json::Value {
                 o.insert("reason".into(), json!(reason));
             }
         }
+        if let Some(l) = &m.bp.spec.log {
+            o.insert("message".into(), json!(l.message));
+        }
         o.insert("counters".into(), m.bp.counters.to_json());
         if let Some((e, _)) = m.bp.last_condition_error.lock().as_ref() {
             o.insert("last_condition_error".into(), json!(e));
@@ -131,6 +135,13 @@ fn status_json(m: &Managed) -> serde_json::Value {
     });
     let _ = o;
     v
+}
+
+fn intern_all(py: Python<'_>, names: &[String]) -> Vec<Py<PyAny>> {
+    names
+        .iter()
+        .map(|n| pyo3::types::PyString::intern(py, n).into_any().unbind())
+        .collect()
 }
 
 fn new_bp(py: Python<'_>, spec: BreakpointSpec) -> (Arc<Bp>, Option<Status>) {
@@ -153,27 +164,43 @@ fn new_bp(py: Python<'_>, spec: BreakpointSpec) -> (Arc<Bp>, Option<Status>) {
     };
     let cond_names = condition
         .as_ref()
-        .map(|c| {
-            c.names
-                .iter()
-                .map(|n| pyo3::types::PyString::intern(py, n).into_any().unbind())
-                .collect()
-        })
+        .map(|c| intern_all(py, &c.names))
         .unwrap_or_default();
+    // The action: a logpoint's message parses like a condition, its holes reported by column.
+    let log = spec
+        .log
+        .as_ref()
+        .and_then(|l| match crate::message::parse(&l.message) {
+            Ok(template) => Some(crate::hot::LogAction {
+                names: intern_all(py, template.names()),
+                template,
+            }),
+            Err(e) => {
+                err = Some(Status::Error {
+                    reason: format!(
+                        "message syntax error at column {}: {} (message: {})",
+                        e.column, e.message, l.message
+                    ),
+                });
+                None
+            }
+        });
     if spec.line_number().is_none() {
         err = Some(Status::Error {
             reason: format!("line {} is not a positive line number", spec.line),
         });
     }
+    // A logpoint's rate limit is its own (default 100/s), not the snapshots' `limits.rate`.
+    let (rate, burst) = match &spec.log {
+        Some(l) => (l.rate(), l.rate()),
+        None => (limits_spec.rate(), limits_spec.burst()),
+    };
     let bp = Arc::new(Bp {
         limits: limits_spec.capture_limits(),
-        rate: limits_spec.rate(),
-        burst: limits_spec.burst(),
-        bucket: Mutex::new(TokenBucket::new(
-            limits_spec.rate(),
-            limits_spec.burst(),
-            now_ns(),
-        )),
+        rate,
+        burst,
+        bucket: Mutex::new(TokenBucket::new(rate, burst, now_ns())),
+        log,
         condition,
         cond_names,
         spec,
@@ -302,10 +329,11 @@ fn module_level_line(py: Python<'_>, path: &str, line: u32) -> bool {
     }
 }
 
-fn is_local_mask(py: Python<'_>, code: &Py<PyAny>, bp: &Bp) -> Arc<[bool]> {
-    let Some(c) = &bp.condition else {
+/// For each of `names`: whether it is a local, cell or free variable of `code`.
+fn is_local_mask(py: Python<'_>, code: &Py<PyAny>, names: &[String]) -> Arc<[bool]> {
+    if names.is_empty() {
         return Arc::from(Vec::new());
-    };
+    }
     let code = code.bind(py);
     let mut locals: Vec<String> = Vec::new();
     for attr in ["co_varnames", "co_cellvars", "co_freevars"] {
@@ -315,7 +343,7 @@ fn is_local_mask(py: Python<'_>, code: &Py<PyAny>, bp: &Bp) -> Arc<[bool]> {
             locals.extend(v);
         }
     }
-    c.names.iter().map(|n| locals.contains(n)).collect()
+    names.iter().map(|n| locals.contains(n)).collect()
 }
 
 fn monitoring<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -804,7 +832,16 @@ fn rearm(py: Python<'_>, st: &mut State) {
                 .insert(line);
             table.entry((key, line)).or_default().push(Binding {
                 bp: m.bp.clone(),
-                is_local: is_local_mask(py, c, &m.bp),
+                is_local: is_local_mask(
+                    py,
+                    c,
+                    m.bp.condition.as_ref().map(|c| &c.names[..]).unwrap_or(&[]),
+                ),
+                msg_is_local: is_local_mask(
+                    py,
+                    c,
+                    m.bp.log.as_ref().map(|l| l.template.names()).unwrap_or(&[]),
+                ),
             });
         }
     }

@@ -185,6 +185,15 @@ pub fn eval_condition(cond: &Condition, scope: &mut Scope<'_, '_>) -> Result<boo
     truthy(&v)
 }
 
+/// Evaluates one expression of `cond` (a hole of a logpoint message, see `message.rs`).
+pub fn eval_expr<'py>(
+    e: &Expr,
+    cond: &Condition,
+    scope: &mut Scope<'_, 'py>,
+) -> Result<CVal<'py>, EvalError> {
+    eval(e, cond, scope)
+}
+
 fn truthy(v: &CVal<'_>) -> Result<bool, EvalError> {
     Ok(match v {
         CVal::None => false,

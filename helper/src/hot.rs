@@ -77,6 +77,25 @@ pub struct Bp {
     pub last_condition_error: Mutex<Option<(String, u64)>>,
     /// Whether the CPU budget skipped this breakpoint's last firing hit.
     pub throttled_now: std::sync::atomic::AtomicBool,
+    /// The action when it is not a snapshot: a logpoint's message (`spec.log`).
+    pub log: Option<LogAction>,
+}
+
+/// A logpoint's action: its parsed template and the template's names as interned strings.
+pub struct LogAction {
+    pub template: crate::message::Template,
+    pub names: Vec<Py<PyAny>>,
+}
+
+/// A logpoint's rendered message on its way to the encoder thread.
+pub struct LogLine {
+    pub bp: Arc<Bp>,
+    pub message: String,
+    pub thread_id: u64,
+    pub thread_name: String,
+    pub unix_ns: i128,
+    pub hit_count: u64,
+    pub capture_ns: u64,
 }
 
 /// One (code object, line) → breakpoint binding.
@@ -85,6 +104,8 @@ pub struct Binding {
     pub bp: Arc<Bp>,
     /// For each condition name: whether it is a local/cell/free variable of this code object.
     pub is_local: Arc<[bool]>,
+    /// The same for the names of a logpoint's message.
+    pub msg_is_local: Arc<[bool]>,
 }
 
 /// What the callback reads; replaced wholesale by the control path. Never locked while Python
@@ -346,21 +367,90 @@ fn on_hit(py: Python<'_>, b: &Binding, redactor: &Redactor) {
         return;
     }
     let start = Instant::now();
-    let snap = capture(py, frame, bp, redactor, start, hit_count);
+    // The action: a log line or a snapshot. Everything before (condition, limits, budgets) and
+    // after (accounting, queueing) is the same for both.
+    let msg = match &bp.log {
+        Some(log) => Msg::Log(Box::new(log_line(
+            py, frame, b, log, redactor, start, hit_count,
+        ))),
+        None => {
+            let snap = capture(py, frame, bp, redactor, start, hit_count);
+            if snap.cuts.deadline > 0 {
+                bp.counters.deadline_cut.fetch_add(1, Relaxed);
+            }
+            Msg::Hit(Box::new(snap))
+        }
+    };
     let spent = start.elapsed().as_nanos() as u64;
     BUDGETS.lock().cpu.record(now, spent);
     PROCESS.capture_ns_total.fetch_add(spent, Relaxed);
-    if snap.cuts.deadline > 0 {
-        bp.counters.deadline_cut.fetch_add(1, Relaxed);
-    }
     // `captured` counts snapshots on their way out (counted before queuing, so the snapshot's
     // own `$captured_count` includes it); `dropped` hits the full queue turned away.
     bp.counters.captured.fetch_add(1, Relaxed);
-    if !output::try_send(Msg::Hit(Box::new(snap))) {
+    if !output::try_send(msg) {
         bp.counters.captured.fetch_sub(1, Relaxed);
         bp.counters.dropped.fetch_add(1, Relaxed);
         PROCESS.dropped.fetch_add(1, Relaxed);
     }
+}
+
+/// Renders a logpoint's message in `frame` (the condition language's rules: no user code; values
+/// through the capture encoder with the logpoint's limits, at most `max_string` characters each
+/// and `max_bytes` in all).
+fn log_line(
+    py: Python<'_>,
+    frame: *mut ffi::PyFrameObject,
+    b: &Binding,
+    log: &LogAction,
+    redactor: &Redactor,
+    start: Instant,
+    hit_count: u64,
+) -> LogLine {
+    let bp = &b.bp;
+    let unix_ns = unix_now_ns();
+    // As for a capture: no finalizer may run while borrowed references are read.
+    let _gc = GcPause::new();
+    let mut cap = Capturer::new(py, &bp.limits, redactor, start);
+    let mut scope = Scope::new(py, frame, &log.names, &b.msg_is_local);
+    let message = log
+        .template
+        .render(&mut scope, &mut cap, redactor, bp.limits.max_bytes.max(64));
+    let (thread_id, thread_name) = thread_identity(py);
+    LogLine {
+        bp: bp.clone(),
+        message,
+        thread_id,
+        thread_name,
+        unix_ns,
+        hit_count,
+        capture_ns: start.elapsed().as_nanos() as u64,
+    }
+}
+
+fn unix_now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// The current thread's ident and name.
+fn thread_identity(py: Python<'_>) -> (u64, String) {
+    // SAFETY: GIL held.
+    let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
+    let mut thread_name = thread_name(py, thread_id);
+    // The initial OS thread is CPython's main thread; checked only when `threading` has no name
+    // for this thread (e.g. it was never imported).
+    let on_initial_thread = || {
+        // SAFETY: getpid/gettid have no preconditions.
+        unsafe { libc::getpid() == libc::gettid() }
+    };
+    if thread_name.is_empty()
+        && (MAIN_THREAD_IDENT.get() == Some(&thread_id) || on_initial_thread())
+    {
+        thread_name = "MainThread".into();
+    }
+    (thread_id, thread_name)
 }
 
 /// Disables the cyclic GC for its lifetime (re-enables it on drop, also on unwind).
@@ -391,10 +481,7 @@ fn capture(
     start: Instant,
     hit_count: u64,
 ) -> Snapshot {
-    let unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
+    let unix_ns = unix_now_ns();
     // SAFETY: GIL held. With the GC disabled no finalizer can run during the capture, so the
     // borrowed references read out of containers stay valid (see capture.rs).
     let _gc = GcPause::new();
@@ -429,20 +516,7 @@ fn capture(
     };
     // SAFETY: frame is live; see `stack`.
     let stack = unsafe { stack(py, frame) };
-    // SAFETY: GIL held.
-    let thread_id = unsafe { ffi::PyThread_get_thread_ident() } as u64;
-    let mut thread_name = thread_name(py, thread_id);
-    // The initial OS thread is CPython's main thread; checked only when `threading` has no name
-    // for this thread (e.g. it was never imported).
-    let on_initial_thread = || {
-        // SAFETY: getpid/gettid have no preconditions.
-        unsafe { libc::getpid() == libc::gettid() }
-    };
-    if thread_name.is_empty()
-        && (MAIN_THREAD_IDENT.get() == Some(&thread_id) || on_initial_thread())
-    {
-        thread_name = "MainThread".into();
-    }
+    let (thread_id, thread_name) = thread_identity(py);
     Snapshot {
         bp: bp.clone(),
         locals,

@@ -27,6 +27,7 @@ pub mod fasthash;
 pub mod ffi;
 pub mod hot;
 pub mod importhook;
+pub mod message;
 pub mod output;
 pub mod posthog;
 pub mod py311;

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub enum Msg {
     /// A snapshot to encode and emit.
     Hit(Box<Snapshot>),
+    /// A logpoint's message to encode and emit.
+    Log(Box<crate::hot::LogLine>),
     /// An already-encoded message of the given kind.
     Encoded { kind: u16, json: String },
     /// Acknowledge once everything queued before it has been delivered.
@@ -247,6 +249,7 @@ fn run(r: Receiver<Msg>, generation: u64, grave: Sender<Box<Snapshot>>) {
                     }
                     batch.push((message_kind::HIT, json));
                 }
+                Msg::Log(l) => batch.push((message_kind::LOG_HIT, encode_log(&l))),
                 Msg::Encoded { kind, json } => batch.push((kind, json)),
                 Msg::Flush(ack) => acks.push(ack),
             }
@@ -421,6 +424,7 @@ fn kind_name(kind: u16) -> &'static str {
         message_kind::STATS => "stats",
         message_kind::CODE_OBJECTS => "code_objects",
         message_kind::SOURCES => "sources",
+        message_kind::LOG_HIT => "log",
         _ => "other",
     }
 }
@@ -627,18 +631,70 @@ fn rfc3339(unix_ns: i128) -> String {
         .unwrap_or_default()
 }
 
+/// `$breakpoint_id`, `$file_path`, `$line_number` of a hit's breakpoint (the start of its
+/// properties object).
+fn encode_location(o: &mut String, bp: &crate::hot::Bp) {
+    o.push_str("{\"$breakpoint_id\":");
+    encode_str(o, &bp.spec.id);
+    o.push_str(",\"$file_path\":");
+    encode_str(o, &bp.spec.file);
+    o.push_str(",\"$line_number\":");
+    o.push_str(&bp.spec.line.to_string());
+}
+
+/// `$pid` and `$python_version`, and the closing brace.
+fn encode_process(o: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(o, ",\"$pid\":{},\"$python_version\":", PID.load(Relaxed));
+    encode_str(
+        o,
+        PYTHON_VERSION.get().map(String::as_str).unwrap_or_default(),
+    );
+    o.push('}');
+}
+
+/// The `properties` object of a `$data_logpoint_hit` event: the rendered message, no locals and
+/// no stack.
+pub fn encode_log(l: &crate::hot::LogLine) -> String {
+    use std::fmt::Write;
+    let mut o = String::with_capacity(256 + l.message.len());
+    let bp = &l.bp;
+    encode_location(&mut o, bp);
+    o.push_str(",\"$message\":");
+    encode_str(&mut o, &l.message);
+    if let Some(log) = &bp.log {
+        o.push_str(",\"$message_template\":");
+        encode_str(&mut o, &log.template.source);
+    }
+    o.push_str(",\"$timestamp\":");
+    encode_str(&mut o, &rfc3339(l.unix_ns));
+    let _ = write!(o, ",\"$thread_id\":{},\"$thread_name\":", l.thread_id);
+    encode_str(&mut o, &l.thread_name);
+    let c = &bp.counters;
+    let _ = write!(
+        o,
+        ",\"$hit_count\":{},\"$captured_count\":{},\"$rate_limited_count\":{},\"$condition_false_count\":{},\"$capture_us\":{:.1}",
+        l.hit_count,
+        c.captured.load(Relaxed),
+        c.rate_limited.load(Relaxed),
+        c.condition_false.load(Relaxed),
+        l.capture_ns as f64 / 1000.0
+    );
+    if let Some(c) = &bp.condition {
+        o.push_str(",\"$condition\":");
+        encode_str(&mut o, &c.source);
+    }
+    encode_process(&mut o);
+    o
+}
+
 /// The `properties` object of a `$data_breakpoint_hit` event, frames and locals in PostHog's
 /// shape ([`crate::posthog`]).
 pub fn encode_hit(s: &Snapshot) -> String {
     use std::fmt::Write;
     let mut o = String::with_capacity(1024);
     let bp = &s.bp;
-    o.push_str("{\"$breakpoint_id\":");
-    encode_str(&mut o, &bp.spec.id);
-    o.push_str(",\"$file_path\":");
-    encode_str(&mut o, &bp.spec.file);
-    o.push_str(",\"$line_number\":");
-    o.push_str(&bp.spec.line.to_string());
+    encode_location(&mut o, bp);
     o.push_str(",\"$locals_variables\":");
     crate::posthog::encode_locals(&mut o, &s.locals);
     o.push_str(",\"$stack_trace\":");
@@ -684,12 +740,7 @@ pub fn encode_hit(s: &Snapshot) -> String {
         o.push_str(",\"$condition\":");
         encode_str(&mut o, &c.source);
     }
-    let _ = write!(o, ",\"$pid\":{},\"$python_version\":", PID.load(Relaxed));
-    encode_str(
-        &mut o,
-        PYTHON_VERSION.get().map(String::as_str).unwrap_or_default(),
-    );
-    o.push('}');
+    encode_process(&mut o);
     o
 }
 

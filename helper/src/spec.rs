@@ -11,6 +11,11 @@
 //!               "process_rate": 100, "cpu_budget": 0.02}}
 //! ```
 //! `filename` / `line_number` (PostHog's names) are accepted for `file` / `line`.
+//!
+//! A breakpoint is a **location** (`file`, `line`) and an **action**: a snapshot (the default) or,
+//! with `"log": {"message": "total={total}", "rate": 100}`, a log line (a logpoint). The
+//! location decides arming; the action only what the hit path does once a hit passes the
+//! condition and the limits.
 use crate::capture::Limits;
 use serde::Deserialize;
 
@@ -31,6 +36,29 @@ pub struct BreakpointSpec {
     /// (the agent's `source_roots` setting).
     #[serde(default)]
     pub roots: Vec<String>,
+    /// The action when it is not a snapshot: a log message (a logpoint).
+    #[serde(default)]
+    pub log: Option<LogSpec>,
+}
+
+/// A logpoint's action: the message template (`message.rs`) and its rate limit.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    pub message: String,
+    /// Messages per second (token bucket rate and burst); default [`LogSpec::DEFAULT_RATE`].
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl LogSpec {
+    /// Default messages per second per logpoint.
+    pub const DEFAULT_RATE: f64 = 100.0;
+    pub fn rate(&self) -> f64 {
+        self.rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .unwrap_or(Self::DEFAULT_RATE)
+    }
 }
 
 impl BreakpointSpec {
@@ -136,13 +164,17 @@ mod tests {
     fn parses_both_spellings() {
         let d: Desired = serde_json::from_str(
             r#"{"breakpoints":[{"id":"a","filename":"x.py","line_number":"12"},
-                {"id":"b","file":"y.py","line":3,"condition":"x > 1","limits":{"rate":1}}],
+                {"id":"b","file":"y.py","line":3,"condition":"x > 1","limits":{"rate":1}},
+                {"id":"c","file":"y.py","line":4,"log":{"message":"x={x}"}}],
                 "settings":{"process_rate":7}}"#,
         )
         .unwrap();
         assert_eq!(d.breakpoints[0].line_number(), Some(12));
         assert_eq!(d.breakpoints[1].line_number(), Some(3));
         assert_eq!(d.breakpoints[1].limits.as_ref().unwrap().rate(), 1.0);
+        assert_eq!(d.breakpoints[0].log, None);
+        let log = d.breakpoints[2].log.as_ref().unwrap();
+        assert_eq!((log.message.as_str(), log.rate()), ("x={x}", 100.0));
         let s = d.settings.unwrap();
         assert_eq!(s.process_rate, 7.0);
         assert_eq!(s.cpu_budget, 0.02);

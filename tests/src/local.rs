@@ -74,6 +74,8 @@ pub struct Bp {
     pub file: String,
     pub line: u32,
     pub condition: Option<String>,
+    /// A logpoint's message (then a `[[logpoint]]`).
+    pub message: Option<String>,
 }
 
 impl Bp {
@@ -90,7 +92,14 @@ impl Bp {
             file: file.into(),
             line,
             condition: None,
+            message: None,
         }
+    }
+
+    /// Makes it a logpoint with this message.
+    pub fn log(mut self, message: &str) -> Self {
+        self.message = Some(message.into());
+        self
     }
 
     pub fn id(mut self, id: &str) -> Self {
@@ -104,12 +113,20 @@ impl Bp {
     }
 
     fn toml(&self) -> String {
+        let table = if self.message.is_some() {
+            "logpoint"
+        } else {
+            "breakpoint"
+        };
         let mut s = format!(
-            "[[breakpoint]]\nid = {:?}\nfile = {:?}\nline = {}\n",
+            "[[{table}]]\nid = {:?}\nfile = {:?}\nline = {}\n",
             self.id, self.file, self.line
         );
         if let Some(c) = &self.condition {
             s.push_str(&format!("condition = {c:?}\n"));
+        }
+        if let Some(m) = &self.message {
+            s.push_str(&format!("message = {m:?}\n"));
         }
         s
     }

@@ -574,3 +574,94 @@ fn helper_rearm_nested_and_partial_changes() {
         assert_eq!(r["armed_after"], 0, "{}: {r}", i.label);
     });
 }
+
+#[test]
+fn helper_logpoints() {
+    on_each_interpreter("logpoints.py", 11, |i, r| {
+        assert_eq!(r["calls"], json!([]), "{}: user code ran: {r}", i.label);
+        let initial = &r["initial"];
+        for id in ["lp", "snap", "cond", "rate", "default-rate"] {
+            assert_eq!(initial[id], "armed", "{} {id}: {r}", i.label);
+        }
+        // A message that does not parse is that logpoint's error, with the column.
+        let broken = &r["statuses"]["broken"];
+        assert_eq!(broken["status"], "error", "{}: {broken}", i.label);
+        assert_eq!(broken["kind"], "logpoint");
+        let reason = broken["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("message syntax error at column 4") && reason.contains("in messages"),
+            "{}: {reason}",
+            i.label
+        );
+        let spec = r["statuses"]["spec"]["reason"].as_str().unwrap_or("");
+        assert!(spec.contains("format specs"), "{}: {spec}", i.label);
+        // Three calls, three messages; the snapshot breakpoint on the same line still captures.
+        let logs = r["logs"].as_array().expect("logs");
+        assert_eq!(logs.len(), 3, "{}: {r}", i.label);
+        assert_eq!(r["snap_count"], 3, "{}: {r}", i.label);
+        let m = logs[0]["$message"].as_str().unwrap_or("");
+        for part in [
+            "subtotal=50 ",
+            "coupon='BLACKFRIDAY' plain=BLACKFRIDAY ",
+            "items=2 first=apple sum=51 ratio=12.5 ",
+            "note=\"it's\" ",
+            "cart=__main__.Cart(items=['apple', 'pear'], coupon='BLACKFRIDAY', owner=__main__.Creds(username='ann', apiKey=[redacted])) ",
+            // Rendered from the copy: no __repr__/__str__/__format__, no __getattr__.
+            "hostile=__main__.Hostile(a=1, name='h') hname=h ",
+            "missing={nope!error: name `nope` is not defined} ",
+            "bad={hostile.nothing!error: object of type __main__.Hostile has no readable attribute `nothing`} ",
+            "pw=[redacted] key=[redacted] hdr=[redacted] ok=json braces={x}",
+        ] {
+            assert!(m.contains(part), "{}: {part:?} not in {m:?}", i.label);
+        }
+        assert!(!m.contains("hunter2") && !m.contains("k-123") && !m.contains("c=1"));
+        let ev = &logs[0];
+        assert_eq!(ev["$breakpoint_id"], "lp");
+        assert_eq!(ev["$file_path"], "logpoints.py");
+        assert_eq!(ev["$line_number"], r["line"]);
+        assert_eq!(ev["$thread_name"], "MainThread");
+        assert_eq!(ev["$thread_id"], r["main_thread_ident"]);
+        assert!(ev["$timestamp"].as_str().unwrap_or("").ends_with('Z'));
+        assert!(u(&ev["$pid"]) > 0);
+        assert!(ev.get("$locals_variables").is_none() && ev.get("$stack_trace").is_none());
+        assert_eq!(logs[2]["$thread_name"], "lp-worker");
+        assert!(
+            logs[2]["$message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("subtotal=7 ")
+        );
+        // The condition: only the call with subtotal > 100.
+        assert_eq!(r["big"], json!(["big 150"]), "{}: {r}", i.label);
+        let c = &r["statuses"]["cond"]["counters"];
+        assert_eq!(
+            (u(&c["hits"]), u(&c["condition_false"]), u(&c["captured"])),
+            (3, 2, 1)
+        );
+        // Rate limits: 5 configured, 100 by default; the rest counted.
+        if r["burst_elapsed"].as_f64().unwrap_or(1.0) < 0.05 {
+            assert_eq!(r["rate_count"], 5, "{}: {r}", i.label);
+            assert_eq!(r["default_rate_count"], 100, "{}: {r}", i.label);
+        }
+        for (id, sent) in [
+            ("rate", &r["rate_count"]),
+            ("default-rate", &r["default_rate_count"]),
+        ] {
+            let c = &r["statuses"][id]["counters"];
+            assert_eq!(u(&c["hits"]), 1000, "{} {id}: {c}", i.label);
+            assert_eq!(u(&c["captured"]), u(sent), "{} {id}: {c}", i.label);
+            assert_eq!(
+                u(&c["rate_limited"]),
+                1000 - u(sent),
+                "{} {id}: {c}",
+                i.label
+            );
+        }
+        // A module imported later; removal leaves nothing.
+        assert_eq!(r["pending"], "pending", "{}: {r}", i.label);
+        assert_eq!(r["after_import"], "armed", "{}: {r}", i.label);
+        assert_eq!(r["later"], json!(["w=42 v=21"]), "{}: {r}", i.label);
+        assert_eq!(r["after_removal"], json!([]), "{}: {r}", i.label);
+        assert_eq!(r["listed_after_removal"], json!([]), "{}: {r}", i.label);
+    });
+}

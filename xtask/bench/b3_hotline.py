@@ -1,6 +1,6 @@
 """B3: the cost of a hit that does not capture: rate-limited, or whose condition is false.
 
-    python3 b3_hotline.py --kind ratelimited|false-condition [--iterations N] [--pairs P]
+    python3 b3_hotline.py --kind ratelimited|false-condition|logpoint [--iterations N] [--pairs P]
                           [--libdebugger-bench]
 
 A loop runs one hot line N times. Pairs alternate unarmed and armed runs of the same loop
@@ -9,6 +9,11 @@ of one pair is (t_armed - t_unarmed) / N, t being the process's CPU time. For `r
 the helper's default rate limit (5 snapshots/s, burst 10) turns all but a handful of hits away;
 the few snapshots it does take are in the figure (their share is reported as `captured`).
 For `false-condition` the condition `acc < 0` is never true.
+For `logpoint` the line is a logpoint with a message of three expressions, no rate limit and no
+process cap: every hit renders its message and the helper thread encodes and emits it. The loop
+runs in rounds of 200 hits followed by `flush()` (the helper's queue holds 256, so no message is
+dropped), both timed in both runs; the cost per hit then includes the encoding and the emit, and
+`ratio` is t_armed / t_unarmed of the same loop.
 
 Output: {"kind", "iterations", "python", "per_hit_ns": {median, min, max, n} over pairs,
 "pairs_ns": [...], "unarmed_ns_per_iteration", "captured"}.
@@ -32,17 +37,24 @@ def hot_loop(n):
     return acc
 
 
-def timed(n):
+def timed(n, rounds_of=None, flush=None):
     """CPU time of the process (all threads) for n iterations: unlike wall time, it does not
-    count the time other processes on a loaded machine hold the CPU."""
+    count the time other processes on a loaded machine hold the CPU. With `rounds_of`, the
+    iterations run in rounds of that many, each followed by `flush()`."""
     t0 = time.process_time_ns()
-    hot_loop(n)
+    if rounds_of is None:
+        hot_loop(n)
+    else:
+        for _ in range(n // rounds_of):
+            hot_loop(rounds_of)
+            flush(10.0)
     return time.process_time_ns() - t0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kind", choices=("ratelimited", "false-condition"), default="ratelimited")
+    ap.add_argument("--kind", choices=("ratelimited", "false-condition", "logpoint"),
+                    default="ratelimited")
     ap.add_argument("--iterations", type=int, default=1_000_000)
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument(_benchlib.TAG, action="store_true")
@@ -53,17 +65,24 @@ def main():
     (line,) = _benchlib.find_marker_lines(here, HOT_MARK)
     bp = {"id": f"b3-{args.kind}", "file": here, "line": line,
           "condition": "acc < 0" if args.kind == "false-condition" else None}
+    settings = None
+    rounds = {}
+    if args.kind == "logpoint":
+        bp["log"] = {"message": "i={i} acc={acc} next={acc + i}", "rate": 1e9}
+        settings = {"process_rate": 1e9, "cpu_budget": 1.0}
+        rounds = {"rounds_of": 200, "flush": helper.flush}
 
     n = args.iterations
-    timed(n // 10)  # warm up
-    diffs, unarmed = [], []
+    timed(n // 10, **rounds)  # warm up
+    diffs, unarmed, ratios = [], [], []
     for _ in range(args.pairs):
         helper.set_breakpoints([])
-        a = timed(n)
-        _benchlib.arm(helper, [bp])
-        b = timed(n)
+        a = timed(n, **rounds)
+        _benchlib.arm(helper, [bp], settings)
+        b = timed(n, **rounds)
         diffs.append((b - a) / n)
         unarmed.append(a / n)
+        ratios.append(b / a if a else 0.0)
     status = helper.status()
     helper.set_breakpoints([])
     s = _benchlib.summarize(diffs)
@@ -74,6 +93,7 @@ def main():
         "per_hit_ns": {"median": s["median"], "min": s["min"], "max": s["max"], "n": s["n"]},
         "pairs_ns": diffs,
         "unarmed_ns_per_iteration": _benchlib.summarize(unarmed)["median"],
+        "ratio": _benchlib.summarize(ratios)["median"],
         "captured": _benchlib.counter(status, bp["id"], ("captured", "snapshots", "emitted")),
         "status": status,
     })

@@ -118,21 +118,27 @@ pub fn run_demo(ui: Option<&str>) -> Result<()> {
 
     let started = Instant::now();
     let mut hits = Vec::new();
-    while hits.len() < HITS_WANTED {
+    let mut logs = Vec::new();
+    while hits.len() < HITS_WANTED || logs.is_empty() {
         if started.elapsed() > DEADLINE {
             bail!(
-                "no {HITS_WANTED} hits within {DEADLINE:?} (got {}); see the agent's log above and {}",
+                "no {HITS_WANTED} hits and a logpoint message within {DEADLINE:?} (got {} hits, {} messages); see the agent's log above and {}",
                 hits.len(),
+                logs.len(),
                 events.display()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
         let text = std::fs::read_to_string(&events).unwrap_or_default();
-        hits = text
+        let all: Vec<serde_json::Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"] == "$data_breakpoint_hit")
             .collect();
+        let named = |name: &str| -> Vec<serde_json::Value> {
+            all.iter().filter(|e| e["event"] == name).cloned().collect()
+        };
+        hits = named("$data_breakpoint_hit");
+        logs = named("$data_logpoint_hit");
     }
     drop(agent);
     drop(service);
@@ -172,6 +178,19 @@ pub fn run_demo(ui: Option<&str>) -> Result<()> {
         }
         println!();
     }
+    println!(
+        "Logpoint checkout-log (shop/cart.py:40), {} messages so far, the first ones:\n",
+        logs.len()
+    );
+    for log in logs.iter().take(5) {
+        let p = &log["properties"];
+        println!(
+            "  [{}] {}",
+            p["$thread_name"].as_str().unwrap_or("?"),
+            p["$message"].as_str().unwrap_or("?")
+        );
+    }
+    println!();
     println!(
         "All events (JSON Lines, as they would be sent to PostHog): {}",
         events.display()

@@ -11,11 +11,18 @@
 //! id = "checkout-bug"          # optional; default "app/views.py:42"
 //! enabled = true               # optional; default true
 //! repository = "acme/shop"     # optional
+//!
+//! [[logpoint]]                 # the same keys, and a message instead of a snapshot
+//! file = "app/views.py"
+//! line = 42
+//! message = "user={user.id} items={len(items)}"
+//! rate = 100                   # optional; messages per second (default 100)
 //! ```
 //!
 //! or exactly what `GET /api/projects/{id}/live_debugger_breakpoints/active/` returns:
 //! `{"results": [{"id", "repository", "filename", "line_number", "enabled", "condition"}]}`
-//! (the list may also be named `breakpoints`).
+//! (the list may also be named `breakpoints`); an entry with a `message` (and optionally a
+//! `rate`) is a logpoint.
 //!
 //! `PATH` may also be a **directory**: every `*.toml` and `*.json` file in it (names starting
 //! with `.` excluded), merged — what a Kubernetes ConfigMap mounted as a volume looks like, its
@@ -52,7 +59,8 @@ pub enum FileError {
     /// The TOML is invalid or does not have the expected shape.
     #[error(
         "the breakpoints file {path} is not valid: {source} (expected [[breakpoint]] tables with \
-         file, line and optionally id, condition, enabled, repository)"
+         file, line and optionally id, condition, enabled, repository, and [[logpoint]] tables \
+         with a message as well and optionally a rate)"
     )]
     Toml {
         /// The file.
@@ -85,6 +93,22 @@ pub enum FileError {
 struct TomlFile {
     #[serde(default)]
     breakpoint: Vec<TomlBreakpoint>,
+    #[serde(default)]
+    logpoint: Vec<TomlLogpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlLogpoint {
+    id: Option<String>,
+    file: String,
+    line: u32,
+    message: String,
+    condition: Option<String>,
+    rate: Option<u32>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    repository: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +219,30 @@ fn api_entry(index: usize, v: serde_json::Value) -> Breakpoint {
             None
         }
     };
+    let message = match field("message") {
+        None => None,
+        Some(Value::String(m)) => Some(m.clone()),
+        Some(other) => {
+            problems.push(format!("`message` {other} is not a string"));
+            None
+        }
+    };
+    let rate = match field("rate") {
+        None => None,
+        Some(n) => match n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+        {
+            Some(n) => Some(n),
+            None => {
+                problems.push(format!(
+                    "`rate` {n} is not a positive whole number of messages per second"
+                ));
+                None
+            }
+        },
+    };
     let repository = match field("repository") {
         None => None,
         Some(Value::String(r)) => Some(r.clone()).filter(|r| !r.is_empty()),
@@ -227,6 +275,8 @@ fn api_entry(index: usize, v: serde_json::Value) -> Breakpoint {
         repository,
         source: String::new(),
         invalid: (!problems.is_empty()).then(|| format!("entry {index}: {}", problems.join("; "))),
+        message,
+        rate,
     }
 }
 
@@ -274,21 +324,35 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<DesiredSet, FileError> {
         path: path.to_owned(),
         source,
     })?;
+    let at = |b: TomlBreakpoint| Breakpoint {
+        id: b
+            .id
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| Breakpoint::derived_id(&b.file, b.line)),
+        file: b.file,
+        line: b.line,
+        condition: normalise_condition(b.condition),
+        enabled: b.enabled,
+        repository: b.repository,
+        ..Default::default()
+    };
+    let logpoints = file.logpoint.into_iter().map(|l| Breakpoint {
+        message: Some(l.message),
+        rate: l.rate,
+        ..at(TomlBreakpoint {
+            id: l.id,
+            file: l.file,
+            line: l.line,
+            condition: l.condition,
+            enabled: l.enabled,
+            repository: l.repository,
+        })
+    });
     let items = file
         .breakpoint
         .into_iter()
-        .map(|b| Breakpoint {
-            id: b
-                .id
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(|| Breakpoint::derived_id(&b.file, b.line)),
-            file: b.file,
-            line: b.line,
-            condition: normalise_condition(b.condition),
-            enabled: b.enabled,
-            repository: b.repository,
-            ..Default::default()
-        })
+        .map(at)
+        .chain(logpoints)
         .collect();
     Ok(finish(&path.display().to_string(), items))
 }
@@ -570,6 +634,63 @@ mod tests {
         assert_eq!(a.condition.as_deref(), Some("a > 1"));
         assert!(a.enabled);
         assert!(!set.get("mine").unwrap().enabled);
+    }
+
+    #[test]
+    fn logpoints_from_toml_and_json() {
+        let set = parse_toml(
+            Path::new("b.toml"),
+            "[[breakpoint]]\nfile = \"x.py\"\nline = 4\n\
+             [[logpoint]]\nid = \"lp\"\nfile = \"x.py\"\nline = 5\nmessage = \"a={a}\"\n\
+             condition = \"a > 1\"\nrate = 7\n",
+        )
+        .unwrap();
+        assert_eq!(set.get("x.py:4").unwrap().kind(), "breakpoint");
+        let lp = set.get("lp").unwrap();
+        assert_eq!(
+            (lp.kind(), lp.message.as_deref(), lp.rate, lp.line),
+            ("logpoint", Some("a={a}"), Some(7), 5)
+        );
+        assert_eq!(lp.condition.as_deref(), Some("a > 1"));
+        // A typo in a logpoint is the file's error, as for breakpoints; a logpoint needs a message.
+        for bad in [
+            "[[logpoint]]\nfile=\"x\"\nline=3\nmesage=\"m\"\n",
+            "[[logpoint]]\nfile=\"x\"\nline=3\n",
+        ] {
+            assert!(matches!(
+                parse_toml(Path::new("b.toml"), bad),
+                Err(FileError::Toml { .. })
+            ));
+        }
+        // The JSON shape (files, directories, URLs, PostHog): an entry with a message.
+        let set = parse_active_json(
+            "t",
+            br#"{"results": [{"id": "a", "filename": "x.py", "line_number": 3, "message": "v={v}", "rate": 5},
+                {"id": "b", "filename": "x.py", "line_number": 3, "message": 7},
+                {"id": "c", "filename": "x.py", "line_number": 3, "message": "m", "rate": -1}]}"#,
+        )
+        .unwrap();
+        let a = set.get("a").unwrap();
+        assert_eq!(
+            (a.message.as_deref(), a.rate, a.invalid.as_deref()),
+            (Some("v={v}"), Some(5), None)
+        );
+        assert!(
+            set.get("b")
+                .unwrap()
+                .invalid
+                .as_deref()
+                .unwrap()
+                .contains("`message` 7")
+        );
+        assert!(
+            set.get("c")
+                .unwrap()
+                .invalid
+                .as_deref()
+                .unwrap()
+                .contains("`rate` -1")
+        );
     }
 
     #[test]

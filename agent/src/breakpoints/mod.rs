@@ -46,12 +46,29 @@ pub struct Breakpoint {
     /// error status for this breakpoint only, never armed. See also [`problem`].
     #[serde(default)]
     pub invalid: Option<String>,
+    /// The action, when it is not a snapshot: a logpoint's message template (`{expr}` holes of
+    /// the condition language), sent as `$data_logpoint_hit`. The location (`file`, `line`) and
+    /// everything else stay the same for both kinds.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// A logpoint's messages per second (default 100 in the helper).
+    #[serde(default)]
+    pub rate: Option<u32>,
 }
 
 impl Breakpoint {
     /// The id a local breakpoint gets when none is given: `file:line`.
     pub fn derived_id(file: &str, line: u32) -> String {
         format!("{file}:{line}")
+    }
+
+    /// `logpoint` for a breakpoint with a message, else `breakpoint` (shown in `status`).
+    pub fn kind(&self) -> &'static str {
+        if self.message.is_some() {
+            "logpoint"
+        } else {
+            "breakpoint"
+        }
     }
 }
 

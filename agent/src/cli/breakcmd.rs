@@ -1,4 +1,4 @@
-//! `break add|list|rm`: talks to the running agent over its control socket.
+//! `break add|list|rm` and `log add`: talk to the running agent over its control socket.
 use crate::control::{self, Request};
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -28,6 +28,54 @@ pub enum BreakCommand {
         /// The breakpoint's id, as `break list` shows it.
         id: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// Add a logpoint: FILE:LINE and a message whose `{expr}` parts are rendered at every hit
+    /// (listed and removed with `break list` / `break rm`).
+    Add {
+        /// FILE:LINE (FILE absolute, or a suffix at a path boundary).
+        location: String,
+        /// The message, e.g. "total={total} items={len(cart.items)}".
+        message: String,
+        /// Condition (a Python expression evaluated without side effects).
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
+        /// Id of the logpoint (default: derived from FILE:LINE).
+        #[arg(long)]
+        id: Option<String>,
+        /// Messages per second at most (default 100).
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+}
+
+pub fn run_log(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    let LogCommand::Add {
+        location,
+        message,
+        condition,
+        id,
+        rate,
+    } = cmd;
+    let (file, line) = parse_location(&location)?;
+    let value = control::call(
+        &crate::paths::control_socket(),
+        &Request::LogAdd {
+            file,
+            line,
+            message,
+            condition,
+            id,
+            rate,
+        },
+    )?;
+    println!(
+        "added logpoint {}",
+        value["id"].as_str().unwrap_or("(no id)")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Splits `FILE:LINE`; the file part may itself contain ':'.

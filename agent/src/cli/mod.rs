@@ -48,6 +48,9 @@ enum Command {
     /// Add, list or remove breakpoints of the running agent (local mode).
     #[command(subcommand)]
     Break(breakcmd::BreakCommand),
+    /// Add logpoints to the running agent (local mode): a message at every hit, no snapshot.
+    #[command(subcommand)]
+    Log(breakcmd::LogCommand),
     /// Show the running agent's processes, breakpoints and counters.
     Status(status::StatusArgs),
     /// Print hits as the running agent receives them.
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Doctor(args)) => doctor::run(args),
         Some(Command::Break(cmd)) => breakcmd::run(cmd),
+        Some(Command::Log(cmd)) => breakcmd::run_log(cmd),
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Tail(args)) => status::tail(args),
         Some(Command::Ui(args)) => ui::run(args),

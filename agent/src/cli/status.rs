@@ -85,12 +85,17 @@ pub fn print_breakpoints(list: &Value) {
             .as_str()
             .map(|c| format!(" if {c}"))
             .unwrap_or_default();
+        let log = b["message"]
+            .as_str()
+            .map(|m| format!(" log {m:?}"))
+            .unwrap_or_default();
         println!(
-            "  {}  {}:{}{}  [{}]  from {}",
+            "  {}  {}:{}{}{}  [{}]  from {}",
             text(&b["id"]),
             text(&b["file"]),
             text(&b["line"]),
             cond,
+            log,
             text(&b["status"]),
             text(&b["source"])
         );

@@ -72,8 +72,17 @@ mod tests {
             repository: None,
             source: "cli".into(),
             invalid: None,
+            message: None,
+            rate: None,
         };
-        let set: BTreeMap<_, _> = [(b.id.clone(), b.clone())].into();
+        // A logpoint added with `log add` keeps its action across a restart too.
+        let log = Breakpoint {
+            id: "cart-log".into(),
+            message: Some("subtotal={subtotal}".into()),
+            rate: Some(5),
+            ..b.clone()
+        };
+        let set: BTreeMap<_, _> = [(b.id.clone(), b.clone()), (log.id.clone(), log)].into();
         save(Some(&path), &set);
         assert_eq!(load(Some(&path)), set);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -21,7 +21,7 @@ use crate::assembler::{Assembler, Limits, Message};
 use crate::bpf::Bpf;
 use crate::bpf::ring::{AsyncRingReader, EmitChunk, FrameEvent, ProcEvent};
 use crate::breakpoints::{Breakpoint, DesiredSet};
-use crate::delivery::event::encode_hit;
+use crate::delivery::event::{HIT_EVENT, LOG_EVENT, encode_event};
 use crate::delivery::{Delivery, Event, FanOut, StatusReporter, StatusUpdate};
 use libdebugger_common::bpf::GOVERNOR_TRIPPED_CODE;
 use libdebugger_common::helper_abi::message_kind;
@@ -159,6 +159,10 @@ pub fn control_json(set: &DesiredSet, helper: &HelperSettings) -> Vec<u8> {
             if !helper.roots.is_empty() {
                 v["roots"] = json!(helper.roots);
             }
+            // The action: a logpoint's message (helper/src/spec.rs `log`).
+            if let Some(m) = &b.message {
+                v["log"] = json!({"message": m, "rate": b.rate});
+            }
             v
         })
         .collect();
@@ -188,6 +192,22 @@ mod tests {
         assert_eq!(
             v["breakpoints"][0]["limits"],
             json!({"rate": 1000, "burst": 2000, "max_depth": 5})
+        );
+        assert!(v["breakpoints"][0].get("log").is_none());
+        // A logpoint's action goes as `log` (helper/src/spec.rs), its location as for any.
+        let lp = DesiredSet::from_breakpoints([Breakpoint {
+            id: "l".into(),
+            file: "a.py".into(),
+            line: 3,
+            enabled: true,
+            message: Some("x={x}".into()),
+            rate: Some(9),
+            ..Default::default()
+        }]);
+        let v: Value = serde_json::from_slice(&control_json(&lp, &h)).unwrap();
+        assert_eq!(
+            v["breakpoints"][0]["log"],
+            json!({"message": "x={x}", "rate": 9})
         );
         assert_eq!(
             v["settings"],
@@ -291,6 +311,9 @@ impl crate::control::ControlHandler for ControlBridge {
             source: "cli".into(),
             ..Default::default()
         };
+        self.ask(|tx| Command::BreakAdd(bp, tx))
+    }
+    fn log_add(&self, bp: Breakpoint) -> Result<Value, String> {
         self.ask(|tx| Command::BreakAdd(bp, tx))
     }
     fn break_list(&self) -> Value {
@@ -926,7 +949,8 @@ impl Owner {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::BreakAdd(bp, reply) => {
-                let view = json!({"id": bp.id, "file": bp.file, "line": bp.line, "condition": bp.condition});
+                let view = json!({"id": bp.id, "kind": bp.kind(), "file": bp.file, "line": bp.line,
+                    "condition": bp.condition, "message": bp.message});
                 self.cli_set.insert(bp.id.clone(), bp);
                 added::save(self.added_store.as_deref(), &self.cli_set);
                 self.set_changed();
@@ -972,13 +996,18 @@ impl Owner {
     fn message(&mut self, msg: Message) {
         let pid = msg.pid as i32;
         match msg.kind {
-            message_kind::HIT => {
+            message_kind::HIT | message_kind::LOG_HIT => {
                 let pid_json = pid.to_string();
                 let ext = [
                     ("$pid", pid_json.as_str()),
                     ("$hostname", self.hostname_json.as_str()),
                 ];
-                match encode_hit(&self.distinct_id, &msg.data, &ext) {
+                let name = if msg.kind == message_kind::LOG_HIT {
+                    LOG_EVENT
+                } else {
+                    HIT_EVENT
+                };
+                match encode_event(name, &self.distinct_id, &msg.data, &ext) {
                     Ok(hit) => {
                         self.tracker.on_hit(pid, &hit.summary);
                         self.deliver(hit.json);

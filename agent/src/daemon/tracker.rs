@@ -300,9 +300,11 @@ impl Tracker {
                     .collect();
                 json!({
                     "id": b.id,
+                    "kind": b.kind(),
                     "file": b.file,
                     "line": b.line,
                     "condition": b.condition,
+                    "message": b.message,
                     "enabled": b.enabled,
                     "source": b.source,
                     "status": folded.status,
@@ -310,7 +312,7 @@ impl Tracker {
                     "counters": totals,
                     "counters_help": {
                         "hits": "times a thread reached the line (helper)",
-                        "captured": "snapshots taken and queued for delivery (helper)",
+                        "captured": "snapshots (logpoints: messages) taken and queued for delivery (helper)",
                         "dropped": "hits that passed the limits but found the helper's queue full: no snapshot taken (helper)",
                         "entries": format!("calls of the breakpoint's functions entered from C, counted in the kernel by the frame-entry probe; Python-to-Python calls are not counted (CPython 3.11+ inlines them), nor calls after the governor detached the probe from a process entering more than {} frames/s (see the process's frame_probe)", super::ENTRIES_BUDGET_PER_SEC),
                     },

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 /// The event name of a captured hit.
 pub const HIT_EVENT: &str = "$data_breakpoint_hit";
+/// A logpoint's message (the helper's LOG_HIT messages): `$message`, no locals, no stack.
+pub const LOG_EVENT: &str = "$data_logpoint_hit";
 /// The event name of a breakpoint status change.
 pub const STATUS_EVENT: &str = "$data_breakpoint_status";
 /// Largest encoded event (PostHog drops events over about 1 MB server-side).
@@ -224,6 +226,17 @@ pub fn encode_hit(
     message: &[u8],
     extensions: &[(&str, &str)],
 ) -> Result<EncodedHit, HitError> {
+    encode_event(HIT_EVENT, distinct_id, message, extensions)
+}
+
+/// [`encode_hit`] for an event named `event` ([`HIT_EVENT`] or [`LOG_EVENT`]): the same
+/// properties, timestamp and agent fields.
+pub fn encode_event(
+    event: &str,
+    distinct_id: &str,
+    message: &[u8],
+    extensions: &[(&str, &str)],
+) -> Result<EncodedHit, HitError> {
     let helper = match serde_json::from_slice::<TopLevel<'_>>(message) {
         Ok(m) => m.0,
         // Not an object, not JSON, or a name with escapes (not borrowable): the slow path
@@ -235,7 +248,8 @@ pub fn encode_hit(
                     serde_json::from_str(v).unwrap_or(Value::Null),
                 )
             });
-            let ev = Event::hit_from_json(distinct_id, message, ext)?;
+            let mut ev = Event::hit_from_json(distinct_id, message, ext)?;
+            ev.event = event.to_owned();
             return Ok(EncodedHit {
                 json: ev.to_json(),
                 summary: summary_of(&ev.properties),
@@ -297,9 +311,9 @@ pub fn encode_hit(
         }
     };
     let mut out = Vec::with_capacity(message.len() + 256);
-    out.extend_from_slice(b"{\"event\":\"");
-    out.extend_from_slice(HIT_EVENT.as_bytes());
-    out.extend_from_slice(b"\",\"distinct_id\":");
+    out.extend_from_slice(b"{\"event\":");
+    write_json_str(&mut out, event);
+    out.extend_from_slice(b",\"distinct_id\":");
     write_json_str(&mut out, distinct_id);
     out.extend_from_slice(b",\"uuid\":\"");
     let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];

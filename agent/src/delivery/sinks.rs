@@ -327,19 +327,24 @@ pub fn render(ev: &Event) -> String {
         );
         return out;
     }
+    let log = ev.event == super::event::LOG_EVENT;
     let _ = writeln!(
         out,
-        "● {} {}:{}  thread {} ({})  breakpoint {}{}",
+        "● {} {}:{}  thread {} ({})  {} {}{}",
         ev.timestamp,
         get("$file_path").unwrap_or_else(|| "?".into()),
         get("$line_number").unwrap_or_else(|| "?".into()),
         get("$thread_name").unwrap_or_else(|| "?".into()),
         get("$thread_id").unwrap_or_else(|| "?".into()),
+        if log { "logpoint" } else { "breakpoint" },
         get("$breakpoint_id").unwrap_or_default(),
         get("$pid")
             .map(|p| format!("  pid {p}"))
             .unwrap_or_default(),
     );
+    if let Some(Value::String(m)) = p.get("$message") {
+        let _ = writeln!(out, "  {m}");
+    }
     if let Some(Value::Object(locals)) = p.get("$locals_variables") {
         let _ = writeln!(out, "  locals");
         let n = locals.len();
