@@ -5,7 +5,10 @@
 //! * [`bpf`]: keys and values of the BPF maps and the records the programs write to ring buffers.
 //! * [`helper_abi`]: the contract between the helper (inside the target) and the agent: the
 //!   chunks the helper hands to `ldbg_emit`, and the control block the agent writes.
+//! * [`cpython`]: what is known about each CPython version (one table), and the reader of the
+//!   interpreter's own `_Py_DebugOffsets`: the agent reads it from outside, the helper inside.
 #![no_std]
 
 pub mod bpf;
+pub mod cpython;
 pub mod helper_abi;

@@ -55,15 +55,15 @@ pub fn run_script(
 ) -> Result<Outcome> {
     let dir = helper_dir()?;
     let py_dir = root().join("tests/python");
-    let mut child = Command::new(&interp.path)
-        .arg(py_dir.join(script))
+    let mut path = interp.guest(&dir);
+    path.push(":");
+    path.push(interp.guest(&py_dir));
+    let mut child = interp
+        .command(&py_dir)
+        .arg(interp.guest(py_dir.join(script)))
         .args(args)
-        .env(
-            "PYTHONPATH",
-            format!("{}:{}", dir.display(), py_dir.display()),
-        )
+        .env("PYTHONPATH", path)
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(&py_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -76,6 +76,15 @@ fn standin() -> Result<PathBuf> {
     Ok(SO.get_or_init(|| so).clone())
 }
 
+/// The ptrace path only: these tests are about it, also on 3.14+ where [`inject::inject`] may
+/// use PEP 768 instead (tested separately, at the end of this file).
+fn ptrace_only() -> InjectOptions {
+    InjectOptions {
+        remote_exec: false,
+        ..InjectOptions::default()
+    }
+}
+
 /// A Python process under test.
 struct Target {
     child: Child,
@@ -102,17 +111,11 @@ impl Target {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("ldbg-target-").tempdir()?;
-        let mut cmd = if let Some((first, rest)) = prefix.split_first() {
-            let mut c = Command::new(first);
-            c.args(rest).arg(&interp.path);
-            c
-        } else {
-            Command::new(&interp.path)
-        };
-        cmd.arg(Path::new(FIXTURES).join(script))
-            .arg(dir.path().join("stop"))
+        let mut cmd = interp.command_with(Path::new(FIXTURES), prefix);
+        cmd.arg(interp.guest(Path::new(FIXTURES).join(script)))
+            .arg(interp.guest(dir.path().join("stop")))
             .args(args)
-            .env("LDBG_TEST_MARKER", dir.path().join("marker"))
+            .env("LDBG_TEST_MARKER", interp.guest(dir.path().join("marker")))
             .env("PYTHONUNBUFFERED", "1")
             // Keeps any libdebugger agent running on this host (a demo, another test run)
             // from injecting the targets first; `inject()` itself does not look at it.
@@ -141,17 +144,9 @@ impl Target {
         };
         t.wait_line(|l| l == "ready", Duration::from_secs(20))
             .with_context(|| format!("{}: {script} never printed ready", interp.label))?;
-        if prefix.contains(&"--fork") {
-            // unshare forked: Python is its child.
-            let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.child.id()))?;
-            t.python_pid = Some(
-                children
-                    .split_whitespace()
-                    .next()
-                    .context("unshare has no child")?
-                    .parse()?,
-            );
+        if prefix.contains(&"--fork") || interp.in_container() {
+            // unshare forked, or a container: Python is a descendant.
+            t.python_pid = Some(interp.python_descendant(t.child.id())?);
         }
         Ok(t)
     }
@@ -262,7 +257,7 @@ fn helper_mappings(pid: i32) -> Result<usize> {
 /// Injects and checks the marker; returns (inject latency, marker latency).
 fn inject_and_check(t: &Target, so: &Path) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
-    let inj = inject::inject(t.pid(), so, &InjectOptions::default())
+    let inj = inject::inject(t.pid(), so, &ptrace_only())
         .with_context(|| format!("{}: injecting pid {}", t.label, t.pid()))?;
     let injected = t0.elapsed();
     ensure!(
@@ -338,7 +333,7 @@ fn inject_pure_python_spinner_at_eval_loop() -> Result<()> {
     for interp in python::supported() {
         let t = Target::spawn(&interp, "spin.py", &[], &[])?;
         let t0 = Instant::now();
-        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let inj = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             inj.hijacked.map(|h| h.safe_point) == Some(SafePoint::EvalLoop),
             "{}: hijacked {:?}",
@@ -435,7 +430,7 @@ fn inject_twice_loads_once() -> Result<()> {
     for interp in python::supported() {
         let t = Target::spawn(&interp, "idle.py", &[], &[])?;
         inject_and_check(&t, &so)?;
-        let second = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let second = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             second.outcome == Outcome::AlreadyLoaded,
             "{}: second inject: {:?}",
@@ -498,13 +493,20 @@ fn inject_forked_child_reattaches() -> Result<()> {
         let t = Target::spawn(&interp, "fork_child.py", &[], &[])?;
         inject_and_check(&t, &so)?;
         let line = t.wait_line(|l| l.starts_with("child "), Duration::from_secs(5))?;
-        let child: i32 = line["child ".len()..].trim().parse()?;
+        // The child's pid as the target sees it (what the helper's marker names), and on the
+        // host.
+        let ns_child: i32 = line["child ".len()..].trim().parse()?;
+        let child = if interp.in_container() {
+            python::host_pid_of(t.pid(), ns_child).context("the forked child's host pid")?
+        } else {
+            ns_child
+        };
         ensure!(
             helper_mappings(child)? == 1,
             "{}: child has no helper mapping",
             interp.label
         );
-        let inj = inject::inject(child, &so, &InjectOptions::default())?;
+        let inj = inject::inject(child, &so, &ptrace_only())?;
         ensure!(
             inj.outcome == Outcome::Reattached && inj.attach_result == Some(0),
             "{}: child injection {:?}",
@@ -517,7 +519,7 @@ fn inject_forked_child_reattaches() -> Result<()> {
             interp.label
         );
         let deadline = Instant::now() + Duration::from_secs(1);
-        let want = format!("attached pid={child}");
+        let want = format!("attached pid={ns_child}");
         while !std::fs::read_to_string(t.marker())?
             .lines()
             .any(|l| l == want)
@@ -530,7 +532,7 @@ fn inject_forked_child_reattaches() -> Result<()> {
             std::thread::sleep(Duration::from_millis(2));
         }
         // Injecting the child again is a no-op now.
-        let again = inject::inject(child, &so, &InjectOptions::default())?;
+        let again = inject::inject(child, &so, &ptrace_only())?;
         ensure!(again.outcome == Outcome::AlreadyLoaded);
         let last = t.stop_ok()?;
         ensure!(last == "done 0", "{}: {last:?}", interp.label);
@@ -548,7 +550,7 @@ fn inject_gives_up_cleanly_without_a_safe_point() -> Result<()> {
         let t = Target::spawn(&interp, "stuck_in_c.py", &[], &[])?;
         let options = InjectOptions {
             safe_point_timeout: Duration::from_millis(300),
-            ..InjectOptions::default()
+            ..ptrace_only()
         };
         let t0 = Instant::now();
         let r = inject::inject(t.pid(), &so, &options);
@@ -657,7 +659,7 @@ fn inject_process_that_is_not_our_child() -> Result<()> {
         ppid != std::process::id().to_string(),
         "the target is still our child"
     );
-    let result = inject::inject(pid, &so, &InjectOptions::default());
+    let result = inject::inject(pid, &so, &ptrace_only());
     std::fs::write(&stop, b"")?;
     let inj = result?;
     ensure!(inj.outcome == Outcome::Loaded);
@@ -692,7 +694,8 @@ fn inject_into_other_mount_namespace() -> Result<()> {
         .context("non-UTF-8 temp dir")?
         .to_string();
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
-    for interp in python::supported() {
+    // The host's interpreters: the container ones run in such namespaces in every test.
+    for interp in python::host() {
         // Both loaders: the memfd (default) and the file staged in the target's /tmp.
         for via in [LoadVia::Memfd, LoadVia::StagedFile] {
             let prefix = [
@@ -713,7 +716,7 @@ fn inject_into_other_mount_namespace() -> Result<()> {
             );
             let options = InjectOptions {
                 load_via: via,
-                ..InjectOptions::default()
+                ..ptrace_only()
             };
             let t0 = Instant::now();
             let inj = inject::inject(t.pid(), &so, &options)?;
@@ -757,7 +760,8 @@ fn inject_into_pid_and_mount_namespace() -> Result<()> {
     let so = build_standin(hidden.path())?;
     let dir = hidden.path().to_str().context("non-UTF-8 temp dir")?;
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
-    for interp in python::supported() {
+    // The host's interpreters: the container ones run in such namespaces in every test.
+    for interp in python::host() {
         let prefix = [
             "unshare",
             "--mount",
@@ -779,7 +783,7 @@ fn inject_into_pid_and_mount_namespace() -> Result<()> {
             "{}: marker {marker:?}",
             interp.label
         );
-        let again = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let again = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             again.outcome == Outcome::AlreadyLoaded,
             "{}: {:?}",
@@ -807,7 +811,7 @@ fn inject_process_that_exits() -> Result<()> {
         let interp = &interps[i % interps.len()];
         let t = Target::spawn(interp, "exits_soon.py", &[&delay_ms.to_string()], &[])?;
         let t0 = Instant::now();
-        let r = inject::inject(t.pid(), &so, &InjectOptions::default());
+        let r = inject::inject(t.pid(), &so, &ptrace_only());
         let took = t0.elapsed();
         ensure!(
             took < Duration::from_secs(3),
@@ -836,7 +840,7 @@ fn inject_process_that_exits() -> Result<()> {
             &[("LDBG_TEST_EXIT_IN_ATTACH", "1")],
         )?;
         let t0 = Instant::now();
-        match inject::inject(t.pid(), &so, &InjectOptions::default()) {
+        match inject::inject(t.pid(), &so, &ptrace_only()) {
             Err(InjectError::ProcessExited { .. }) => {}
             other => bail!("{}: died in ldbg_attach: {other:?}", interp.label),
         }
@@ -852,7 +856,7 @@ fn inject_process_that_exits() -> Result<()> {
     let mut c = Command::new("true").spawn()?;
     let dead = c.id() as i32;
     c.wait()?;
-    match inject::inject(dead, &so, &InjectOptions::default()) {
+    match inject::inject(dead, &so, &ptrace_only()) {
         Err(InjectError::ProcessExited { .. }) => {}
         other => bail!("injecting a dead pid: {other:?}"),
     }
@@ -867,7 +871,7 @@ fn inject_control_block_round_trip() -> Result<()> {
     let so = standin()?;
     for interp in python::supported() {
         let t = Target::spawn(&interp, "idle.py", &[], &[])?;
-        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let inj = inject::inject(t.pid(), &so, &ptrace_only())?;
         t.wait_marker(Duration::from_secs(1))?;
         let mut w = ControlWriter::new(&inj)?;
         let t0 = Instant::now();

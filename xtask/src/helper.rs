@@ -9,15 +9,28 @@ pub fn staged_dir() -> PathBuf {
     root().join("target/helper")
 }
 
+/// Where the helper is built: its own target directory, because it is built as a Python
+/// extension module (`PYO3_BUILD_EXTENSION_MODULE`), which changes how PyO3 itself is built; in
+/// the shared `target/` every switch between this and `cargo test` would rebuild PyO3.
+fn target_dir() -> PathBuf {
+    root().join("target/helper-build")
+}
+
 /// Builds the helper in release mode and copies it to [`staged_dir`]. Returns the staged path.
+///
+/// As an extension module it does not link `libpython` (no `DT_NEEDED` entry): the symbols come
+/// from the interpreter it is loaded into, whichever version, static or shared. Linked, it would
+/// need the build machine's `libpython3.11.so.1.0` in every target (absent in a container, and a
+/// second interpreter mapped into a 3.12+ process where it exists).
 pub fn build() -> Result<PathBuf> {
-    run(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "libdebugger-helper",
-    ]))?;
-    let built = root().join("target/release/liblibdebugger_helper.so");
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env("PYO3_BUILD_EXTENSION_MODULE", "1")
+        .arg("build")
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(["--release", "-p", "libdebugger-helper"]))?;
+    let built = target_dir().join("release/liblibdebugger_helper.so");
     let dir = staged_dir();
     std::fs::create_dir_all(&dir)?;
     let staged = dir.join("libdebugger_helper.abi3.so");

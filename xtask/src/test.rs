@@ -28,6 +28,7 @@ pub fn run_all(args: &[String]) -> Result<()> {
     // Root filesystems for the container tests; the tests find them through the environment and
     // say they are skipped when one is missing.
     let mut test = Command::new(cargo);
+    #[allow(clippy::single_element_loop)] // more roots come (issue 16's bookworm)
     for spec in [&rootfs::SID_PYTHONS] {
         if let Some(path) = rootfs::ensure(spec)? {
             test.env(rootfs::env_var(spec), path);
