@@ -13,7 +13,8 @@ pub struct InspectArgs {
     /// The process to inspect.
     pub pid: i32,
     /// Print JSON instead of text: {pid, supported, python_version, reason (when unsupported),
-    /// and for supported processes `process`: exe, linkage, pie, interpreter, symbols, layout}.
+    /// and for supported processes `process`: exe, linkage, pie, interpreter, symbols, layout,
+    /// build, plan (injection, arming, reason), remote_debug}.
     #[arg(long)]
     pub json: bool,
 }
@@ -79,7 +80,51 @@ fn print_error(out: &mut impl Write, pid: i32, e: &InspectError) -> std::io::Res
 
 fn print_text(out: &mut impl Write, p: &PythonProcess) -> std::io::Result<()> {
     let i = &p.interpreter;
-    writeln!(out, "pid {}: CPython {} (supported)", p.pid, p.version)?;
+    match p.opted_out() {
+        None => writeln!(out, "pid {}: CPython {} (supported)", p.pid, p.version)?,
+        Some(why) => writeln!(
+            out,
+            "pid {}: CPython {} (supported, not debugged: {why})",
+            p.pid, p.version
+        )?,
+    }
+    writeln!(
+        out,
+        "  build:         {}, {}",
+        match p.build {
+            python::BuildKind::Release => "release",
+            python::BuildKind::Debug => "debug (--with-pydebug)",
+        },
+        match p.linkage {
+            Linkage::StaticExecutable => "static (interpreter in the executable)",
+            Linkage::SharedLibrary => "shared libpython",
+        }
+    )?;
+    writeln!(
+        out,
+        "  attach:        {}{}",
+        match p.plan.injection {
+            "remote_exec_then_ptrace" => {
+                "PEP 768 remote exec while a thread runs Python code, else ptrace at a safe point"
+            }
+            _ => "ptrace at a safe point",
+        },
+        match p.remote_debug {
+            python::RemoteDebug::Enabled => " (remote debugging enabled)",
+            python::RemoteDebug::Disabled => " (remote debugging DISABLED: left alone)",
+            python::RemoteDebug::Unknown => " (remote debugging switch unreadable)",
+            python::RemoteDebug::NotApplicable => "",
+        }
+    )?;
+    writeln!(
+        out,
+        "  arm:           {}",
+        match p.plan.arming {
+            "bytecode_swap" => "instrumented code objects swapped in (no sys.monitoring on 3.11)",
+            _ => "sys.monitoring LINE events on the breakpoints' code objects",
+        }
+    )?;
+    writeln!(out, "  why:           {}", p.plan.reason)?;
     writeln!(
         out,
         "  executable:    {} ({})",

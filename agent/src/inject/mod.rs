@@ -3,9 +3,13 @@
 //!
 //! # How [`inject`] works
 //!
-//! 0. **CPython 3.14+** ([`pep768`], untested: no 3.14 here): if the interpreter offers PEP 768's
-//!    remote exec, that is used instead of ptrace; if no thread serves the request within
-//!    [`InjectOptions::remote_exec_timeout`], it is withdrawn and the steps below run.
+//! 0. **CPython 3.14+** ([`pep768`]): a process with remote debugging disabled is refused
+//!    ([`InjectError::RemoteDebugDisabled`], nothing written). Otherwise, when some thread of the
+//!    process is running, PEP 768's remote exec is used instead of ptrace (no thread is stopped;
+//!    the interpreter runs the loader at its own safe point); if no thread serves the request
+//!    within [`InjectOptions::remote_exec_timeout`], it is withdrawn and the steps below run.
+//!    A process whose threads all wait goes to ptrace directly: a waiting thread is a safe point
+//!    at once, and the request would wait for nothing.
 //! 1. **Already there?** `/proc/<pid>/maps` is scanned for the helper (the memfd named
 //!    [`MEMFD_NAME`], a staged `libdebugger-helper.so`, or the helper's own path) and its
 //!    `LDBG_CONTROL` magic is checked. Found →
@@ -130,7 +134,7 @@ pub struct InjectOptions {
     /// the helper takes a few ms; more means something is badly wrong in the target.
     pub call_timeout: Duration,
     /// On CPython 3.14+, ask the interpreter to load the helper through PEP 768's remote-exec
-    /// protocol before resorting to ptrace. Default true. **Untested** (no 3.14 here).
+    /// protocol before resorting to ptrace (when a thread is running). Default true.
     pub remote_exec: bool,
     /// How long a PEP 768 request may stay unserved (every thread blocked in C) before it is
     /// withdrawn and ptrace is used. Default 300 ms.
@@ -341,6 +345,12 @@ pub enum InjectError {
     /// ptrace is impossible too).
     #[error(transparent)]
     RemoteExec(#[from] pep768::Pep768Error),
+    /// A CPython 3.14+ process started with remote debugging disabled: nothing was written.
+    #[error(
+        "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG or -X \
+         disable-remote-debug): it asked debuggers to stay out, so libdebugger leaves it alone"
+    )]
+    RemoteDebugDisabled { pid: i32 },
     /// A PEP 768 request was not served in time (every thread blocked in C code).
     #[error("no thread of process {pid} ran the remote-exec request within {timeout:?}")]
     RemoteExecNotRun { pid: i32, timeout: Duration },
@@ -484,6 +494,20 @@ fn namespace_pid(pid: i32) -> Option<u32> {
     line.split_whitespace().last()?.parse().ok()
 }
 
+/// Whether a thread of `pid` is running or runnable (`R` in `/proc/<pid>/task/<tid>/stat`).
+fn any_thread_running(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                == Some('R')
+        })
+    })
+}
+
 /// `TracerPid:` of a thread, for the "already traced" error.
 fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
@@ -575,18 +599,32 @@ impl Injector {
             });
         }
 
-        // CPython 3.14+: the interpreter's own remote-exec protocol, no ptrace stop at all.
-        if self.options.remote_exec {
-            match pep768::probe(pid, &maps) {
-                Ok(Some(ds)) => match self.via_remote_exec(&ds, helper_so, &canonical) {
-                    Ok(injected) => return Ok(injected),
-                    Err(e) => {
-                        warn!(pid, error = %e, "PEP 768 remote exec did not load the helper; using ptrace")
+        // CPython 3.14+: a process started with remote debugging disabled asked debuggers to
+        // stay out, whatever the method. Otherwise the interpreter's own remote-exec protocol
+        // (no ptrace stop at all) while some thread is running, so that one of them serves the
+        // request at its next eval-breaker check; a process whose threads all wait would never
+        // serve it, and ptrace finds a safe point there at once (a thread in a wait).
+        match pep768::probe(pid, &maps) {
+            Ok(Some(ds)) => {
+                if !ds.enabled()? {
+                    return Err(InjectError::RemoteDebugDisabled { pid });
+                }
+                if self.options.remote_exec && any_thread_running(pid) {
+                    match self.via_remote_exec(&ds, helper_so, &canonical) {
+                        Ok(injected) => return Ok(injected),
+                        Err(e) => {
+                            warn!(pid, error = %e, "PEP 768 remote exec did not load the helper; using ptrace")
+                        }
                     }
-                },
-                Ok(None) => {}
-                Err(e) => warn!(pid, error = %e, "PEP 768 remote exec unavailable; using ptrace"),
+                } else if self.options.remote_exec {
+                    debug!(pid, "no thread is running: ptrace rather than PEP 768");
+                }
             }
+            Ok(None) => {}
+            Err(e) if self.options.remote_exec => {
+                warn!(pid, error = %e, "PEP 768 remote exec unavailable; using ptrace")
+            }
+            Err(e) => debug!(pid, error = %e, "no PEP 768 debugger support"),
         }
 
         // The helper's own symbols, from the agent's copy (the bytes we are about to load).

@@ -20,7 +20,7 @@
 //! a minor version newer than the table, free-threaded builds, builds with `Py_TRACE_REFS`
 //! (their `PyObject` header differs), a `_Py_DebugOffsets` that does not fit its row. A 3.14+
 //! process started with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`,
-//! `-X disable_remote_debug`) is inspected but marked [`RemoteDebug::Disabled`]: the daemon
+//! `-X disable-remote-debug`) is inspected but marked [`RemoteDebug::Disabled`]: the daemon
 //! leaves it alone.
 //!
 //! Users: `inspect` / `trace` / `doctor` (CLI), the process registry and the injector (which need
@@ -388,7 +388,7 @@ pub enum RemoteDebug {
     /// Before 3.14 there is no such switch.
     NotApplicable,
     Enabled,
-    /// Started with `PYTHON_DISABLE_REMOTE_DEBUG` or `-X disable_remote_debug`: the process has
+    /// Started with `PYTHON_DISABLE_REMOTE_DEBUG` or `-X disable-remote-debug`: the process has
     /// asked debuggers to stay out, and the agent does.
     Disabled,
     /// The switch could not be read (no interpreter yet, or the memory is not readable).
@@ -401,7 +401,7 @@ impl PythonProcess {
         (self.remote_debug == RemoteDebug::Disabled).then(|| {
             format!(
                 "process {} (CPython {}) has remote debugging disabled \
-                 (PYTHON_DISABLE_REMOTE_DEBUG or -X disable_remote_debug): it asked debuggers \
+                 (PYTHON_DISABLE_REMOTE_DEBUG or -X disable-remote-debug): it asked debuggers \
                  to stay out, so libdebugger leaves it alone",
                 self.pid, self.version
             )
