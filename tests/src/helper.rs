@@ -142,7 +142,10 @@ pub fn on_each_interpreter(
         }
         match run_script(&interp, script, &[], Duration::from_secs(180)) {
             Ok(Outcome::Skip(why)) => eprintln!("skipping {} for {script}: {why}", interp.label),
-            Ok(Outcome::Result(v)) => check(&interp, &v),
+            Ok(Outcome::Result(v)) => {
+                check(&interp, &v);
+                eprintln!("{}: {script} passed", interp.label);
+            }
             Err(e) => panic!("{e:#}"),
         }
     }

@@ -720,7 +720,13 @@ impl Injector {
         let deadline = Instant::now() + self.options.remote_exec_timeout;
         loop {
             if let Some(l) = attached(&read_maps(pid)?)? {
-                // The mapping keeps the staged file's inode alive; the files can go.
+                // The other threads' requests are withdrawn before the files go: a thread
+                // reaching its request after that would have CPython report the missing
+                // script on the application's stderr. A thread that took its request just
+                // before the withdrawal opens the script within microseconds; the grace
+                // period covers it. The mapping keeps the staged helper's inode alive.
+                ds.withdraw()?;
+                std::thread::sleep(Duration::from_millis(20));
                 drop(staged);
                 return Ok(injected(l));
             }
