@@ -531,6 +531,15 @@ fn inject_remote_exec_running_targets() -> Result<()> {
                 inj.hijacked
             );
             ensure!(inj.outcome == Outcome::Loaded, "{}: {inj:?}", interp.label);
+            // Named as /proc/<pid>/maps names it now that the staged file is gone (the daemon
+            // looks the mapping up by this name for its `ldbg_emit` probe).
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))?;
+            ensure!(
+                inj.mapping.ends_with(" (deleted)") && maps.contains(&inj.mapping),
+                "{}: mapping {:?}",
+                interp.label,
+                inj.mapping
+            );
             t.wait_marker(Duration::from_secs(2))?;
             eprintln!(
                 "{} {script}: loaded by PEP 768 remote exec in {:?}, marker after {:?}",

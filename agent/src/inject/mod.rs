@@ -728,6 +728,9 @@ impl Injector {
                 ds.withdraw()?;
                 std::thread::sleep(Duration::from_millis(20));
                 drop(staged);
+                // Named as the maps name it now (`... (deleted)`): the daemon finds the mapping
+                // for its `ldbg_emit` probe by this name.
+                let l = attached(&read_maps(pid)?)?.unwrap_or(l);
                 return Ok(injected(l));
             }
             if Instant::now() >= deadline {
@@ -738,9 +741,11 @@ impl Injector {
         // Withdraw, then look once more: a thread may have started the script just before.
         ds.withdraw()?;
         std::thread::sleep(Duration::from_millis(20));
-        if let Some(l) = attached(&read_maps(pid)?)? {
+        if attached(&read_maps(pid)?)?.is_some() {
             drop(staged);
-            return Ok(injected(l));
+            if let Some(l) = attached(&read_maps(pid)?)? {
+                return Ok(injected(l));
+            }
         }
         Err(InjectError::RemoteExecNotRun {
             pid,
