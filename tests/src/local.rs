@@ -167,6 +167,28 @@ impl Target {
             .unwrap_or_else(|| self.proc.pid())
     }
 
+    /// The host pid of a process this target started and reported by its own `os.getpid()`:
+    /// the same number on the host, the descendant whose innermost `NSpid` it is in a container.
+    pub fn host_pid(&self, pid_inside: i32) -> Result<i32> {
+        if !self.interp.in_container() {
+            return Ok(pid_inside);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = crate::python::host_pid_of(self.pid(), pid_inside) {
+                return Ok(p);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: no descendant of {} is pid {pid_inside} in its namespace",
+                    self.interp.label,
+                    self.pid()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends `command` and waits for the answer line starting with `reply`; returns the rest.
     pub fn cmd(&mut self, command: &str, reply: &str) -> Result<String> {
         self.proc.send_line(command)?;

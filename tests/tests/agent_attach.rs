@@ -122,8 +122,11 @@ fn forked_children_hit_with_their_own_pid() -> Result<()> {
     s.wait_armed("co")?;
     let mut children = Vec::new();
     for t in &mut s.targets {
-        let forked: i32 = t.cmd("fork", "forked")?.parse()?;
-        let mp: i32 = t.cmd("mp", "mp")?.parse()?;
+        // The children's pids as the target prints them, on the host.
+        let forked = t.cmd("fork", "forked")?.parse()?;
+        let forked = t.host_pid(forked)?;
+        let mp = t.cmd("mp", "mp")?.parse()?;
+        let mp = t.host_pid(mp)?;
         children.push((t.interp.label.clone(), t.pid(), forked, mp));
     }
     let result = (|| -> Result<()> {
