@@ -22,12 +22,16 @@ pub(super) fn load_and_attach(
     attach_value: u64,
     via: LoadVia,
     announce_control: Option<u64>,
+    staged: Option<&pep768::Staged>,
 ) -> Result<(u64, i32), InjectError> {
     let errno = hj.save_errno(syms)?;
     let result = (|| {
-        let (inode, bias) = match via {
-            LoadVia::StagedFile => load_via_staged_file(hj, syms, helper, helper_so)?,
-            LoadVia::Memfd => match load_via_memfd(hj, syms, helper, errno.map(|e| e.0)) {
+        let (inode, bias) = match (staged, via) {
+            // The files a PEP 768 request staged, whose loader script may still be running in
+            // the target: the same path, so that its `dlopen` and this one yield one copy.
+            (Some(staged), _) => load_staged(hj, syms, helper, staged)?,
+            (None, LoadVia::StagedFile) => load_via_staged_file(hj, syms, helper, helper_so)?,
+            (None, LoadVia::Memfd) => match load_via_memfd(hj, syms, helper, errno.map(|e| e.0)) {
                 Ok(x) => x,
                 // The thread or process is in trouble: no second attempt.
                 Err(
@@ -177,8 +181,18 @@ fn load_via_staged_file(
     helper: &Elf,
     helper_so: &Path,
 ) -> Result<(u64, u64), InjectError> {
+    let staged = pep768::stage(hj.pid, helper_so)?;
+    load_staged(hj, syms, helper, &staged)
+}
+
+/// `dlopen` of a helper staged by [`pep768::stage`].
+fn load_staged(
+    hj: &mut Hijack,
+    syms: &TargetSymbols,
+    helper: &Elf,
+    staged: &pep768::Staged,
+) -> Result<(u64, u64), InjectError> {
     let pid = hj.pid;
-    let staged = pep768::stage(pid, helper_so)?;
     let inode = std::fs::metadata(staged.helper_on_host())
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .map_err(|source| InjectError::ReadFile {

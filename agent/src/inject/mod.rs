@@ -526,6 +526,11 @@ pub(super) struct Injector {
     pub(super) start: Instant,
     /// Threads that did not stop after `PTRACE_INTERRUPT` in time; detached when they do.
     pub(super) unstopped: Vec<Tracee>,
+    /// The files of a PEP 768 request that was not served in time: a thread may have taken
+    /// it just before the withdrawal and still be running the loader script (`import ctypes`
+    /// alone takes many GIL turns in a busy process). The ptrace fallback loads this same
+    /// file, so that both yield one copy of the helper; removed afterwards.
+    pub(super) unserved_stage: Option<pep768::Staged>,
 }
 
 impl Injector {
@@ -535,6 +540,7 @@ impl Injector {
             options,
             start: Instant::now(),
             unstopped: Vec::new(),
+            unserved_stage: None,
         }
     }
 
@@ -657,10 +663,13 @@ impl Injector {
             attach_sym.vaddr,
             self.options.load_via,
             self.options.announce_control.then_some(control_sym.vaddr),
+            self.unserved_stage.as_ref(),
         );
         let restored = hj.finish();
         let (inode, rc) = result?;
         restored?;
+        // Mapped now (the mapping keeps the inode): the staged files can go.
+        self.unserved_stage = None;
         let elapsed = self.start.elapsed();
 
         let maps = read_maps(pid)?;
@@ -746,6 +755,8 @@ impl Injector {
             if let Some(l) = attached(&read_maps(pid)?)? {
                 return Ok(injected(l));
             }
+        } else {
+            self.unserved_stage = Some(staged);
         }
         Err(InjectError::RemoteExecNotRun {
             pid,
