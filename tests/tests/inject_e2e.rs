@@ -571,6 +571,48 @@ fn inject_remote_exec_running_targets() -> Result<()> {
     Ok(())
 }
 
+/// A PEP 768 request not served in time (here: no time at all) falls back to ptrace, which
+/// loads the very file the request staged: however late a thread runs the loader script, the
+/// process ends up with one helper, attached once.
+#[test]
+fn inject_remote_exec_fallback_loads_one_helper() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in remote_exec_interpreters() {
+        let t = Target::spawn(&interp, "busy.py", &[], &[])?;
+        let options = InjectOptions {
+            remote_exec_timeout: Duration::ZERO,
+            ..InjectOptions::default()
+        };
+        let inj = inject::inject(t.pid(), &so, &options)?;
+        t.wait_marker(Duration::from_secs(2))?;
+        // Let a late loader script run, if one is under way.
+        std::thread::sleep(Duration::from_millis(500));
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))?;
+        let mut inodes: Vec<&str> = maps
+            .lines()
+            .filter(|l| l.contains("libdebugger-helper"))
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        let marker = std::fs::read_to_string(t.marker())?;
+        eprintln!(
+            "{}: {:?} via {:?}; helper inodes {inodes:?}",
+            interp.label, inj.method, inj.hijacked
+        );
+        ensure!(inodes.len() == 1, "{}: helpers {inodes:?}", interp.label);
+        ensure!(
+            marker.lines().filter(|l| l.starts_with("attached")).count() == 1,
+            "{}: marker {marker:?}",
+            interp.label
+        );
+        let last = t.stop_ok()?;
+        ensure!(last.starts_with("done "), "{}: {last:?}", interp.label);
+    }
+    Ok(())
+}
+
 /// An idle 3.14+ process (every thread waiting) is injected with ptrace straight away: a
 /// PEP 768 request would wait for a thread that never comes.
 #[test]

@@ -494,18 +494,25 @@ fn namespace_pid(pid: i32) -> Option<u32> {
     line.split_whitespace().last()?.parse().ok()
 }
 
-/// Whether a thread of `pid` is running or runnable (`R` in `/proc/<pid>/task/<tid>/stat`).
+/// Whether `pid` is busy: a thread running or runnable (`R` in `/proc/<pid>/task/<tid>/stat`)
+/// now and again 2 ms later (a waiting process's timer wake-ups are shorter than that).
 fn any_thread_running(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-                == Some('R')
+    let running_now = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    == Some('R')
+            })
         })
-    })
+    };
+    running_now() && {
+        std::thread::sleep(Duration::from_millis(2));
+        running_now()
+    }
 }
 
 /// `TracerPid:` of a thread, for the "already traced" error.
