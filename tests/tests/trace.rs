@@ -63,10 +63,11 @@ fn trace_counts_exactly_n(interp: &Interpreter) -> Result<()> {
             ensure!(e.get(field).is_some(), "entry without `{field}`: {e}");
         }
     }
-    let script_name = script.to_string_lossy();
+    // As the interpreter names it (under /mnt/host in a container).
+    let script_name = interp.guest(&script).to_string_lossy().into_owned();
     let target: Vec<&Value> = entries
         .iter()
-        .filter(|e| e["qualname"] == "target" && e["filename"] == *script_name)
+        .filter(|e| e["qualname"] == "target" && e["filename"] == script_name.as_str())
         .collect();
     ensure!(
         target.len() == 1,
