@@ -41,7 +41,7 @@ fn skip_unless_root() -> bool {
 fn trace_counts_exactly_n(interp: &Interpreter) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let script = script(dir.path())?;
-    let mut py = PyProcess::start_on(&interp, &script)?;
+    let mut py = PyProcess::start_on(interp, &script)?;
     py.stdout
         .wait_for("ready", Duration::from_secs(20), |l| l == "ready")?;
     let trace = RunningTrace::start(py.pid(), &["--duration", "2"])?;

@@ -107,7 +107,7 @@ use tracing::{debug, info, warn};
 
 use crate::elf::{Elf, ElfError};
 use crate::remote::{self, RemoteError};
-use load::load_and_attach;
+use load::{LoadFrom, load_and_attach};
 use maps::Mapping;
 use safepoint::SafePoint;
 use symbols::TargetSymbols;
@@ -668,9 +668,11 @@ impl Injector {
             &helper,
             helper_so,
             attach_sym.vaddr,
-            self.options.load_via,
+            match &self.unserved_stage {
+                Some(staged) => LoadFrom::Staged(staged),
+                None => LoadFrom::Via(self.options.load_via),
+            },
             self.options.announce_control.then_some(control_sym.vaddr),
-            self.unserved_stage.as_ref(),
         );
         let restored = hj.finish();
         let (inode, rc) = result?;
