@@ -573,6 +573,15 @@ mod tests {
             Some((0x030e0af0, false))
         );
         assert_eq!(debug_offsets_header(&[0; 64]), None);
+        // A free-threaded build says so in word 1 (the agent refuses it before any layout).
+        let mut ft = SID_314.to_vec();
+        ft[1] = 1;
+        assert_eq!(debug_offsets_header(&bytes(&ft)), Some((0x030e0af0, true)));
+        assert_eq!(
+            parse(14, &ft).map(|d| d.free_threaded),
+            Ok(true),
+            "the flag is reported, not hidden"
+        );
     }
 
     #[test]
