@@ -295,3 +295,61 @@ fn targets_exiting_during_capture_or_injection_leave_the_agent_serving_others() 
     })?;
     Ok(())
 }
+
+/// A 3.14+ process started with remote debugging disabled asked debuggers to stay out: the
+/// agent leaves it alone (no helper) while it debugs a process of the same interpreter next to
+/// it, and `status` says why.
+#[test]
+fn remote_debug_disabled_is_left_alone_and_status_says_why() -> Result<()> {
+    require_agent_env!();
+    let interps: Vec<_> = python::supported()
+        .into_iter()
+        .filter(|i| i.version >= (3, 14))
+        .collect();
+    if interps.is_empty() {
+        eprintln!("skipping: no CPython 3.14+ here (the container root is not built)");
+        return Ok(());
+    }
+    let tag = unique_tag("nodebug");
+    let mut pairs = Vec::new();
+    for i in &interps {
+        let out = Target::start_with(i, &tag, &["env", "PYTHON_DISABLE_REMOTE_DEBUG=1"])?;
+        let debugged = Target::start(i, &tag)?;
+        pairs.push((out, debugged));
+    }
+    let agent = Agent::start(AgentConfig {
+        pids: pairs.iter().flat_map(|(a, b)| [a.pid(), b.pid()]).collect(),
+        breakpoints: Some(breakpoints_toml(&[Bp::marker(
+            "agent_mod.py",
+            "BP:checkout",
+        )
+        .id("co")])),
+        ..AgentConfig::default()
+    })?;
+    for (out, debugged) in &mut pairs {
+        agent.wait_armed_in("co", debugged.pid(), Duration::from_secs(30))?;
+        debugged.cmd("call 2", "called")?;
+        agent.wait_hit("co", debugged.pid(), |_| true)?;
+        let st = agent.status()?;
+        let entry = st["processes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["pid"] == out.pid()))
+            .cloned()
+            .with_context(|| format!("{}: pid {} not in status", out.interp.label, out.pid()))?;
+        ensure!(
+            entry["attach_state"] == "ignored"
+                && entry["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("remote debugging disabled")),
+            "{}: {entry}",
+            out.interp.label
+        );
+        ensure!(
+            helper_mappings(out.pid())? == 0,
+            "{}: a helper was loaded into a process that opted out",
+            out.interp.label
+        );
+        out.cmd("call 2", "called")?;
+    }
+    Ok(())
+}
