@@ -7,8 +7,11 @@
 //!   chunks the helper hands to `ldbg_emit`, and the control block the agent writes.
 //! * [`inprocess`]: the marker by which the `libdebugger` Python package tells the agent that it
 //!   debugs its process itself.
+//! * [`cpython`]: what is known about each CPython version (one table), and the reader of the
+//!   interpreter's own `_Py_DebugOffsets`: the agent reads it from outside, the helper inside.
 #![no_std]
 
 pub mod bpf;
+pub mod cpython;
 pub mod helper_abi;
 pub mod inprocess;

@@ -1,6 +1,6 @@
 //! C API functions the helper needs beyond the limited API (`abi3-py311`).
 //!
-//! The helper is one binary for CPython 3.11, 3.12 and 3.13. Functions that every one of those
+//! The helper is one binary for CPython 3.11 to 3.15. Functions that every one of those
 //! versions exports are declared here and resolved by the dynamic loader when the module is
 //! loaded (an extension module leaves its libpython symbols undefined; static interpreters such
 //! as Debian's `/usr/bin/python3.11` export them from the executable). Functions that only some
@@ -97,17 +97,56 @@ pub fn interp_frame_api() -> Option<InterpFrameApi> {
     })
 }
 
-/// Layout facts of CPython 3.12 and 3.13 (x86_64 and every LP64 target; identical in both
-/// versions, checked against `Include/cpython/frameobject.h` / `Include/internal/pycore_frame.h`
-/// of 3.12.1 and 3.13.0). Used only on those two minor versions.
-pub mod frame_layout {
-    /// `PyFrameObject.f_frame` (after PyObject_HEAD and `f_back`).
-    pub const FRAME_OBJECT_F_FRAME: usize = 24;
+/// What the helper needs to walk `_PyInterpreterFrame`s itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameWalk {
+    /// `PyFrameObject.f_frame`.
+    pub f_frame: usize,
     /// `_PyInterpreterFrame.previous`.
-    pub const INTERP_PREVIOUS: usize = 8;
-    /// `_PyInterpreterFrame.owner` (after 7 pointers + instr pointer, `int stacktop`,
-    /// `uint16_t return_offset`).
-    pub const INTERP_OWNER: usize = 70;
-    /// `FRAME_OWNED_BY_CSTACK`: a shim/entry frame that is not Python code.
-    pub const OWNED_BY_CSTACK: u8 = 3;
+    pub previous: usize,
+    /// `_PyInterpreterFrame.owner` (a char).
+    pub owner: usize,
+    /// Owners from this value up are shim/entry frames, not Python code.
+    pub first_shim_owner: u8,
+}
+
+/// The frame layout of this interpreter, from the version table
+/// (`libdebugger_common::cpython`, shared with the agent): on 3.13+ read from the interpreter's
+/// own `_Py_DebugOffsets` (found in-process through the exported `_PyRuntime`), on 3.12 the
+/// table's row. `None` on 3.11, for a version without a row, or when `_Py_DebugOffsets` does not
+/// fit its row: callers then walk frames with `PyFrame_GetBack`.
+pub fn frame_walk() -> Option<FrameWalk> {
+    static F: OnceLock<Option<FrameWalk>> = OnceLock::new();
+    *F.get_or_init(|| {
+        use libdebugger_common::cpython::{self, OffsetsSource};
+        let minor = u8::try_from(crate::hot::py_minor()).ok()?;
+        let row = cpython::row(3, minor).filter(|_| minor >= 12)?;
+        let frame = match &row.offsets {
+            OffsetsSource::Static(s) => s.frame,
+            OffsetsSource::DebugOffsets(l) => {
+                // SAFETY: dlsym by a NUL-terminated name; `_PyRuntime` is a data object of at
+                // least `sizeof(_PyRuntimeState)` bytes (far more than `_Py_DebugOffsets`),
+                // initialised before any extension module loads, and its leading
+                // `_Py_DebugOffsets` is never written after start-up.
+                let bytes = unsafe {
+                    let p = libc::dlsym(libc::RTLD_DEFAULT, c"_PyRuntime".as_ptr());
+                    if p.is_null() {
+                        return None;
+                    }
+                    std::slice::from_raw_parts(p as *const u8, cpython::debug_offsets_len(l))
+                };
+                let d = cpython::parse_debug_offsets(bytes, l).ok()?;
+                if d.version_hex >> 16 != 0x0300 | u64::from(minor) {
+                    return None;
+                }
+                d.frame
+            }
+        };
+        Some(FrameWalk {
+            f_frame: row.frame_object_f_frame as usize,
+            previous: frame.previous as usize,
+            owner: frame.owner as usize,
+            first_shim_owner: row.first_shim_owner,
+        })
+    })
 }

@@ -594,20 +594,19 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
         };
         (info.file.clone(), info.qual.clone(), l)
     };
-    // 3.12/3.13: walk the interpreter frames directly (no frame object is created for the
+    // 3.12+: walk the interpreter frames directly (no frame object is created for the
     // callers, which PyFrame_GetBack would allocate and the application would later free).
-    if let (12 | 13, Some(api)) = (py_minor(), crate::ffi::interp_frame_api()) {
-        use crate::ffi::frame_layout::*;
+    if let (Some(api), Some(w)) = (crate::ffi::interp_frame_api(), crate::ffi::frame_walk()) {
         // SAFETY: `frame` is the live current frame object; its interpreter frame chain is
-        // stable while we hold the GIL and run no Python code. Offsets are those of 3.12/3.13
-        // (see `frame_layout`); CSTACK-owned shim frames are skipped as CPython does.
+        // stable while we hold the GIL and run no Python code. Offsets are this interpreter's
+        // (see `frame_walk`); shim/entry frames are skipped as CPython does.
         unsafe {
-            let mut f = *((frame as *const u8).add(FRAME_OBJECT_F_FRAME) as *const *mut u8);
+            let mut f = *((frame as *const u8).add(w.f_frame) as *const *mut u8);
             let mut n = 0;
             while !f.is_null() && out.len() < 64 && n < 10_000 {
                 n += 1;
-                let owner = *f.add(INTERP_OWNER);
-                if owner != OWNED_BY_CSTACK {
+                let owner = *f.add(w.owner);
+                if owner < w.first_shim_owner {
                     let code = (api.get_code)(f.cast());
                     if !code.is_null() {
                         if crate::types::is_code(code) {
@@ -619,7 +618,7 @@ unsafe fn stack(py: Python<'_>, frame: *mut ffi::PyFrameObject) -> Vec<(Arc<str>
                         ffi::PyErr_Clear();
                     }
                 }
-                f = *(f.add(INTERP_PREVIOUS) as *const *mut u8);
+                f = *(f.add(w.previous) as *const *mut u8);
             }
         }
         return out;

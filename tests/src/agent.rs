@@ -1,4 +1,5 @@
 //! Running the real `libdebugger-agent` binary and real Python scripts, with deadlines.
+use crate::python::Interpreter;
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -103,6 +104,8 @@ pub struct PyProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     pub stdout: Lines,
+    /// The interpreter's host pid when it is not `child` (a container's).
+    python_pid: Option<i32>,
 }
 
 impl PyProcess {
@@ -112,6 +115,24 @@ impl PyProcess {
         cmd.arg(script)
             .current_dir(script.parent().unwrap_or(Path::new("/")));
         Self::start_command(cmd)
+    }
+
+    /// Runs `script` (a host path) on `interp`, on the host or in its container, with the
+    /// script's directory as working directory.
+    pub fn start_on(interp: &Interpreter, script: &Path) -> Result<Self> {
+        let mut cmd = interp.command(script.parent().unwrap_or(Path::new("/")));
+        cmd.arg(interp.guest(script));
+        Self::start_interp(interp, cmd)
+    }
+
+    /// Runs `cmd`, made by [`Interpreter::command`]; [`PyProcess::pid`] is then the
+    /// interpreter's host pid also in a container.
+    pub fn start_interp(interp: &Interpreter, cmd: Command) -> Result<Self> {
+        let mut p = Self::start_command(cmd)?;
+        if interp.in_container() {
+            p.python_pid = Some(interp.python_pid(p.child.id())?);
+        }
+        Ok(p)
     }
 
     /// Runs a prepared command (stdin and stdout are piped here).
@@ -129,11 +150,13 @@ impl PyProcess {
             child,
             stdin,
             stdout,
+            python_pid: None,
         })
     }
 
+    /// The interpreter's host pid.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.python_pid.unwrap_or(self.child.id() as i32)
     }
 
     /// Writes one line to the script's stdin.

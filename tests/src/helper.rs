@@ -55,15 +55,15 @@ pub fn run_script(
 ) -> Result<Outcome> {
     let dir = helper_dir()?;
     let py_dir = root().join("tests/python");
-    let mut child = Command::new(&interp.path)
-        .arg(py_dir.join(script))
+    let mut path = interp.guest(&dir);
+    path.push(":");
+    path.push(interp.guest(&py_dir));
+    let mut child = interp
+        .command(&py_dir)
+        .arg(interp.guest(py_dir.join(script)))
         .args(args)
-        .env(
-            "PYTHONPATH",
-            format!("{}:{}", dir.display(), py_dir.display()),
-        )
+        .env("PYTHONPATH", path)
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(&py_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -142,7 +142,10 @@ pub fn on_each_interpreter(
         }
         match run_script(&interp, script, &[], Duration::from_secs(180)) {
             Ok(Outcome::Skip(why)) => eprintln!("skipping {} for {script}: {why}", interp.label),
-            Ok(Outcome::Result(v)) => check(&interp, &v),
+            Ok(Outcome::Result(v)) => {
+                check(&interp, &v);
+                eprintln!("{}: {script} passed", interp.label);
+            }
             Err(e) => panic!("{e:#}"),
         }
     }

@@ -154,15 +154,10 @@ impl Target {
     /// must end up exec'ing the interpreter with the arguments that follow it.
     pub fn start_with(interp: &Interpreter, tag: &str, wrapper: &[&str]) -> Result<Self> {
         let script = script("agent_target.py");
-        let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
-        argv.push(interp.path.clone().into());
-        argv.push(script.clone().into());
-        argv.push(tag.into());
-        let program = argv.remove(0);
         let cwd = script.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(&argv).current_dir(&cwd);
-        let proc = crate::agent::PyProcess::start_command(cmd)?;
+        let mut cmd = interp.command_with(&cwd, wrapper);
+        cmd.arg(interp.guest(&script)).arg(tag);
+        let proc = crate::agent::PyProcess::start_interp(interp, cmd)?;
         let mut t = Self {
             interp: interp.clone(),
             proc,
@@ -175,14 +170,40 @@ impl Target {
         Ok(t)
     }
 
-    /// The Python process's pid (for a wrapped target, the pid the ready line printed).
+    /// The Python process's host pid (for a wrapped target on the host, the pid the ready line
+    /// printed; in a container that line has the pid inside it).
     pub fn pid(&self) -> i32 {
+        if self.interp.in_container() {
+            return self.proc.pid();
+        }
         self.proc
             .stdout
             .seen
             .iter()
             .find_map(|l| l.strip_prefix("ready ")?.trim().parse().ok())
             .unwrap_or_else(|| self.proc.pid())
+    }
+
+    /// The host pid of a process this target started and reported by its own `os.getpid()`:
+    /// the same number on the host, the descendant whose innermost `NSpid` it is in a container.
+    pub fn host_pid(&self, pid_inside: i32) -> Result<i32> {
+        if !self.interp.in_container() {
+            return Ok(pid_inside);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = crate::python::host_pid_of(self.pid(), pid_inside) {
+                return Ok(p);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: no descendant of {} is pid {pid_inside} in its namespace",
+                    self.interp.label,
+                    self.pid()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends `command` and waits for the answer line starting with `reply`; returns the rest.

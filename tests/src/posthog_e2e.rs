@@ -63,6 +63,7 @@ pub fn breakpoint(id: &str, line: u32, condition: Option<&str>, enabled: bool) -
 /// The Python target: `target.py` on `interp`, driven through stdin.
 pub struct Target {
     child: Child,
+    pid: i32,
     stdin: Option<ChildStdin>,
     pub stdout: Lines,
     /// Label of the interpreter.
@@ -75,20 +76,22 @@ impl Target {
     /// Starts the target and waits for its `ready` line.
     pub fn start(interp: &Interpreter) -> Result<Self> {
         let script = fixtures().join("target.py");
-        let mut child = Command::new(&interp.path)
-            .arg(&script)
-            .current_dir(fixtures())
+        let mut child = interp
+            .command(&fixtures())
+            .arg(interp.guest(&script))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} {}", interp.path.display(), script.display()))?;
+            .with_context(|| format!("starting {} {}", interp.label, script.display()))?;
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().context("target stdout")?);
+        let pid = interp.python_pid(child.id())?;
         let mut t = Self {
             child,
+            pid,
             stdin,
             stdout,
             label: interp.label.clone(),
@@ -103,8 +106,9 @@ impl Target {
         Ok(t)
     }
 
+    /// The interpreter's host pid.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.pid
     }
 
     /// Sends one command line.

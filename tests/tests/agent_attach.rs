@@ -122,8 +122,11 @@ fn forked_children_hit_with_their_own_pid() -> Result<()> {
     s.wait_armed("co")?;
     let mut children = Vec::new();
     for t in &mut s.targets {
-        let forked: i32 = t.cmd("fork", "forked")?.parse()?;
-        let mp: i32 = t.cmd("mp", "mp")?.parse()?;
+        // The children's pids as the target prints them, on the host.
+        let forked = t.cmd("fork", "forked")?.parse()?;
+        let forked = t.host_pid(forked)?;
+        let mp = t.cmd("mp", "mp")?.parse()?;
+        let mp = t.host_pid(mp)?;
         children.push((t.interp.label.clone(), t.pid(), forked, mp));
     }
     let result = (|| -> Result<()> {
@@ -168,7 +171,9 @@ fn target_in_another_mount_namespace_with_the_helper_dir_hidden() -> Result<()> 
         helper_dir.display()
     );
     let mut targets = Vec::new();
-    for i in python::supported() {
+    // The host's interpreters: the container ones run in a mount namespace of their own in
+    // every test (and their root has no mount(8)).
+    for i in python::host() {
         targets.push(Target::start_with(
             &i,
             &tag,
@@ -288,5 +293,63 @@ fn targets_exiting_during_capture_or_injection_leave_the_agent_serving_others() 
             .as_array()
             .is_some_and(|ps| ps.iter().all(|p| !gone.iter().any(|g| p["pid"] == *g)))
     })?;
+    Ok(())
+}
+
+/// A 3.14+ process started with remote debugging disabled asked debuggers to stay out: the
+/// agent leaves it alone (no helper) while it debugs a process of the same interpreter next to
+/// it, and `status` says why.
+#[test]
+fn remote_debug_disabled_is_left_alone_and_status_says_why() -> Result<()> {
+    require_agent_env!();
+    let interps: Vec<_> = python::supported()
+        .into_iter()
+        .filter(|i| i.version >= (3, 14))
+        .collect();
+    if interps.is_empty() {
+        eprintln!("skipping: no CPython 3.14+ here (the container root is not built)");
+        return Ok(());
+    }
+    let tag = unique_tag("nodebug");
+    let mut pairs = Vec::new();
+    for i in &interps {
+        let out = Target::start_with(i, &tag, &["env", "PYTHON_DISABLE_REMOTE_DEBUG=1"])?;
+        let debugged = Target::start(i, &tag)?;
+        pairs.push((out, debugged));
+    }
+    let agent = Agent::start(AgentConfig {
+        pids: pairs.iter().flat_map(|(a, b)| [a.pid(), b.pid()]).collect(),
+        breakpoints: Some(breakpoints_toml(&[Bp::marker(
+            "agent_mod.py",
+            "BP:checkout",
+        )
+        .id("co")])),
+        ..AgentConfig::default()
+    })?;
+    for (out, debugged) in &mut pairs {
+        agent.wait_armed_in("co", debugged.pid(), Duration::from_secs(30))?;
+        debugged.cmd("call 2", "called")?;
+        agent.wait_hit("co", debugged.pid(), |_| true)?;
+        let st = agent.status()?;
+        let entry = st["processes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["pid"] == out.pid()))
+            .cloned()
+            .with_context(|| format!("{}: pid {} not in status", out.interp.label, out.pid()))?;
+        ensure!(
+            entry["attach_state"] == "ignored"
+                && entry["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("remote debugging disabled")),
+            "{}: {entry}",
+            out.interp.label
+        );
+        ensure!(
+            helper_mappings(out.pid())? == 0,
+            "{}: a helper was loaded into a process that opted out",
+            out.interp.label
+        );
+        out.cmd("call 2", "called")?;
+    }
     Ok(())
 }

@@ -400,7 +400,14 @@ fn source_roots_restrict_which_files_match() -> Result<()> {
     ensure!(hits == 0, "{hits} hits of a file outside the source roots");
 
     s.agent.sigterm(Duration::from_secs(15))?;
-    s.agent.config.extra_args = vec!["--source-root".into(), here];
+    // The root as the targets see it: the same path on the host, under /mnt/host in the
+    // container (a source root names paths in the target's own filesystem).
+    s.agent.config.extra_args = vec![
+        "--source-root".into(),
+        here.clone(),
+        "--source-root".into(),
+        format!("{}{here}", libdebugger_tests::python::HOST_IN_CONTAINER),
+    ];
     s.agent.spawn()?;
     s.wait_armed("co")?;
     s.each_target(|t| t.cmd("call 5", "called").map(drop))?;

@@ -20,7 +20,7 @@ fn doctor_passes_and_lists_python_processes() {
     .expect("script");
     let mut children = Vec::new();
     for interp in supported().into_iter().take(1).chain(python310()) {
-        let mut py = PyProcess::start(&interp.path, &script).expect("python");
+        let mut py = PyProcess::start_on(&interp, &script).expect("python");
         py.stdout
             .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
             .expect("ready");

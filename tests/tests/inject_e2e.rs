@@ -76,6 +76,15 @@ fn standin() -> Result<PathBuf> {
     Ok(SO.get_or_init(|| so).clone())
 }
 
+/// The ptrace path only: these tests are about it, also on 3.14+ where [`inject::inject`] may
+/// use PEP 768 instead (tested separately, at the end of this file).
+fn ptrace_only() -> InjectOptions {
+    InjectOptions {
+        remote_exec: false,
+        ..InjectOptions::default()
+    }
+}
+
 /// A Python process under test.
 struct Target {
     child: Child,
@@ -102,17 +111,11 @@ impl Target {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("ldbg-target-").tempdir()?;
-        let mut cmd = if let Some((first, rest)) = prefix.split_first() {
-            let mut c = Command::new(first);
-            c.args(rest).arg(&interp.path);
-            c
-        } else {
-            Command::new(&interp.path)
-        };
-        cmd.arg(Path::new(FIXTURES).join(script))
-            .arg(dir.path().join("stop"))
+        let mut cmd = interp.command_with(Path::new(FIXTURES), prefix);
+        cmd.arg(interp.guest(Path::new(FIXTURES).join(script)))
+            .arg(interp.guest(dir.path().join("stop")))
             .args(args)
-            .env("LDBG_TEST_MARKER", dir.path().join("marker"))
+            .env("LDBG_TEST_MARKER", interp.guest(dir.path().join("marker")))
             .env("PYTHONUNBUFFERED", "1")
             // Keeps any libdebugger agent running on this host (a demo, another test run)
             // from injecting the targets first; `inject()` itself does not look at it.
@@ -141,17 +144,9 @@ impl Target {
         };
         t.wait_line(|l| l == "ready", Duration::from_secs(20))
             .with_context(|| format!("{}: {script} never printed ready", interp.label))?;
-        if prefix.contains(&"--fork") {
-            // unshare forked: Python is its child.
-            let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.child.id()))?;
-            t.python_pid = Some(
-                children
-                    .split_whitespace()
-                    .next()
-                    .context("unshare has no child")?
-                    .parse()?,
-            );
+        if prefix.contains(&"--fork") || interp.in_container() {
+            // unshare forked, or a container: Python is a descendant.
+            t.python_pid = Some(interp.python_descendant(t.child.id())?);
         }
         Ok(t)
     }
@@ -262,7 +257,7 @@ fn helper_mappings(pid: i32) -> Result<usize> {
 /// Injects and checks the marker; returns (inject latency, marker latency).
 fn inject_and_check(t: &Target, so: &Path) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
-    let inj = inject::inject(t.pid(), so, &InjectOptions::default())
+    let inj = inject::inject(t.pid(), so, &ptrace_only())
         .with_context(|| format!("{}: injecting pid {}", t.label, t.pid()))?;
     let injected = t0.elapsed();
     ensure!(
@@ -335,10 +330,14 @@ fn inject_busy_allocator_process() -> Result<()> {
 fn inject_pure_python_spinner_at_eval_loop() -> Result<()> {
     require_root!();
     let so = standin()?;
-    for interp in python::supported() {
+    // Host interpreters only: Debian unstable's PGO+LTO builds move the bytecode handlers out of
+    // `_PyEval_EvalFrameDefault`'s symbol range (into a stripped `.cold` part), so the ptrace
+    // path finds no eval-loop safe point in a single pure-Python thread there (a known limit,
+    // README); on 3.14+ PEP 768 injects such a spinner (`inject_remote_exec_running_targets`).
+    for interp in python::host() {
         let t = Target::spawn(&interp, "spin.py", &[], &[])?;
         let t0 = Instant::now();
-        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let inj = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             inj.hijacked.map(|h| h.safe_point) == Some(SafePoint::EvalLoop),
             "{}: hijacked {:?}",
@@ -435,7 +434,7 @@ fn inject_twice_loads_once() -> Result<()> {
     for interp in python::supported() {
         let t = Target::spawn(&interp, "idle.py", &[], &[])?;
         inject_and_check(&t, &so)?;
-        let second = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let second = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             second.outcome == Outcome::AlreadyLoaded,
             "{}: second inject: {:?}",
@@ -467,23 +466,215 @@ fn inject_twice_loads_once() -> Result<()> {
     Ok(())
 }
 
-/// The PEP 768 probe reads the interpreter's own `_Py_DebugOffsets` on 3.13 (the layout it
-/// shares with 3.14) and declines: remote exec needs 3.14. The 3.14 path itself is untested.
+/// The PEP 768 probe declines before 3.14 (no `debugger_support`; 3.13 has `_Py_DebugOffsets`
+/// without it) and finds the interpreter's debugger support on 3.14+, read with its version's
+/// row of the table.
 #[test]
-fn inject_pep768_probe_declines_before_314() -> Result<()> {
+fn inject_pep768_probe_by_version() -> Result<()> {
     require_root!();
     for interp in python::supported() {
         let t = Target::spawn(&interp, "idle.py", &[], &[])?;
         let maps = inject::maps::read(t.pid())?;
         let version = inject::pep768::debug_offsets_version(t.pid(), &maps);
+        let probe = inject::pep768::probe(t.pid(), &maps)?;
         if interp.version >= (3, 13) {
-            let v = version.context("no _Py_DebugOffsets found on 3.13")?;
-            ensure!(v >> 16 == 0x030d, "{}: version {v:#x}", interp.label);
+            let v = version.context("no _Py_DebugOffsets found on 3.13+")?;
+            ensure!(
+                v >> 16 == 0x0300 | u64::from(interp.version.1),
+                "{}: version {v:#x}",
+                interp.label
+            );
         } else {
             ensure!(version.is_none(), "{}: {version:?}", interp.label);
         }
-        ensure!(inject::pep768::probe(t.pid(), &maps)?.is_none());
+        if interp.version >= (3, 14) {
+            let ds = probe.with_context(|| format!("{}: no debugger support", interp.label))?;
+            ensure!(ds.enabled()?, "{}: remote debugging off", interp.label);
+        } else {
+            ensure!(probe.is_none(), "{}: probe {probe:?}", interp.label);
+        }
         t.stop(Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+/// The 3.14+ interpreters of this machine (the container's), with one line when there is none.
+fn remote_exec_interpreters() -> Vec<Interpreter> {
+    let v: Vec<_> = python::supported()
+        .into_iter()
+        .filter(|i| i.version >= (3, 14))
+        .collect();
+    if v.is_empty() {
+        eprintln!("skipping: no CPython 3.14+ here (the container root is not built)");
+    }
+    v
+}
+
+/// PEP 768 end to end: a process with running threads (busy in C between bytecodes, or Python
+/// workers while the main thread is blocked forever) gets the helper through the interpreter's
+/// own remote exec — no thread is ptrace-stopped — and keeps working.
+#[test]
+fn inject_remote_exec_running_targets() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in remote_exec_interpreters() {
+        for script in ["busy.py", "blocked_main.py", "spin.py"] {
+            let t = Target::spawn(&interp, script, &[], &[])?;
+            let t0 = Instant::now();
+            let inj = inject::inject(t.pid(), &so, &InjectOptions::default())
+                .with_context(|| format!("{} {script}", interp.label))?;
+            ensure!(
+                inj.method == inject::Method::RemoteExec && inj.hijacked.is_none(),
+                "{} {script}: {:?} via {:?}",
+                interp.label,
+                inj.method,
+                inj.hijacked
+            );
+            ensure!(inj.outcome == Outcome::Loaded, "{}: {inj:?}", interp.label);
+            // Named as /proc/<pid>/maps names it now that the staged file is gone (the daemon
+            // looks the mapping up by this name for its `ldbg_emit` probe).
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))?;
+            ensure!(
+                inj.mapping.ends_with(" (deleted)") && maps.contains(&inj.mapping),
+                "{}: mapping {:?}",
+                interp.label,
+                inj.mapping
+            );
+            t.wait_marker(Duration::from_secs(2))?;
+            eprintln!(
+                "{} {script}: loaded by PEP 768 remote exec in {:?}, marker after {:?}",
+                interp.label,
+                inj.elapsed,
+                t0.elapsed()
+            );
+            // The staged files are gone (the mapping keeps the inode).
+            let tmp = PathBuf::from(format!("/proc/{}/root/tmp", t.pid()));
+            let left: Vec<_> = std::fs::read_dir(&tmp)?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("libdebugger-"))
+                .collect();
+            ensure!(
+                left.is_empty(),
+                "{}: staged files left: {left:?}",
+                interp.label
+            );
+            let again = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+            ensure!(again.outcome == Outcome::AlreadyLoaded);
+            let last = t.stop_ok()?;
+            ensure!(
+                last.starts_with("done "),
+                "{} {script}: {last:?}",
+                interp.label
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A PEP 768 request not served in time (here: no time at all) falls back to ptrace, which
+/// loads the very file the request staged: however late a thread runs the loader script, the
+/// process ends up with one helper, attached once.
+#[test]
+fn inject_remote_exec_fallback_loads_one_helper() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in remote_exec_interpreters() {
+        let t = Target::spawn(&interp, "busy.py", &[], &[])?;
+        let options = InjectOptions {
+            remote_exec_timeout: Duration::ZERO,
+            ..InjectOptions::default()
+        };
+        let inj = inject::inject(t.pid(), &so, &options)?;
+        t.wait_marker(Duration::from_secs(2))?;
+        // Let a late loader script run, if one is under way.
+        std::thread::sleep(Duration::from_millis(500));
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid()))?;
+        let mut inodes: Vec<&str> = maps
+            .lines()
+            .filter(|l| l.contains("libdebugger-helper"))
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        let marker = std::fs::read_to_string(t.marker())?;
+        eprintln!(
+            "{}: {:?} via {:?}; helper inodes {inodes:?}",
+            interp.label, inj.method, inj.hijacked
+        );
+        ensure!(inodes.len() == 1, "{}: helpers {inodes:?}", interp.label);
+        ensure!(
+            marker.lines().filter(|l| l.starts_with("attached")).count() == 1,
+            "{}: marker {marker:?}",
+            interp.label
+        );
+        let last = t.stop_ok()?;
+        ensure!(last.starts_with("done "), "{}: {last:?}", interp.label);
+    }
+    Ok(())
+}
+
+/// An idle 3.14+ process (every thread waiting) is injected with ptrace straight away: a
+/// PEP 768 request would wait for a thread that never comes.
+#[test]
+fn inject_remote_exec_idle_target_uses_ptrace() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in remote_exec_interpreters() {
+        let t = Target::spawn(&interp, "idle.py", &[], &[])?;
+        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        ensure!(
+            inj.method == inject::Method::Ptrace && inj.elapsed < Duration::from_millis(300),
+            "{}: {:?} in {:?}",
+            interp.label,
+            inj.method,
+            inj.elapsed
+        );
+        t.wait_marker(Duration::from_secs(1))?;
+        t.stop(Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+/// A 3.14+ process started with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`, or
+/// `-X disable-remote-debug`) is refused by every method, and nothing is written into it.
+#[test]
+fn inject_refuses_remote_debug_disabled() -> Result<()> {
+    require_root!();
+    let so = standin()?;
+    for interp in remote_exec_interpreters() {
+        // (how, environment, a wrapper that execs the interpreter with the option)
+        for (how, env, wrapper) in [
+            ("env", &[("PYTHON_DISABLE_REMOTE_DEBUG", "1")][..], &[][..]),
+            (
+                "-X",
+                &[][..],
+                &["sh", "-c", "exec \"$0\" -X disable-remote-debug \"$@\""][..],
+            ),
+        ] {
+            let t = Target::spawn_env(&interp, "busy.py", &[], wrapper, env)?;
+            for options in [InjectOptions::default(), ptrace_only()] {
+                match inject::inject(t.pid(), &so, &options) {
+                    Err(InjectError::RemoteDebugDisabled { pid }) if pid == t.pid() => {}
+                    other => bail!("{} ({how}): {other:?}", interp.label),
+                }
+            }
+            ensure!(
+                helper_mappings(t.pid())? == 0,
+                "{}: helper mapped",
+                interp.label
+            );
+            let p = libdebugger_agent::python::inspect(t.pid())?;
+            ensure!(
+                p.remote_debug == libdebugger_agent::python::RemoteDebug::Disabled
+                    && p.opted_out()
+                        .is_some_and(|w| w.contains("remote debugging disabled")),
+                "{} ({how}): {:?}",
+                interp.label,
+                p.remote_debug
+            );
+            let last = t.stop_ok()?;
+            ensure!(last.starts_with("done "), "{}: {last:?}", interp.label);
+        }
     }
     Ok(())
 }
@@ -498,13 +689,20 @@ fn inject_forked_child_reattaches() -> Result<()> {
         let t = Target::spawn(&interp, "fork_child.py", &[], &[])?;
         inject_and_check(&t, &so)?;
         let line = t.wait_line(|l| l.starts_with("child "), Duration::from_secs(5))?;
-        let child: i32 = line["child ".len()..].trim().parse()?;
+        // The child's pid as the target sees it (what the helper's marker names), and on the
+        // host.
+        let ns_child: i32 = line["child ".len()..].trim().parse()?;
+        let child = if interp.in_container() {
+            python::host_pid_of(t.pid(), ns_child).context("the forked child's host pid")?
+        } else {
+            ns_child
+        };
         ensure!(
             helper_mappings(child)? == 1,
             "{}: child has no helper mapping",
             interp.label
         );
-        let inj = inject::inject(child, &so, &InjectOptions::default())?;
+        let inj = inject::inject(child, &so, &ptrace_only())?;
         ensure!(
             inj.outcome == Outcome::Reattached && inj.attach_result == Some(0),
             "{}: child injection {:?}",
@@ -517,7 +715,7 @@ fn inject_forked_child_reattaches() -> Result<()> {
             interp.label
         );
         let deadline = Instant::now() + Duration::from_secs(1);
-        let want = format!("attached pid={child}");
+        let want = format!("attached pid={ns_child}");
         while !std::fs::read_to_string(t.marker())?
             .lines()
             .any(|l| l == want)
@@ -530,7 +728,7 @@ fn inject_forked_child_reattaches() -> Result<()> {
             std::thread::sleep(Duration::from_millis(2));
         }
         // Injecting the child again is a no-op now.
-        let again = inject::inject(child, &so, &InjectOptions::default())?;
+        let again = inject::inject(child, &so, &ptrace_only())?;
         ensure!(again.outcome == Outcome::AlreadyLoaded);
         let last = t.stop_ok()?;
         ensure!(last == "done 0", "{}: {last:?}", interp.label);
@@ -548,7 +746,7 @@ fn inject_gives_up_cleanly_without_a_safe_point() -> Result<()> {
         let t = Target::spawn(&interp, "stuck_in_c.py", &[], &[])?;
         let options = InjectOptions {
             safe_point_timeout: Duration::from_millis(300),
-            ..InjectOptions::default()
+            ..ptrace_only()
         };
         let t0 = Instant::now();
         let r = inject::inject(t.pid(), &so, &options);
@@ -657,7 +855,7 @@ fn inject_process_that_is_not_our_child() -> Result<()> {
         ppid != std::process::id().to_string(),
         "the target is still our child"
     );
-    let result = inject::inject(pid, &so, &InjectOptions::default());
+    let result = inject::inject(pid, &so, &ptrace_only());
     std::fs::write(&stop, b"")?;
     let inj = result?;
     ensure!(inj.outcome == Outcome::Loaded);
@@ -692,7 +890,8 @@ fn inject_into_other_mount_namespace() -> Result<()> {
         .context("non-UTF-8 temp dir")?
         .to_string();
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
-    for interp in python::supported() {
+    // The host's interpreters: the container ones run in such namespaces in every test.
+    for interp in python::host() {
         // Both loaders: the memfd (default) and the file staged in the target's /tmp.
         for via in [LoadVia::Memfd, LoadVia::StagedFile] {
             let prefix = [
@@ -713,7 +912,7 @@ fn inject_into_other_mount_namespace() -> Result<()> {
             );
             let options = InjectOptions {
                 load_via: via,
-                ..InjectOptions::default()
+                ..ptrace_only()
             };
             let t0 = Instant::now();
             let inj = inject::inject(t.pid(), &so, &options)?;
@@ -757,7 +956,8 @@ fn inject_into_pid_and_mount_namespace() -> Result<()> {
     let so = build_standin(hidden.path())?;
     let dir = hidden.path().to_str().context("non-UTF-8 temp dir")?;
     let script = format!("mount -t tmpfs tmpfs '{dir}' && exec \"$0\" \"$@\"");
-    for interp in python::supported() {
+    // The host's interpreters: the container ones run in such namespaces in every test.
+    for interp in python::host() {
         let prefix = [
             "unshare",
             "--mount",
@@ -779,7 +979,7 @@ fn inject_into_pid_and_mount_namespace() -> Result<()> {
             "{}: marker {marker:?}",
             interp.label
         );
-        let again = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let again = inject::inject(t.pid(), &so, &ptrace_only())?;
         ensure!(
             again.outcome == Outcome::AlreadyLoaded,
             "{}: {:?}",
@@ -807,7 +1007,7 @@ fn inject_process_that_exits() -> Result<()> {
         let interp = &interps[i % interps.len()];
         let t = Target::spawn(interp, "exits_soon.py", &[&delay_ms.to_string()], &[])?;
         let t0 = Instant::now();
-        let r = inject::inject(t.pid(), &so, &InjectOptions::default());
+        let r = inject::inject(t.pid(), &so, &ptrace_only());
         let took = t0.elapsed();
         ensure!(
             took < Duration::from_secs(3),
@@ -836,7 +1036,7 @@ fn inject_process_that_exits() -> Result<()> {
             &[("LDBG_TEST_EXIT_IN_ATTACH", "1")],
         )?;
         let t0 = Instant::now();
-        match inject::inject(t.pid(), &so, &InjectOptions::default()) {
+        match inject::inject(t.pid(), &so, &ptrace_only()) {
             Err(InjectError::ProcessExited { .. }) => {}
             other => bail!("{}: died in ldbg_attach: {other:?}", interp.label),
         }
@@ -852,7 +1052,7 @@ fn inject_process_that_exits() -> Result<()> {
     let mut c = Command::new("true").spawn()?;
     let dead = c.id() as i32;
     c.wait()?;
-    match inject::inject(dead, &so, &InjectOptions::default()) {
+    match inject::inject(dead, &so, &ptrace_only()) {
         Err(InjectError::ProcessExited { .. }) => {}
         other => bail!("injecting a dead pid: {other:?}"),
     }
@@ -867,7 +1067,7 @@ fn inject_control_block_round_trip() -> Result<()> {
     let so = standin()?;
     for interp in python::supported() {
         let t = Target::spawn(&interp, "idle.py", &[], &[])?;
-        let inj = inject::inject(t.pid(), &so, &InjectOptions::default())?;
+        let inj = inject::inject(t.pid(), &so, &ptrace_only())?;
         t.wait_marker(Duration::from_secs(1))?;
         let mut w = ControlWriter::new(&inj)?;
         let t0 = Instant::now();

@@ -30,7 +30,7 @@ fn inspect_reports_every_supported_interpreter() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = idle_script(dir.path());
     for interp in supported() {
-        let mut py = PyProcess::start(&interp.path, &script).expect("python");
+        let mut py = PyProcess::start_on(&interp, &script).expect("python");
         py.stdout
             .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
             .expect("ready");
@@ -62,6 +62,83 @@ fn inspect_reports_every_supported_interpreter() {
             interp.label
         );
         assert!(v["process"]["symbols"]["eval_frame"]["file_offset"].as_u64() > Some(0));
+        // The plan comes from the version's row of the table.
+        let p = &v["process"];
+        assert_eq!(
+            p["plan"]["injection"],
+            if minor >= 14 {
+                "remote_exec_then_ptrace"
+            } else {
+                "ptrace"
+            },
+            "{}",
+            interp.label
+        );
+        assert_eq!(
+            p["plan"]["arming"],
+            if minor == 11 {
+                "bytecode_swap"
+            } else {
+                "sys_monitoring"
+            }
+        );
+        assert_eq!(
+            p["remote_debug"],
+            if minor >= 14 {
+                "enabled"
+            } else {
+                "not_applicable"
+            },
+            "{}",
+            interp.label
+        );
+        assert_eq!(p["build"], "release", "{}", interp.label);
+        assert_eq!(
+            p["layout"]["code_tag_mask"],
+            if minor >= 14 { 3 } else { 0 },
+            "{}",
+            interp.label
+        );
+        assert_eq!(
+            p["layout"]["source"],
+            if minor >= 13 {
+                "debug_offsets"
+            } else {
+                "table"
+            },
+            "{}",
+            interp.label
+        );
+    }
+}
+
+/// `inspect` on a 3.14 process inside the container: its version, build, how it will be
+/// attached and armed, and the paths the agent reaches it through (`/proc/<pid>/root`).
+#[test]
+fn inspect_text_of_a_314_process_in_a_container() {
+    let Some(interp) = libdebugger_tests::python::container_minor(14) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut py = PyProcess::start_on(&interp, &idle_script(dir.path())).expect("python");
+    py.stdout
+        .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
+        .expect("ready");
+    let out = run_agent(&["inspect", &py.pid().to_string()], Duration::from_secs(30))
+        .expect("run inspect");
+    assert!(out.status.success(), "{out:?}");
+    let text = out.stdout;
+    eprintln!("{text}");
+    for want in [
+        format!("pid {}: CPython 3.14.", py.pid()),
+        "build:         release, static".into(),
+        "attach:        PEP 768 remote exec".into(),
+        "(remote debugging enabled)".into(),
+        "arm:           sys.monitoring".into(),
+        format!("agent path:    /proc/{}/root/usr/bin/python3.14", py.pid()),
+        "offsets from:  DebugOffsets".into(),
+    ] {
+        assert!(text.contains(&want), "no `{want}` in:\n{text}");
     }
 }
 
@@ -71,7 +148,7 @@ fn inspect_gives_the_310_reason() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut py = PyProcess::start(&interp.path, &idle_script(dir.path())).expect("python");
+    let mut py = PyProcess::start_on(&interp, &idle_script(dir.path())).expect("python");
     py.stdout
         .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
         .expect("ready");

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use libdebugger_tests::python::{Interpreter, supported};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Generous: the instrument script rewrites ~10,000 stdlib code objects (about 3 s here).
@@ -38,12 +38,14 @@ fn helper_dir() -> Option<PathBuf> {
 
 /// Runs `python <args>` to completion within [`DEADLINE`]; returns stdout, fails with stderr.
 fn run_python(py: &Interpreter, args: &[&std::ffi::OsStr]) -> Result<String> {
-    let mut child = Command::new(&py.path)
-        .args(args)
+    // On the host or in its container (paths translated to what the interpreter sees).
+    let mut child = py
+        .command(&root())
+        .args(args.iter().map(|a| py.guest(a)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", py.path.display()))?;
+        .with_context(|| format!("starting {}", py.label))?;
     let mut stdout = child.stdout.take().context("stdout")?;
     let mut stderr = child.stderr.take().context("stderr")?;
     let out_reader = std::thread::spawn(move || {

@@ -41,7 +41,7 @@ fn skip_unless_root() -> bool {
 fn trace_counts_exactly_n(interp: &Interpreter) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let script = script(dir.path())?;
-    let mut py = PyProcess::start(&interp.path, &script)?;
+    let mut py = PyProcess::start_on(interp, &script)?;
     py.stdout
         .wait_for("ready", Duration::from_secs(20), |l| l == "ready")?;
     let trace = RunningTrace::start(py.pid(), &["--duration", "2"])?;
@@ -63,10 +63,11 @@ fn trace_counts_exactly_n(interp: &Interpreter) -> Result<()> {
             ensure!(e.get(field).is_some(), "entry without `{field}`: {e}");
         }
     }
-    let script_name = script.to_string_lossy();
+    // As the interpreter names it (under /mnt/host in a container).
+    let script_name = interp.guest(&script).to_string_lossy().into_owned();
     let target: Vec<&Value> = entries
         .iter()
-        .filter(|e| e["qualname"] == "target" && e["filename"] == *script_name)
+        .filter(|e| e["qualname"] == "target" && e["filename"] == script_name.as_str())
         .collect();
     ensure!(
         target.len() == 1,
@@ -115,7 +116,7 @@ fn governor_trips_above_the_budget_and_says_so() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let script = script(dir.path()).expect("script");
-    let mut py = PyProcess::start(&interp.path, &script).expect("python");
+    let mut py = PyProcess::start_on(&interp, &script).expect("python");
     py.stdout
         .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
         .expect("ready");
@@ -154,7 +155,7 @@ fn trace_refuses_python_310_with_its_reason() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let script = script(dir.path()).expect("script");
-    let mut py = PyProcess::start(&interp.path, &script).expect("python");
+    let mut py = PyProcess::start_on(&interp, &script).expect("python");
     py.stdout
         .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
         .expect("ready");
@@ -205,7 +206,7 @@ fn probe_cost() {
     )
     .expect("script");
     let start = || {
-        let mut py = PyProcess::start(&interp.path, &path).expect("python");
+        let mut py = PyProcess::start_on(&interp, &path).expect("python");
         py.stdout
             .wait_for("ready", Duration::from_secs(20), |l| l == "ready")
             .expect("ready");

@@ -35,6 +35,81 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The demo service's command, and how to find its pid. `LIBDEBUGGER_DEMO_PYTHON=3.14` (or
+/// 3.13, 3.15) runs it on Debian unstable's interpreter in a container (its own mount and pid
+/// namespaces, `pivot_root`ed into the test root filesystem, `xtask/src/rootfs.rs`); otherwise
+/// on pyenv's 3.12 if present, else `python3`.
+fn service_command(demo_dir: &std::path::Path) -> Result<(Command, String, bool)> {
+    let Ok(minor) = std::env::var("LIBDEBUGGER_DEMO_PYTHON") else {
+        let python = demo_python();
+        let mut c = Command::new(&python);
+        c.args(["-m", "shop.service"]).current_dir(demo_dir);
+        return Ok((c, python.display().to_string(), false));
+    };
+    let Some(rootfs) = crate::rootfs::ensure(&crate::rootfs::SID_PYTHONS)? else {
+        bail!("LIBDEBUGGER_DEMO_PYTHON={minor}: the Debian unstable root could not be built");
+    };
+    let python = format!("/usr/bin/python{minor}");
+    if !rootfs.join(python.trim_start_matches('/')).exists() {
+        bail!(
+            "LIBDEBUGGER_DEMO_PYTHON={minor}: {python} is not in {}",
+            rootfs.display()
+        );
+    }
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "-p",
+        "libdebugger-tests",
+        "--bin",
+        "ldbg-container-init",
+    ]))?;
+    // The workspace is visible inside at /mnt/host/<workspace> (see the init's documentation).
+    let inside = format!("/mnt/host{}", demo_dir.display());
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--pid", "--fork", "--kill-child", "--"])
+        .arg(root().join("target/debug/ldbg-container-init"))
+        .arg(&rootfs)
+        .arg(&inside)
+        .arg(root())
+        .arg("--")
+        .args([python.as_str(), "-m", "shop.service"])
+        .current_dir("/");
+    Ok((
+        c,
+        format!("{python} in a container on {}", rootfs.display()),
+        true,
+    ))
+}
+
+/// The host pid of the service started in a container: the descendant of `pid` running Python.
+fn python_descendant(pid: u32) -> Result<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut queue = vec![pid];
+        while let Some(p) = queue.pop() {
+            let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
+            if p != pid
+                && exe
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+            {
+                return Ok(p);
+            }
+            let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"));
+            queue.extend(
+                children
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!("the service's interpreter did not start under pid {pid}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The interpreter the demo service runs on: pyenv's 3.12 if present, else `python3`.
 fn demo_python() -> PathBuf {
     let home = std::env::var_os("HOME")
@@ -64,20 +139,19 @@ pub fn run_demo(ui: Option<&str>) -> Result<()> {
     let events = out_dir.join("events.jsonl");
     let _ = std::fs::remove_file(&events);
 
-    let python = demo_python();
-    eprintln!(
-        "xtask: starting the sample service (xtask/demo/shop) on {}",
-        python.display()
-    );
-    let mut service = Command::new(&python)
-        .args(["-m", "shop.service"])
-        .current_dir(&demo_dir)
+    let (mut command, python, in_container) = service_command(&demo_dir)?;
+    eprintln!("xtask: starting the sample service (xtask/demo/shop) on {python}");
+    let mut service = command
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", python.display()))?;
+        .with_context(|| format!("starting {python}"))?;
     let mut first = String::new();
     BufReader::new(service.stdout.take().context("service stdout")?).read_line(&mut first)?;
-    let service_pid = service.id();
+    let service_pid = if in_container {
+        python_descendant(service.id())?
+    } else {
+        service.id()
+    };
     let service = KillOnDrop(service, "the sample service");
     eprintln!("xtask: {}", first.trim());
 

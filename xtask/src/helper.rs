@@ -9,19 +9,28 @@ pub fn staged_dir() -> PathBuf {
     root().join("target/helper")
 }
 
+/// Where the helper is built: its own target directory, because it is built as a Python
+/// extension module (`PYO3_BUILD_EXTENSION_MODULE`), which changes how PyO3 itself is built; in
+/// the shared `target/` every switch between this and `cargo test` would rebuild PyO3.
+fn target_dir() -> PathBuf {
+    root().join("target/helper-build")
+}
+
 /// Builds the helper in release mode and copies it to [`staged_dir`]. Returns the staged path.
 ///
-/// Built as an extension module (`PYO3_BUILD_EXTENSION_MODULE`): it takes CPython's symbols from
-/// the process it is loaded into instead of naming the build machine's `libpython3.11.so` as a
-/// dependency, which made the loader pull a second, wrong libpython into 3.12+ processes (or
-/// fail where no libpython3.11 is installed) and the `.deb` depend on libpython3.11. (Only the
-/// release cdylib: the helper's unit tests are executables and do link libpython.)
+/// As an extension module it does not link `libpython` (no `DT_NEEDED` entry): the symbols come
+/// from the interpreter it is loaded into, whichever version, static or shared. Linked, it would
+/// need the build machine's `libpython3.11.so.1.0` in every target (absent in a container, and a
+/// second interpreter mapped into a 3.12+ process where it exists).
 pub fn build() -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
         .current_dir(root())
-        .args(["build", "--release", "-p", "libdebugger-helper"])
-        .env("PYO3_BUILD_EXTENSION_MODULE", "1"))?;
-    let built = root().join("target/release/liblibdebugger_helper.so");
+        .env("PYO3_BUILD_EXTENSION_MODULE", "1")
+        .arg("build")
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(["--release", "-p", "libdebugger-helper"]))?;
+    let built = target_dir().join("release/liblibdebugger_helper.so");
     let dir = staged_dir();
     std::fs::create_dir_all(&dir)?;
     let staged = dir.join("libdebugger_helper.abi3.so");

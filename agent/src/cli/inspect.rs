@@ -15,7 +15,7 @@ pub struct InspectArgs {
     /// Print JSON instead of text: {pid, supported, python_version, reason (when unsupported),
     /// in_process (when the process has the `libdebugger` Python package loaded: module,
     /// active), and for supported processes `process`: exe, linkage, pie, interpreter,
-    /// symbols, layout}.
+    /// symbols, layout, build, plan (injection, arming, reason), remote_debug}.
     #[arg(long)]
     pub json: bool,
 }
@@ -116,7 +116,51 @@ fn print_error(out: &mut impl Write, pid: i32, e: &InspectError) -> std::io::Res
 
 fn print_text(out: &mut impl Write, p: &PythonProcess) -> std::io::Result<()> {
     let i = &p.interpreter;
-    writeln!(out, "pid {}: CPython {} (supported)", p.pid, p.version)?;
+    match p.opted_out() {
+        None => writeln!(out, "pid {}: CPython {} (supported)", p.pid, p.version)?,
+        Some(why) => writeln!(
+            out,
+            "pid {}: CPython {} (supported, not debugged: {why})",
+            p.pid, p.version
+        )?,
+    }
+    writeln!(
+        out,
+        "  build:         {}, {}",
+        match p.build {
+            python::BuildKind::Release => "release",
+            python::BuildKind::Debug => "debug (--with-pydebug)",
+        },
+        match p.linkage {
+            Linkage::StaticExecutable => "static (interpreter in the executable)",
+            Linkage::SharedLibrary => "shared libpython",
+        }
+    )?;
+    writeln!(
+        out,
+        "  attach:        {}{}",
+        match p.plan.injection {
+            "remote_exec_then_ptrace" => {
+                "PEP 768 remote exec while a thread runs Python code, else ptrace at a safe point"
+            }
+            _ => "ptrace at a safe point",
+        },
+        match p.remote_debug {
+            python::RemoteDebug::Enabled => " (remote debugging enabled)",
+            python::RemoteDebug::Disabled => " (remote debugging DISABLED: left alone)",
+            python::RemoteDebug::Unknown => " (remote debugging switch unreadable)",
+            python::RemoteDebug::NotApplicable => "",
+        }
+    )?;
+    writeln!(
+        out,
+        "  arm:           {}",
+        match p.plan.arming {
+            "bytecode_swap" => "instrumented code objects swapped in (no sys.monitoring on 3.11)",
+            _ => "sys.monitoring LINE events on the breakpoints' code objects",
+        }
+    )?;
+    writeln!(out, "  why:           {}", p.plan.reason)?;
     writeln!(
         out,
         "  executable:    {} ({})",

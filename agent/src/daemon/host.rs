@@ -1,7 +1,7 @@
 //! The real [`Platform`]: /proc, CPython introspection, ptrace injection and the control block.
 use super::{AttachError, HelperLink, Platform, ProcessInfo};
 use crate::inject::{self, InjectError, InjectOptions, control::ControlWriter};
-use crate::python::{self, InspectError};
+use crate::python;
 use crate::selectors::ProcessFacts;
 use libdebugger_common::helper_abi::{ABI_VERSION, CONTROL_MAGIC, DISARM};
 use std::path::{Path, PathBuf};
@@ -45,15 +45,12 @@ impl Platform for Host {
                 python_version: p.version.to_string(),
                 process: Some(std::sync::Arc::new(p)),
             })),
-            // Python, but not one the agent can debug: listed with the reason.
-            Err(
-                e @ (InspectError::PyPy { .. }
-                | InspectError::UnsupportedVersion { .. }
-                | InspectError::FreeThreaded { .. }
-                | InspectError::UnknownVersion { .. }
-                | InspectError::MissingSymbol { .. }
-                | InspectError::SymbolNotInFile { .. }),
-            ) => Some(Err(e.to_string())),
+            // Python, but not one the agent can debug: listed with the reason (logged once, here,
+            // when the process is first looked at).
+            Err(e) if e.is_python() => {
+                tracing::info!(pid, "not debugged: {e}");
+                Some(Err(e.to_string()))
+            }
             // Not Python, gone, or unreadable (so not known to be Python): not listed.
             Err(e) => {
                 tracing::trace!(pid, "not a debuggable Python: {e}");

@@ -1137,7 +1137,9 @@ impl Owner {
                         .registry
                         .entries
                         .get(&(parent as i32))
-                        .is_some_and(|e| !matches!(e.state, AttachState::Ignored(_)));
+                        .is_some_and(|e| {
+                            !matches!(e.state, AttachState::Ignored(_) | AttachState::Declined(_))
+                        });
                     if debugged {
                         self.queue_examine(child as i32);
                     }

@@ -64,6 +64,9 @@ pub enum AttachState {
     Unsupported(String),
     /// Not debugged: the selectors say so.
     Ignored(Verdict),
+    /// Not debugged: the process asked debuggers to stay out (CPython 3.14+ started with remote
+    /// debugging disabled); the reason says so.
+    Declined(String),
     /// Supported; no breakpoint yet, so no helper (the helper is injected only while at least
     /// one breakpoint exists).
     Idle,
@@ -89,7 +92,7 @@ impl AttachState {
     pub fn label(&self) -> &'static str {
         match self {
             AttachState::Unsupported(_) => "unsupported",
-            AttachState::Ignored(_) => "ignored",
+            AttachState::Ignored(_) | AttachState::Declined(_) => "ignored",
             AttachState::Idle => "idle",
             AttachState::Attaching => "attaching",
             AttachState::Attached { .. } => "attached",
@@ -194,7 +197,13 @@ impl Registry {
         tracing::debug!(pid, supported = inspected.is_ok(), "process known");
         let state = match &inspected {
             Err(reason) => AttachState::Unsupported(reason.clone()),
-            Ok(_) => AttachState::Idle,
+            Ok(info) => match info.process.as_ref().and_then(|p| p.opted_out()) {
+                Some(why) => {
+                    tracing::info!(pid, "{why}");
+                    AttachState::Declined(why)
+                }
+                None => AttachState::Idle,
+            },
         };
         self.entries.insert(
             pid,
@@ -263,7 +272,7 @@ impl Registry {
             .iter()
             .map(|(pid, e)| {
                 let reason = match &e.state {
-                    AttachState::Unsupported(r) => Some(r.clone()),
+                    AttachState::Unsupported(r) | AttachState::Declined(r) => Some(r.clone()),
                     AttachState::Failed { reason, .. }
                     | AttachState::Incompatible(reason)
                     | AttachState::InProcess(reason) => Some(reason.clone()),

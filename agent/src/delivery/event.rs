@@ -87,14 +87,20 @@ impl Event {
     /// properties: `$breakpoint_id`, `$file_path`, `$line_number`, `$locals_variables`,
     /// `$stack_trace`, `$timestamp`, `$thread_id`, `$thread_name`) plus the agent's extension
     /// fields (`$pid`, `$hostname`, ...). The helper's properties win over extensions of the same
-    /// name; the event's `timestamp` is the helper's `$timestamp` when it has one.
+    /// name, except `$pid`: the agent's is the host's, the helper's that of its pid namespace;
+    /// the event's `timestamp` is the helper's `$timestamp` when it has one.
     pub fn hit(
         distinct_id: &str,
         helper_properties: Map<String, Value>,
         extensions: impl IntoIterator<Item = (String, Value)>,
     ) -> Self {
         let mut props: Map<String, Value> = extensions.into_iter().collect();
+        // `$pid` stays the agent's (the host's), as in `encode_hit`.
+        let host_pid = props.get("$pid").cloned();
         props.extend(helper_properties);
+        if let Some(pid) = host_pid {
+            props.insert("$pid".into(), pid);
+        }
         let ts = props
             .get("$timestamp")
             .and_then(Value::as_str)
@@ -265,7 +271,12 @@ pub fn encode_event(
     const FORCED: u8 = 3;
     let lib_version = concat!("\"", env!("CARGO_PKG_VERSION"), "\"");
     let mut own: Vec<(&str, &str, u8)> = Vec::with_capacity(extensions.len() + 4);
-    own.extend(extensions.iter().map(|(k, v)| (*k, *v, EXTENSION)));
+    // `$pid` is the agent's (the host's): inside a container the helper's own is its pid
+    // namespace's, which names another process (or none) on the host.
+    own.extend(extensions.iter().map(|(k, v)| {
+        let precedence = if *k == "$pid" { FORCED } else { EXTENSION };
+        (*k, *v, precedence)
+    }));
     own.push(("$process_person_profile", "false", FORCED));
     own.push(("$geoip_disable", "true", FORCED));
     own.push(("$lib", "\"libdebugger\"", DEFAULT));
@@ -585,7 +596,8 @@ mod tests {
         );
         assert_eq!(ev.event, HIT_EVENT);
         assert_eq!(ev.timestamp, "2026-01-02T03:04:05.123Z");
-        assert_eq!(ev.properties["$pid"], json!(9));
+        // The agent's (host) pid wins over the helper's (its pid namespace's).
+        assert_eq!(ev.properties["$pid"], json!(1));
         assert_eq!(ev.properties["$host"], json!("h"));
         assert_eq!(ev.properties["$process_person_profile"], json!(false));
         assert_eq!(ev.properties["$geoip_disable"], json!(true));

@@ -20,27 +20,32 @@ pub(super) fn load_and_attach(
     helper: &Elf,
     helper_so: &Path,
     attach_value: u64,
-    via: LoadVia,
+    from: LoadFrom<'_>,
     announce_control: Option<u64>,
 ) -> Result<(u64, i32), InjectError> {
     let errno = hj.save_errno(syms)?;
     let result = (|| {
-        let (inode, bias) = match via {
-            LoadVia::StagedFile => load_via_staged_file(hj, syms, helper, helper_so)?,
-            LoadVia::Memfd => match load_via_memfd(hj, syms, helper, errno.map(|e| e.0)) {
-                Ok(x) => x,
-                // The thread or process is in trouble: no second attempt.
-                Err(
-                    e @ (InjectError::ProcessExited { .. }
-                    | InjectError::CallTimedOut { .. }
-                    | InjectError::CallCrashed { .. }
-                    | InjectError::Ptrace { .. }),
-                ) => return Err(e),
-                Err(e) => {
-                    warn!(pid = hj.pid, error = %e, "loading from a memfd failed; trying a file staged in the target's /tmp");
-                    load_via_staged_file(hj, syms, helper, helper_so)?
+        let (inode, bias) = match from {
+            LoadFrom::Staged(staged) => load_staged(hj, syms, helper, staged)?,
+            LoadFrom::Via(LoadVia::StagedFile) => {
+                load_via_staged_file(hj, syms, helper, helper_so)?
+            }
+            LoadFrom::Via(LoadVia::Memfd) => {
+                match load_via_memfd(hj, syms, helper, errno.map(|e| e.0)) {
+                    Ok(x) => x,
+                    // The thread or process is in trouble: no second attempt.
+                    Err(
+                        e @ (InjectError::ProcessExited { .. }
+                        | InjectError::CallTimedOut { .. }
+                        | InjectError::CallCrashed { .. }
+                        | InjectError::Ptrace { .. }),
+                    ) => return Err(e),
+                    Err(e) => {
+                        warn!(pid = hj.pid, error = %e, "loading from a memfd failed; trying a file staged in the target's /tmp");
+                        load_via_staged_file(hj, syms, helper, helper_so)?
+                    }
                 }
-            },
+            }
         };
         if let Some(control_value) = announce_control {
             announce_first_control(hj.pid, bias + control_value);
@@ -50,6 +55,15 @@ pub(super) fn load_and_attach(
     })();
     hj.restore_errno(errno);
     result
+}
+
+/// What [`load_and_attach`] loads.
+pub(super) enum LoadFrom<'a> {
+    /// A fresh copy, loaded this way.
+    Via(LoadVia),
+    /// The files a PEP 768 request staged, whose loader script may still be running in the
+    /// target: the same path, so that its `dlopen` and this one yield one copy.
+    Staged(&'a pep768::Staged),
 }
 
 /// Where the injector loads the helper from.
@@ -177,8 +191,18 @@ fn load_via_staged_file(
     helper: &Elf,
     helper_so: &Path,
 ) -> Result<(u64, u64), InjectError> {
+    let staged = pep768::stage(hj.pid, helper_so)?;
+    load_staged(hj, syms, helper, &staged)
+}
+
+/// `dlopen` of a helper staged by [`pep768::stage`].
+fn load_staged(
+    hj: &mut Hijack,
+    syms: &TargetSymbols,
+    helper: &Elf,
+    staged: &pep768::Staged,
+) -> Result<(u64, u64), InjectError> {
     let pid = hj.pid;
-    let staged = pep768::stage(pid, helper_so)?;
     let inode = std::fs::metadata(staged.helper_on_host())
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .map_err(|source| InjectError::ReadFile {

@@ -3,9 +3,13 @@
 //!
 //! # How [`inject`] works
 //!
-//! 0. **CPython 3.14+** ([`pep768`], untested: no 3.14 here): if the interpreter offers PEP 768's
-//!    remote exec, that is used instead of ptrace; if no thread serves the request within
-//!    [`InjectOptions::remote_exec_timeout`], it is withdrawn and the steps below run.
+//! 0. **CPython 3.14+** ([`pep768`]): a process with remote debugging disabled is refused
+//!    ([`InjectError::RemoteDebugDisabled`], nothing written). Otherwise, when some thread of the
+//!    process is running, PEP 768's remote exec is used instead of ptrace (no thread is stopped;
+//!    the interpreter runs the loader at its own safe point); if no thread serves the request
+//!    within [`InjectOptions::remote_exec_timeout`], it is withdrawn and the steps below run.
+//!    A process whose threads all wait goes to ptrace directly: a waiting thread is a safe point
+//!    at once, and the request would wait for nothing.
 //! 1. **Already there?** `/proc/<pid>/maps` is scanned for the helper (the memfd named
 //!    [`MEMFD_NAME`], a staged `libdebugger-helper.so`, or the helper's own path) and its
 //!    `LDBG_CONTROL` magic is checked. Found →
@@ -103,7 +107,7 @@ use tracing::{debug, info, warn};
 
 use crate::elf::{Elf, ElfError};
 use crate::remote::{self, RemoteError};
-use load::load_and_attach;
+use load::{LoadFrom, load_and_attach};
 use maps::Mapping;
 use safepoint::SafePoint;
 use symbols::TargetSymbols;
@@ -130,7 +134,7 @@ pub struct InjectOptions {
     /// the helper takes a few ms; more means something is badly wrong in the target.
     pub call_timeout: Duration,
     /// On CPython 3.14+, ask the interpreter to load the helper through PEP 768's remote-exec
-    /// protocol before resorting to ptrace. Default true. **Untested** (no 3.14 here).
+    /// protocol before resorting to ptrace (when a thread is running). Default true.
     pub remote_exec: bool,
     /// How long a PEP 768 request may stay unserved (every thread blocked in C) before it is
     /// withdrawn and ptrace is used. Default 300 ms.
@@ -344,6 +348,12 @@ pub enum InjectError {
     /// ptrace is impossible too).
     #[error(transparent)]
     RemoteExec(#[from] pep768::Pep768Error),
+    /// A CPython 3.14+ process started with remote debugging disabled: nothing was written.
+    #[error(
+        "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG or -X \
+         disable-remote-debug): it asked debuggers to stay out, so libdebugger leaves it alone"
+    )]
+    RemoteDebugDisabled { pid: i32 },
     /// A PEP 768 request was not served in time (every thread blocked in C code).
     #[error("no thread of process {pid} ran the remote-exec request within {timeout:?}")]
     RemoteExecNotRun { pid: i32, timeout: Duration },
@@ -488,6 +498,27 @@ fn namespace_pid(pid: i32) -> Option<u32> {
     line.split_whitespace().last()?.parse().ok()
 }
 
+/// Whether `pid` is busy: a thread running or runnable (`R` in `/proc/<pid>/task/<tid>/stat`)
+/// now and again 2 ms later (a waiting process's timer wake-ups are shorter than that).
+fn any_thread_running(pid: i32) -> bool {
+    let running_now = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    == Some('R')
+            })
+        })
+    };
+    running_now() && {
+        std::thread::sleep(Duration::from_millis(2));
+        running_now()
+    }
+}
+
 /// `TracerPid:` of a thread, for the "already traced" error.
 fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
@@ -506,6 +537,11 @@ pub(super) struct Injector {
     pub(super) start: Instant,
     /// Threads that did not stop after `PTRACE_INTERRUPT` in time; detached when they do.
     pub(super) unstopped: Vec<Tracee>,
+    /// The files of a PEP 768 request that was not served in time: a thread may have taken
+    /// it just before the withdrawal and still be running the loader script (`import ctypes`
+    /// alone takes many GIL turns in a busy process). The ptrace fallback loads this same
+    /// file, so that both yield one copy of the helper; removed afterwards.
+    pub(super) unserved_stage: Option<pep768::Staged>,
 }
 
 impl Injector {
@@ -515,6 +551,7 @@ impl Injector {
             options,
             start: Instant::now(),
             unstopped: Vec::new(),
+            unserved_stage: None,
         }
     }
 
@@ -579,18 +616,32 @@ impl Injector {
             });
         }
 
-        // CPython 3.14+: the interpreter's own remote-exec protocol, no ptrace stop at all.
-        if self.options.remote_exec {
-            match pep768::probe(pid, &maps) {
-                Ok(Some(ds)) => match self.via_remote_exec(&ds, helper_so, &canonical) {
-                    Ok(injected) => return Ok(injected),
-                    Err(e) => {
-                        warn!(pid, error = %e, "PEP 768 remote exec did not load the helper; using ptrace")
+        // CPython 3.14+: a process started with remote debugging disabled asked debuggers to
+        // stay out, whatever the method. Otherwise the interpreter's own remote-exec protocol
+        // (no ptrace stop at all) while some thread is running, so that one of them serves the
+        // request at its next eval-breaker check; a process whose threads all wait would never
+        // serve it, and ptrace finds a safe point there at once (a thread in a wait).
+        match pep768::probe(pid, &maps) {
+            Ok(Some(ds)) => {
+                if !ds.enabled()? {
+                    return Err(InjectError::RemoteDebugDisabled { pid });
+                }
+                if self.options.remote_exec && any_thread_running(pid) {
+                    match self.via_remote_exec(&ds, helper_so, &canonical) {
+                        Ok(injected) => return Ok(injected),
+                        Err(e) => {
+                            warn!(pid, error = %e, "PEP 768 remote exec did not load the helper; using ptrace")
+                        }
                     }
-                },
-                Ok(None) => {}
-                Err(e) => warn!(pid, error = %e, "PEP 768 remote exec unavailable; using ptrace"),
+                } else if self.options.remote_exec {
+                    debug!(pid, "no thread is running: ptrace rather than PEP 768");
+                }
             }
+            Ok(None) => {}
+            Err(e) if self.options.remote_exec => {
+                warn!(pid, error = %e, "PEP 768 remote exec unavailable; using ptrace")
+            }
+            Err(e) => debug!(pid, error = %e, "no PEP 768 debugger support"),
         }
 
         // The helper's own symbols, from the agent's copy (the bytes we are about to load).
@@ -621,12 +672,17 @@ impl Injector {
             &helper,
             helper_so,
             attach_sym.vaddr,
-            self.options.load_via,
+            match &self.unserved_stage {
+                Some(staged) => LoadFrom::Staged(staged),
+                None => LoadFrom::Via(self.options.load_via),
+            },
             self.options.announce_control.then_some(control_sym.vaddr),
         );
         let restored = hj.finish();
         let (inode, rc) = result?;
         restored?;
+        // Mapped now (the mapping keeps the inode): the staged files can go.
+        self.unserved_stage = None;
         let elapsed = self.start.elapsed();
 
         let maps = read_maps(pid)?;
@@ -686,8 +742,17 @@ impl Injector {
         let deadline = Instant::now() + self.options.remote_exec_timeout;
         loop {
             if let Some(l) = attached(&read_maps(pid)?)? {
-                // The mapping keeps the staged file's inode alive; the files can go.
+                // The other threads' requests are withdrawn before the files go: a thread
+                // reaching its request after that would have CPython report the missing
+                // script on the application's stderr. A thread that took its request just
+                // before the withdrawal opens the script within microseconds; the grace
+                // period covers it. The mapping keeps the staged helper's inode alive.
+                ds.withdraw()?;
+                std::thread::sleep(Duration::from_millis(20));
                 drop(staged);
+                // Named as the maps name it now (`... (deleted)`): the daemon finds the mapping
+                // for its `ldbg_emit` probe by this name.
+                let l = attached(&read_maps(pid)?)?.unwrap_or(l);
                 return Ok(injected(l));
             }
             if Instant::now() >= deadline {
@@ -698,9 +763,13 @@ impl Injector {
         // Withdraw, then look once more: a thread may have started the script just before.
         ds.withdraw()?;
         std::thread::sleep(Duration::from_millis(20));
-        if let Some(l) = attached(&read_maps(pid)?)? {
+        if attached(&read_maps(pid)?)?.is_some() {
             drop(staged);
-            return Ok(injected(l));
+            if let Some(l) = attached(&read_maps(pid)?)? {
+                return Ok(injected(l));
+            }
+        } else {
+            self.unserved_stage = Some(staged);
         }
         Err(InjectError::RemoteExecNotRun {
             pid,

@@ -1,9 +1,11 @@
 //! CPython 3.14+: PEP 768's "safe external debugger interface" (`sys.remote_exec` protocol),
 //! used instead of ptrace when the interpreter offers it.
 //!
-//! **Untested**: no 3.14 interpreter exists on the machines this was written on. Everything
-//! here is read from the interpreter's own `_Py_DebugOffsets` and validated before use; when
-//! anything does not match, [`probe`] says so and the caller falls back to ptrace.
+//! Tested end to end on Debian unstable's 3.14.10 and 3.15.2 (`tests/tests/inject_e2e.rs`, the
+//! `remote_exec_*` tests). Every offset is read from the interpreter's own `_Py_DebugOffsets`,
+//! with the group positions of its version's row (`libdebugger_common::cpython::VERSIONS`) and
+//! validated before use; when anything does not match, [`probe`] says so and the caller falls
+//! back to ptrace.
 //!
 //! Protocol (CPython's `Python/remote_debug.h` / `sys.remote_exec`):
 //! 1. `_PyRuntime` starts with `_Py_DebugOffsets` (cookie `xdebugpy`, `version` =
@@ -11,7 +13,7 @@
 //!    executable.
 //! 2. `interp = *(runtime + runtime_state.interpreters_head)`; remote debugging must be enabled:
 //!    `*(int *)(interp + debugger_support.remote_debugging_enabled)` (off with
-//!    `PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable_remote_debug` or a build without it).
+//!    `PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable-remote-debug` or a build without it).
 //! 3. For a thread state `ts`: write the script path (NUL-terminated, shorter than
 //!    `debugger_script_path_size`) at `ts + remote_debugger_support + debugger_script_path`,
 //!    then `int32 1` at `ts + remote_debugger_support + debugger_pending_call`, then set
@@ -38,20 +40,18 @@ use std::path::{Path, PathBuf};
 
 use super::maps::{self, Mapping};
 use crate::remote::{self, RemoteError};
+use libdebugger_common::cpython;
 
 /// `_PY_EVAL_PLEASE_STOP_BIT` (Include/internal/pycore_ceval.h, 3.13–3.14).
 const EVAL_PLEASE_STOP_BIT: u64 = 1 << 5;
 /// File name the staged helper gets; [`super`] recognises a mapping with this name as the helper.
 pub const STAGED_HELPER_NAME: &str = "libdebugger-helper.so";
-/// Number of `u64` words of `_Py_DebugOffsets` read (the 3.14 struct has ~94).
-const OFFSET_WORDS: usize = 160;
-
 /// Why the PEP 768 path cannot be used or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Pep768Error {
     /// The process has remote debugging disabled.
     #[error(
-        "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG or -X disable_remote_debug)"
+        "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG or -X disable-remote-debug)"
     )]
     Disabled { pid: i32 },
     /// Free-threaded builds are not supported.
@@ -119,27 +119,35 @@ pub fn probe(pid: i32, maps: &[Mapping]) -> Result<Option<DebugSupport>, Pep768E
         return Ok(None);
     };
     let mem = |addr: u64| move |source| Pep768Error::Memory { pid, addr, source };
-    let mut raw = vec![0u8; 8 + OFFSET_WORDS * 8];
-    remote::read(pid, runtime, &mut raw).map_err(mem(runtime))?;
-    if &raw[..8] != b"xdebugpy" {
+    let mut head = [0u8; 24];
+    remote::read(pid, runtime, &mut head).map_err(mem(runtime))?;
+    let Some((version, free_threaded)) = cpython::debug_offsets_header(&head) else {
         return Ok(None);
-    }
-    let w: Vec<u64> = raw[8..]
-        .as_chunks::<8>()
-        .0
-        .iter()
-        .map(|c| u64::from_le_bytes(*c))
-        .collect();
-    let version = w[0];
-    if (version >> 16) < 0x030e {
+    };
+    let Some(layout) = cpython::row(3, (version >> 16) as u8)
+        .filter(|_| version >> 24 == 3)
+        .and_then(|row| match &row.offsets {
+            cpython::OffsetsSource::DebugOffsets(l) if l.debugger_support.is_some() => Some(l),
+            _ => None,
+        })
+    else {
+        // Before 3.14 (no remote exec), or a version without a row (inspect refuses it).
         return Ok(None);
-    }
-    if w[1] != 0 {
+    };
+    if free_threaded {
         return Err(Pep768Error::FreeThreaded { pid });
     }
-    let layout =
-        parse_layout(&w).map_err(|what| Pep768Error::UnknownLayout { pid, version, what })?;
-    let interp_ptr = runtime + layout.interp;
+    let mut raw = vec![0u8; cpython::debug_offsets_len(layout)];
+    remote::read(pid, runtime, &mut raw).map_err(mem(runtime))?;
+    let d = cpython::parse_debug_offsets(&raw, layout).map_err(|e| Pep768Error::UnknownLayout {
+        pid,
+        version,
+        what: format!("{e:?}"),
+    })?;
+    let (Some(r), Some(threads_main)) = (d.remote_debug, d.threads_main) else {
+        return Ok(None);
+    };
+    let interp_ptr = runtime + d.interpreters_head;
     let interp = remote::read_u64(pid, interp_ptr).map_err(mem(interp_ptr))?;
     if interp == 0 {
         return Ok(None);
@@ -148,60 +156,16 @@ pub fn probe(pid: i32, maps: &[Mapping]) -> Result<Option<DebugSupport>, Pep768E
         pid,
         version,
         interp,
-        ..layout
-    }))
-}
-
-/// Offsets parsed from the `_Py_DebugOffsets` words (after the cookie). `interp` and `pid`
-/// are left 0.
-fn parse_layout(w: &[u64]) -> Result<DebugSupport, String> {
-    // [0] version, [1] free_threaded, runtime_state {size, finalizing, interpreters_head} at
-    // [2..5], interpreter_state {size, id, next, threads_head, threads_main, ...} from [5].
-    let interpreters_head = w[4];
-    let (threads_head, threads_main) = (w[8], w[9]);
-    // interpreter_state has 16 fields in 3.14.0 (with code_object_generation and
-    // tlbc_generation) and 14 in early 3.14 alphas. thread_state follows; PyThreadState begins
-    // `prev, next, interp`, so its offsets are {size, 0, 8, 16}: that identifies the start.
-    let ts = [16usize, 14]
-        .into_iter()
-        .map(|n| 5 + n)
-        .find(|&b| w.get(b + 1..b + 4) == Some(&[0, 8, 16][..]) && (64..1 << 16).contains(&w[b]))
-        .ok_or("thread_state not found after interpreter_state")?;
-    let tstate_size = w[ts];
-    let tstate_next = w[ts + 2];
-    // debugger_support is the last group: {eval_breaker, remote_debugger_support,
-    // remote_debugging_enabled, debugger_pending_call = 0, debugger_script_path = 4
-    // (after the int32 flag), debugger_script_path_size = 512 (MAX_SCRIPT_PATH_SIZE)}.
-    let ds = (ts + 9..w.len().saturating_sub(6))
-        .find(|&i| {
-            w[i + 3] == 0
-                && w[i + 4] == 4
-                && (64..=4096).contains(&w[i + 5])
-                && w[i] < tstate_size
-                && w[i + 1] < tstate_size
-                && w[i + 2] > 0
-        })
-        .ok_or("debugger_support not found")?;
-    if interpreters_head == 0 || interpreters_head > 1 << 20 {
-        return Err(format!(
-            "implausible interpreters_head offset {interpreters_head}"
-        ));
-    }
-    Ok(DebugSupport {
-        pid: 0,
-        version: w[0],
-        // The runtime offset of the interpreter list, until `probe` resolves the pointer.
-        interp: interpreters_head,
-        enabled: w[ds + 2],
-        threads_head,
+        enabled: r.remote_debugging_enabled,
+        threads_head: d.threads_head,
         threads_main,
-        tstate_next,
-        eval_breaker: w[ds],
-        support: w[ds + 1],
-        pending: w[ds + 3],
-        path: w[ds + 4],
-        path_size: w[ds + 5],
-    })
+        tstate_next: d.thread_next,
+        eval_breaker: r.eval_breaker,
+        support: r.remote_debugger_support,
+        pending: r.debugger_pending_call,
+        path: r.debugger_script_path,
+        path_size: r.debugger_script_path_size,
+    }))
 }
 
 /// Where `_PyRuntime` is in the target: the `.PyRuntime` section (or the `_PyRuntime` symbol)
@@ -388,52 +352,4 @@ fn owner_of(pid: i32) -> (u32, u32) {
 /// Whether a mapping is a helper staged by [`stage`].
 pub fn is_staged_helper(m: &Mapping) -> bool {
     maps::Mapping::file_name(m) == STAGED_HELPER_NAME
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A synthetic 3.14.0 table: the field counts of Include/internal/pycore_debug_offsets.h
-    /// (3.14.0), with plausible values where the parser looks.
-    fn table(interp_fields: usize) -> Vec<u64> {
-        let mut w = vec![0x030e00f0, 0, 2000, 912, 936];
-        let mut interp = vec![0u64; interp_fields];
-        interp[0] = 200_000;
-        interp[3] = 7328;
-        interp[4] = 7344;
-        w.extend(interp);
-        w.extend([1000, 0, 8, 16, 64, 152, 160, 176, 184]); // thread_state
-        let groups = [8usize, 11, 2, 4, 3, 3, 4, 3, 2, 3, 3, 4, 2, 4, 2];
-        for n in groups {
-            w.extend(std::iter::repeat_n(7u64, n));
-        }
-        w.extend([24, 296, 7904, 0, 4, 512]); // debugger_support
-        w.resize(OFFSET_WORDS, 0);
-        w
-    }
-
-    #[test]
-    fn finds_debugger_support_in_the_314_layout() {
-        let d = parse_layout(&table(16)).expect("layout");
-        assert_eq!((d.eval_breaker, d.support, d.enabled), (24, 296, 7904));
-        assert_eq!((d.pending, d.path, d.path_size), (0, 4, 512));
-        assert_eq!(
-            (d.threads_head, d.threads_main, d.tstate_next),
-            (7328, 7344, 8)
-        );
-        assert_eq!(d.interp, 936);
-        // Early 3.14 alphas had two interpreter_state fields fewer.
-        let d = parse_layout(&table(14)).expect("alpha layout");
-        assert_eq!(d.support, 296);
-    }
-
-    #[test]
-    fn rejects_unknown_layouts() {
-        let mut w = table(16);
-        for x in w.iter_mut().skip(21).take(4) {
-            *x = 99;
-        }
-        assert!(parse_layout(&w).is_err());
-    }
 }

@@ -12,8 +12,16 @@
 //! 2. `_Py_DebugOffsets.version` (3.13+; `"xdebugpy"` at the start of `_PyRuntime`);
 //! 3. the file name (`libpython3.10.so.1.0`, `python3.10`): major.minor only.
 //!
-//! Struct offsets: [`offsets`] (from `_Py_DebugOffsets` on 3.13+, a documented table on 3.11
-//! and 3.12).
+//! Struct offsets: [`offsets`] (from `_Py_DebugOffsets` on 3.13+, the version table's own rows
+//! on 3.11 and 3.12). Which versions are supported, and how each is attached and armed:
+//! `libdebugger_common::cpython::VERSIONS`, one row per minor version.
+//!
+//! Refused, each with its reason (and nothing is written into the process): CPython before 3.11,
+//! a minor version newer than the table, free-threaded builds, builds with `Py_TRACE_REFS`
+//! (their `PyObject` header differs), a `_Py_DebugOffsets` that does not fit its row. A 3.14+
+//! process started with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`,
+//! `-X disable-remote-debug`) is inspected but marked [`RemoteDebug::Disabled`]: the daemon
+//! leaves it alone.
 //!
 //! Users: `inspect` / `trace` / `doctor` (CLI), the process registry and the injector (which need
 //! [`Symbols`] runtime addresses and [`PythonProcess::interpreter`]).
@@ -23,7 +31,8 @@ pub mod version;
 
 use crate::elf::{Elf, ElfError, ElfKind, ElfSymbol};
 use libdebugger_common::bpf::PyOffsets;
-use offsets::{DEBUG_OFFSETS_LEN, Layout};
+use libdebugger_common::cpython::{self, Arming, DebugOffsetsError, Injection, VersionRow};
+use offsets::Layout;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +59,10 @@ pub const WANTED_SYMBOLS: &[&str] = &[
     "PyGILState_Ensure",
     "PyGILState_Release",
     "PyEval_SaveThread",
+    // Debug builds (`Py_REF_DEBUG`) define it; only they do.
+    "_Py_NegativeRefcount",
+    // `Py_TRACE_REFS` builds (a different `PyObject` header) define it; only they do.
+    "_Py_PrintReferences",
 ];
 
 /// An ELF file that may hold the interpreter, with the [`WANTED_SYMBOLS`] looked up once: one
@@ -150,6 +163,27 @@ pub enum InspectError {
         path: PathBuf,
         version: Version,
     },
+    /// A minor version newer than the version table (`libdebugger_common::cpython`).
+    #[error(
+        "CPython {version} is newer than this libdebugger knows (pid {pid}, {path}): it supports \
+         3.11 to 3.{newest}; update libdebugger"
+    )]
+    NewerThanKnown {
+        pid: i32,
+        path: PathBuf,
+        version: Version,
+        newest: u8,
+    },
+    /// A build with `Py_TRACE_REFS`: every object has two more pointers in its header.
+    #[error(
+        "CPython {version} built with Py_TRACE_REFS is not supported (pid {pid}, {path}): its \
+         object header differs from the release build's; use a release or plain debug build"
+    )]
+    TraceRefs {
+        pid: i32,
+        path: PathBuf,
+        version: Version,
+    },
     /// No step of the version ladder worked.
     #[error(
         "cannot tell the CPython version of process {pid} ({path}): no Py_Version symbol, no \
@@ -176,12 +210,14 @@ pub enum InspectError {
     /// `_Py_DebugOffsets` is present but its layout is not one this agent knows.
     #[error(
         "CPython {version} (pid {pid}, {path}): its _Py_DebugOffsets layout is not one this \
-         agent knows; update libdebugger"
+         agent knows (the {group} group does not fit); update libdebugger"
     )]
     UnknownDebugOffsets {
         pid: i32,
         path: PathBuf,
         version: Version,
+        /// The group whose values did not fit the version's row.
+        group: &'static str,
     },
     /// A supported-looking version without an offsets table entry (e.g. a 3.13 without
     /// `_Py_DebugOffsets`).
@@ -217,6 +253,8 @@ impl InspectError {
             Self::UnsupportedVersion { version, .. }
             | Self::FreeThreaded { version, .. }
             | Self::UnknownDebugOffsets { version, .. }
+            | Self::NewerThanKnown { version, .. }
+            | Self::TraceRefs { version, .. }
             | Self::NoOffsets { version, .. } => Some(*version),
             _ => None,
         }
@@ -299,6 +337,76 @@ pub struct PythonProcess {
     pub symbols: Symbols,
     /// Struct offsets (frame, code object, str).
     pub layout: Layout,
+    /// Release or debug build.
+    pub build: BuildKind,
+    /// How the agent attaches to and arms this version (its row of the version table).
+    pub plan: Plan,
+    /// PEP 768 (3.14+): whether the process allows remote debugging.
+    pub remote_debug: RemoteDebug,
+}
+
+/// Which kind of CPython build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildKind {
+    Release,
+    /// `--with-pydebug` (`Py_REF_DEBUG`): the same object layout as a release build.
+    Debug,
+}
+
+/// How the agent attaches to and arms a process, from its version's row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// `ptrace`, or `remote_exec_then_ptrace` (PEP 768 when a thread is running Python code).
+    pub injection: &'static str,
+    /// `bytecode_swap` (3.11) or `sys_monitoring`.
+    pub arming: &'static str,
+    /// Why (the row's reason).
+    pub reason: &'static str,
+}
+
+impl Plan {
+    fn of(row: &VersionRow) -> Self {
+        Self {
+            injection: match row.injection {
+                Injection::Ptrace => "ptrace",
+                Injection::RemoteExecThenPtrace => "remote_exec_then_ptrace",
+            },
+            arming: match row.arming {
+                Arming::BytecodeSwap => "bytecode_swap",
+                Arming::SysMonitoring => "sys_monitoring",
+            },
+            reason: row.reason,
+        }
+    }
+}
+
+/// PEP 768's remote debugging switch of a 3.14+ process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteDebug {
+    /// Before 3.14 there is no such switch.
+    NotApplicable,
+    Enabled,
+    /// Started with `PYTHON_DISABLE_REMOTE_DEBUG` or `-X disable-remote-debug`: the process has
+    /// asked debuggers to stay out, and the agent does.
+    Disabled,
+    /// The switch could not be read (no interpreter yet, or the memory is not readable).
+    Unknown,
+}
+
+impl PythonProcess {
+    /// Why the agent leaves this process alone although it is supported, if it does.
+    pub fn opted_out(&self) -> Option<String> {
+        (self.remote_debug == RemoteDebug::Disabled).then(|| {
+            format!(
+                "process {} (CPython {}) has remote debugging disabled \
+                 (PYTHON_DISABLE_REMOTE_DEBUG or -X disable-remote-debug): it asked debuggers \
+                 to stay out, so libdebugger leaves it alone",
+                self.pid, self.version
+            )
+        })
+    }
 }
 
 impl PythonProcess {
@@ -423,11 +531,12 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
     };
 
     // Version ladder.
-    let debug_offsets = image.py_runtime().and_then(|(vaddr, size)| {
-        if size < DEBUG_OFFSETS_LEN {
-            return None;
-        }
-        offsets::parse_debug_offsets(image.read_at_vaddr(vaddr, DEBUG_OFFSETS_LEN)?)
+    let runtime = image.py_runtime();
+    let header = runtime.and_then(|(vaddr, size)| {
+        (size >= 24)
+            .then(|| image.read_at_vaddr(vaddr, 24))
+            .flatten()
+            .and_then(cpython::debug_offsets_header)
     });
     let name_info = version::parse_name(&file_name(&image_path))
         .or_else(|| version::parse_name(&file_name(&exe)));
@@ -439,7 +548,7 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
     });
     // Each step is logged whatever it finds, so `LIBDEBUGGER_LOG=libdebugger_agent=debug`
     // shows why a version was (or was not) recognised.
-    let from_debug_offsets = debug_offsets.and_then(|d| Version::from_hex(d.version_hex));
+    let from_debug_offsets = header.and_then(|(hex, _)| Version::from_hex(hex as u32));
     debug!(
         pid,
         path = %image_path.display(),
@@ -469,8 +578,8 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
         });
     };
 
-    let free_threaded = debug_offsets.is_some_and(|d| d.free_threaded)
-        || name_info.is_some_and(|n| n.free_threaded);
+    let free_threaded =
+        header.is_some_and(|(_, ft)| ft) || name_info.is_some_and(|n| n.free_threaded);
     if free_threaded {
         return Err(InspectError::FreeThreaded {
             pid,
@@ -485,34 +594,63 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
             version,
         });
     }
+    let Some(row) = cpython::row(version.major, version.minor) else {
+        return Err(InspectError::NewerThanKnown {
+            pid,
+            path: image_path,
+            version,
+            newest: cpython::newest_minor(),
+        });
+    };
+    if image.symbol("_Py_PrintReferences").is_some() {
+        return Err(InspectError::TraceRefs {
+            pid,
+            path: image_path,
+            version,
+        });
+    }
+    let build = if image.symbol("_Py_NegativeRefcount").is_some() {
+        BuildKind::Debug
+    } else {
+        BuildKind::Release
+    };
 
-    let layout = match debug_offsets {
-        Some(d) => match d.layout {
-            Some(layout) => {
-                debug!(pid, ?layout, "struct offsets from _Py_DebugOffsets");
-                layout
+    let mut debug_offsets = None;
+    let layout = match &row.offsets {
+        cpython::OffsetsSource::Static(s) => {
+            let layout = offsets::from_static(row, s);
+            debug!(pid, ?layout, "struct offsets from the version table");
+            layout
+        }
+        cpython::OffsetsSource::DebugOffsets(l) => {
+            let len = cpython::debug_offsets_len(l) as u64;
+            let bytes = runtime
+                .filter(|&(_, size)| size >= len)
+                .and_then(|(vaddr, _)| image.read_at_vaddr(vaddr, len));
+            match bytes.map(|b| cpython::parse_debug_offsets(b, l)) {
+                Some(Ok(d)) => {
+                    let layout = offsets::from_debug_offsets(row, &d);
+                    debug!(pid, ?layout, "struct offsets from _Py_DebugOffsets");
+                    debug_offsets = Some(d);
+                    layout
+                }
+                Some(Err(DebugOffsetsError::Implausible { group })) => {
+                    return Err(InspectError::UnknownDebugOffsets {
+                        pid,
+                        path: image_path,
+                        version,
+                        group,
+                    });
+                }
+                None | Some(Err(DebugOffsetsError::NotThere)) => {
+                    return Err(InspectError::NoOffsets {
+                        pid,
+                        path: image_path,
+                        version,
+                    });
+                }
             }
-            None => {
-                return Err(InspectError::UnknownDebugOffsets {
-                    pid,
-                    path: image_path,
-                    version,
-                });
-            }
-        },
-        None => match offsets::from_table(version) {
-            Some(layout) => {
-                debug!(pid, ?layout, "struct offsets from the 3.11/3.12 table");
-                layout
-            }
-            None => {
-                return Err(InspectError::NoOffsets {
-                    pid,
-                    path: image_path,
-                    version,
-                });
-            }
-        },
+        }
     };
 
     // Load bias: the mapping of the file at offset 0 starts at the first PT_LOAD's page.
@@ -579,6 +717,13 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
         gil_state_release: symbol("PyGILState_Release")?,
         eval_save_thread: symbol("PyEval_SaveThread")?,
     };
+    let remote_debug = match (debug_offsets.and_then(|d| d.remote_debug), runtime) {
+        (Some(r), Some((vaddr, _))) => {
+            let runtime_addr = vaddr.wrapping_add(load_bias);
+            remote_debug_switch(pid, runtime_addr, debug_offsets, r)
+        }
+        _ => RemoteDebug::NotApplicable,
+    };
     Ok(PythonProcess {
         pid,
         exe,
@@ -589,7 +734,34 @@ pub fn inspect(pid: i32) -> Result<PythonProcess, InspectError> {
         interpreter,
         symbols,
         layout,
+        build,
+        plan: Plan::of(row),
+        remote_debug,
     })
+}
+
+/// Reads `interp->config.remote_debug` of the main interpreter (PEP 768).
+fn remote_debug_switch(
+    pid: i32,
+    runtime: u64,
+    d: Option<cpython::DebugOffsets>,
+    r: cpython::RemoteDebugOffsets,
+) -> RemoteDebug {
+    let Some(d) = d else {
+        return RemoteDebug::NotApplicable;
+    };
+    let read = || -> Option<u32> {
+        let interp = crate::remote::read_u64(pid, runtime + d.interpreters_head).ok()?;
+        if interp == 0 {
+            return None;
+        }
+        crate::remote::read_u32(pid, interp + r.remote_debugging_enabled).ok()
+    };
+    match read() {
+        Some(0) => RemoteDebug::Disabled,
+        Some(_) => RemoteDebug::Enabled,
+        None => RemoteDebug::Unknown,
+    }
 }
 
 /// One process found by [`scan`].

@@ -196,13 +196,16 @@ fn debug_offsets_of_313_match_the_header_layout() {
     }
     let image = ElfImage::open(&lib).expect("open libpython3.13");
     let (vaddr, _) = image.py_runtime().expect("_PyRuntime");
-    let bytes = image
-        .read_at_vaddr(vaddr, DEBUG_OFFSETS_LEN)
-        .expect("bytes");
-    let d = offsets::parse_debug_offsets(bytes).expect("cookie");
+    let row = libdebugger_common::cpython::row(3, 13).expect("3.13 row");
+    let layout = offsets::debug_offsets_layout(row).expect("3.13 reads _Py_DebugOffsets");
+    let len = libdebugger_common::cpython::debug_offsets_len(layout) as u64;
+    let bytes = image.read_at_vaddr(vaddr, len).expect("bytes");
+    let d = offsets::parse(row, bytes)
+        .expect("a layout")
+        .expect("parsed");
     assert_eq!(d.version_hex, 0x030d00f0);
     assert!(!d.free_threaded);
-    let l = d.layout.expect("layout");
+    let l = offsets::from_debug_offsets(row, &d);
     // The values CPython 3.13's headers give (and the architecture table).
     assert_eq!(
         (
