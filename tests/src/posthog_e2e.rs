@@ -358,7 +358,6 @@ impl PosthogAgent {
             .arg(dirs.spool())
             .arg("--socket")
             .arg(dirs.runtime().join("agent.sock"))
-            .args(&opts.extra_args)
             .env("LIBDEBUGGER_RUNTIME_DIR", dirs.runtime())
             .env("LIBDEBUGGER_STATE_DIR", dirs.state())
             .env(

@@ -49,7 +49,7 @@ fn keys(v: &Value) -> BTreeSet<String> {
 #[test]
 fn quick_start_and_local_mode_on_every_interpreter() -> Result<()> {
     let line = local::marker_line("package/quickstart_app.py", "BP:quickstart")?;
-    let interps = python::supported();
+    let interps = host_interpreters();
     if interps.is_empty() {
         eprintln!("skipping: no supported interpreter is installed");
         return Ok(());
@@ -262,7 +262,7 @@ fn events_of(reply: &str) -> Result<Vec<Value>> {
 #[test]
 fn agent_leaves_an_in_process_debugger_alone() -> Result<()> {
     libdebugger_tests::require_agent_env!();
-    let interps = python::supported();
+    let interps = host_interpreters();
     let Some(interp) = interps
         .iter()
         .find(|i| i.version.1 >= 12)
@@ -402,4 +402,19 @@ fn agent_leaves_an_in_process_debugger_alone() -> Result<()> {
         "the agent captured after the stop"
     );
     Ok(())
+}
+
+/// The host's interpreters: the package is installed with the interpreter's own `venv` and pip,
+/// which the container root (Debian unstable's bare `python3.X` packages) does not carry.
+fn host_interpreters() -> Vec<python::Interpreter> {
+    let (host, container): (Vec<_>, Vec<_>) = python::supported()
+        .into_iter()
+        .partition(|i| !i.in_container());
+    for i in &container {
+        eprintln!(
+            "skipping {} for the wheel: the container root has no ensurepip (Debian's python3.X-venv) to make a venv with",
+            i.label
+        );
+    }
+    host
 }

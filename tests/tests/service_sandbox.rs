@@ -75,11 +75,26 @@ fn the_agent_works_with_the_units_capabilities_and_file_system_restrictions() ->
         return Ok(());
     };
     let (bounding, mask) = unit_capabilities()?;
-    // The one writable directory, outside /tmp (which becomes private) and /root.
+    // The one writable directory, outside /tmp (which becomes private) and /root. The agent
+    // and its helper are copied into it: the workspace itself may live under /tmp or /root
+    // (a CI clone), where the sandbox hides it, as an installed agent lives in /usr.
     let dir = tempfile::Builder::new()
         .prefix("ldbg-sandbox-")
-        .tempdir_in(workspace_root().join("target"))?;
+        .tempdir_in("/var/tmp")?;
     let w = dir.path();
+    let agent_exe = w.join("bin").join(
+        agent_binary()?
+            .file_name()
+            .context("the agent binary has no file name")?,
+    );
+    let helper_so = w.join("bin/libdebugger_helper.abi3.so");
+    std::fs::create_dir_all(w.join("bin"))?;
+    std::fs::copy(agent_binary()?, &agent_exe).context("copying the agent")?;
+    std::fs::copy(
+        workspace_root().join("target/helper/libdebugger_helper.abi3.so"),
+        &helper_so,
+    )
+    .context("copying the staged helper (cargo xtask build-helper)")?;
     let bp = Bp::marker("agent_mod.py", "BP:checkout").id("sandboxed");
     std::fs::write(w.join("breakpoints.toml"), breakpoints_toml(&[bp]))?;
     std::fs::write(w.join("agent.toml"), "")?;
@@ -107,8 +122,10 @@ exec nice -n -5 setpriv --bounding-set="$BOUNDING" --inh-caps=-all --no-new-priv
             "sh",
         ])
         .arg(w)
-        .arg(agent_binary()?)
+        .arg(&agent_exe)
         .args(["run", "--pid", &target.pid().to_string()])
+        .arg("--helper")
+        .arg(&helper_so)
         .arg("--breakpoints")
         .arg(w.join("breakpoints.toml"))
         .arg("--events-file")
@@ -146,8 +163,7 @@ exec nice -n -5 setpriv --bounding-set="$BOUNDING" --inh-caps=-all --no-new-priv
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .find(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|exe| exe == agent_binary().unwrap_or_default())
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == agent_exe)
                     && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
                         .is_ok_and(|c| c.contains(&w.display().to_string()))
             })
