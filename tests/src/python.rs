@@ -286,3 +286,14 @@ fn push(out: &mut Vec<Interpreter>, label: String, path: PathBuf, version: (u32,
         );
     }
 }
+
+/// The interpreter a single-interpreter end-to-end test uses: pyenv's 3.12.1 if present, else
+/// the first supported one.
+pub fn main_interpreter() -> anyhow::Result<Interpreter> {
+    let all = supported();
+    all.iter()
+        .find(|i| i.label == "pyenv-3.12.1")
+        .or(all.first())
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no supported CPython (3.11+) on this machine"))
+}

@@ -32,16 +32,6 @@ macro_rules! require_env {
     };
 }
 
-/// pyenv's 3.12.1 if present, else the first supported interpreter.
-fn main_interpreter() -> Result<Interpreter> {
-    let all = python::supported();
-    all.iter()
-        .find(|i| i.label == "pyenv-3.12.1")
-        .or(all.first())
-        .cloned()
-        .context("no supported CPython (3.11+) on this machine")
-}
-
 /// Server + target + agent, with breakpoint `id` on the hit line armed.
 struct Setup {
     server: PosthogServer,
@@ -357,7 +347,7 @@ fn posthog_e2e_edits_disable_delete_take_effect() -> Result<()> {
 /// after the fetch that saw it.
 fn edits_scenario(bound: Duration) -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let a = "0b8f3f0e-1111-4c55-9a57-0c6f4c7f9b02";
     let probe = "0b8f3f0e-2222-4c55-9a57-0c6f4c7f9b02";
     let broken = "0b8f3f0e-3333-4c55-9a57-0c6f4c7f9b02";
@@ -532,7 +522,7 @@ fn change(
 #[test]
 fn posthog_e2e_batch_outage_loses_nothing() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "7a0d9e52-5b1e-4f0e-8c59-2d6c1b8e3c03";
     let mut s = setup(&interp, id, None)?;
     let before = s.server.requests_to("/batch").len();
@@ -609,7 +599,7 @@ fn posthog_e2e_batch_outage_loses_nothing() -> Result<()> {
 #[test]
 fn posthog_e2e_kill9_during_outage_delivers_spool_after_restart() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "9c3e1f44-0d2b-4a61-b7a8-3e5f6d7c8d04";
     let mut s = setup(&interp, id, None)?;
     s.server.set_batch_down(Some(Fault::Status(503)));
@@ -663,7 +653,7 @@ fn posthog_e2e_kill9_during_outage_delivers_spool_after_restart() -> Result<()> 
 #[test]
 fn posthog_e2e_unauthorized_is_reported_once_without_storm() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "5e2b7d19-8f3a-4b2c-a1d0-6c4e9f0a1b05";
     let mut s = setup(&interp, id, None)?;
     let t0 = SystemTime::now();
@@ -756,7 +746,7 @@ fn posthog_e2e_unauthorized_is_reported_once_without_storm() -> Result<()> {
 #[test]
 fn posthog_e2e_unauthorized_shows_in_status() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "5e2b7d19-8f3a-4b2c-a1d0-6c4e9f0a1b06";
     let mut s = setup(&interp, id, None)?;
     s.server.set_batch_down(Some(Fault::Unauthorized));
@@ -793,7 +783,7 @@ fn posthog_e2e_unauthorized_shows_in_status() -> Result<()> {
 #[test]
 fn posthog_e2e_malformed_answer_keeps_last_good_set() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "3d4c5b6a-7e8f-4a1b-9c2d-0e1f2a3b4c07";
     let mut s = setup(&interp, id, None)?;
     // (An answer whose entries are bad is not malformed: each bad entry is that breakpoint's

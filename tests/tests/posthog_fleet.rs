@@ -19,7 +19,7 @@ use libdebugger_tests::posthog_e2e::{
     marked_line, skip_reason,
 };
 use libdebugger_tests::posthog_server::{PROJECT_KEY, PosthogServer};
-use libdebugger_tests::python::{self, Interpreter};
+use libdebugger_tests::python;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,16 +34,6 @@ macro_rules! require_env {
             return Ok(());
         }
     };
-}
-
-/// pyenv's 3.12.1 if present, else the first supported interpreter.
-fn main_interpreter() -> Result<Interpreter> {
-    let all = python::supported();
-    all.iter()
-        .find(|i| i.label == "pyenv-3.12.1")
-        .or(all.first())
-        .cloned()
-        .context("no supported CPython (3.11+) on this machine")
 }
 
 /// The entry of `id` in `status --json`'s breakpoints, once `pred` holds for it.
@@ -192,7 +182,7 @@ fn state_inspector_frame(frame: &Value) -> (Value, Value, Value) {
 #[test]
 fn posthog_reads_the_hit() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "0a1b2c3d-0000-4000-8000-00000000f001";
     let line = marked_line("hit")?;
     let server = PosthogServer::start()?;
@@ -296,7 +286,7 @@ fn posthog_reads_the_hit() -> Result<()> {
 #[test]
 fn an_unusable_breakpoint_does_not_stop_the_others() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let good = "0a1b2c3d-0000-4000-8000-00000000f002";
     let line = marked_line("hit")?;
     let server = PosthogServer::start()?;
@@ -371,7 +361,7 @@ fn an_unusable_breakpoint_does_not_stop_the_others() -> Result<()> {
 #[test]
 fn a_wrong_project_key_is_loud() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let id = "0a1b2c3d-0000-4000-8000-00000000f004";
     let server = PosthogServer::start()?;
     server.set_breakpoints(vec![breakpoint(id, marked_line("hit")?, None, true)]);
@@ -489,7 +479,7 @@ fn toml_bp(id: &str, line: u32, condition: Option<&str>) -> String {
 #[test]
 fn a_configmap_breakpoint_arms_within_a_second() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let server = PosthogServer::start()?;
     let hit_line = marked_line("hit")?;
     let probe_line = marked_line("probe")?;
@@ -623,7 +613,7 @@ fn a_configmap_breakpoint_arms_within_a_second() -> Result<()> {
 #[test]
 fn retired_live_debugger_with_breakpoints_from_a_directory_and_a_url() -> Result<()> {
     require_env!();
-    let interp = main_interpreter()?;
+    let interp = python::main_interpreter()?;
     let server = PosthogServer::start()?;
     server.set_retired(true);
     let hit_line = marked_line("hit")?;
