@@ -98,9 +98,8 @@ try {
   await cond.fill('subtotal > 50');
   await waitFor('a good condition is accepted', async () =>
     (await page.locator('#condition-message').textContent()) === 'Condition OK');
-  // Logpoints: offered, but this agent cannot arm them yet.
-  check(await page.getByRole('radio', { name: /Logpoint/ }).isDisabled(), 'the logpoint kind is offered but disabled');
-  console.log('skipped: the logpoint step (add a logpoint and see its message) waits on issue 14: the helper cannot arm logpoints yet');
+  check(await page.getByRole('radio', { name: 'Breakpoint' }).isChecked(), 'a click offers a breakpoint first');
+  check(await page.getByRole('radio', { name: 'Logpoint' }).count() === 1, 'a click offers a logpoint too');
   await page.getByRole('button', { name: 'Add breakpoint' }).click();
 
   // Status: the breakpoint becomes armed.
@@ -142,9 +141,40 @@ try {
   await page.getByRole('button', { name: 'Resume' }).click();
   check(await hits.count() >= Math.min(200, shownAtPause + waiting), `resume shows the ${waiting} waiting hits`);
 
-  // Remove: the breakpoint goes, and so do the hits.
-  await page.getByRole('button', { name: `Remove breakpoint ${bpId}` }).click();
-  await waitFor('the breakpoint is gone from the table', async () => (await row.count()) === 0);
+  // A logpoint on the same line: a message with {expr} parts and its own condition.
+  await line40.click();
+  await page.getByRole('radio', { name: 'Logpoint' }).check();
+  const message = page.getByRole('textbox', { name: 'Message' });
+  check(await message.isVisible(), 'a logpoint has a message field');
+  await message.fill('customer {cart.customer.customer_id}: subtotal={subtotal} items={len(cart.items)}');
+  await page.getByRole('textbox', { name: 'Condition' }).fill('subtotal >');
+  await waitFor('the logpoint condition is checked as typed', async () =>
+    /condition error at column \d+/.test(await page.locator('#condition-message').textContent()));
+  check(await page.getByRole('button', { name: 'Add logpoint' }).isDisabled(), 'Add logpoint is disabled while its condition is bad');
+  await page.getByRole('textbox', { name: 'Condition' }).fill('subtotal > 0');
+  await waitFor('the logpoint condition is accepted', async () =>
+    (await page.locator('#condition-message').textContent()) === 'Condition OK');
+  await page.getByRole('button', { name: 'Add logpoint' }).click();
+  const logId = `${cartFile}:40:log`;
+  const logRow = page.locator(`#breakpoints tr[data-breakpoint="${logId}"]`);
+  await waitFor('the logpoint is armed, shown as a logpoint', async () => (await logRow.count()) > 0
+    && /armed/.test(await logRow.locator('td').nth(2).textContent())
+    && /logpoint/.test(await logRow.locator('td').nth(1).textContent()));
+  check(await page.locator('#source .line[data-line="40"].has-bp.has-log').count() === 1,
+    'line 40 is marked with both probes');
+  const logs = page.locator(`#hits > li.hit.log[data-breakpoint="${logId}"]`);
+  await waitFor('logpoint messages arrive', async () => (await logs.count()) >= 2);
+  const text = await logs.first().locator('.message').textContent();
+  check(/^customer \d+: subtotal=\d+(\.\d+)? items=\d+$/.test(text), `the message is rendered (${text})`);
+  check(Number(text.match(/subtotal=([\d.]+)/)[1]) > 0, 'the logpoint condition holds');
+  await waitFor('logpoint hits count in the table', async () =>
+    Number(await logRow.locator('td').nth(4).textContent()) >= 2);
+  await page.screenshot({ path: join(shots, 'ui-logpoint.png') });
+
+  // Remove both: they go, and so do the hits.
+  await page.getByRole('button', { name: `Remove breakpoint ${bpId}`, exact: true }).click();
+  await page.getByRole('button', { name: `Remove logpoint ${logId}`, exact: true }).click();
+  await waitFor('both are gone from the table', async () => (await row.count()) === 0 && (await logRow.count()) === 0);
   // Hits already on their way may still land; then the stream must stay quiet.
   let last = await hits.count();
   let quietSince = Date.now();

@@ -2,8 +2,8 @@
 //! agent attached to it with `--ui 127.0.0.1:0`, and headless Chromium driven through
 //! `tests/browser/ui.mjs` (playwright-core, installed by `cargo xtask test` with `npm ci`).
 //! The script clicks through the UI by role and name and asserts each step; this test then
-//! checks the same story from the agent's side (hits in the events file, the breakpoint gone
-//! from `break list`, `libdebugger-agent ui` printing the URL). Screenshots: target/ui-browser/.
+//! checks the same story from the agent's side (hits and logpoint messages in the events file,
+//! both probes gone from `break list`, `libdebugger-agent ui` printing the URL). Screenshots: target/ui-browser/.
 use anyhow::{Context, Result, ensure};
 use libdebugger_tests::agent::{PyProcess, workspace_root};
 use libdebugger_tests::local::{Agent, Hit};
@@ -117,14 +117,33 @@ fn set_a_breakpoint_by_clicking_a_line_and_watch_the_hits() -> Result<()> {
             .all(|h| h.local("subtotal").as_f64().is_some_and(|s| s > 50.0)),
         "a hit with subtotal <= 50 despite the condition"
     );
+    // The logpoint's messages, rendered by the helper as the page showed them.
+    let log_id = format!("{id}:log");
+    let messages: Vec<String> = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "$data_logpoint_hit" && e["properties"]["$breakpoint_id"] == *log_id
+        })
+        .filter_map(|e| e["properties"]["$message"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        messages.len() >= 2 && messages.iter().all(|m| m.starts_with("customer ")),
+        "messages of {log_id} in the events file: {messages:?}"
+    );
     let list = agent.cli(&["break", "list", "--json"])?;
     ensure!(list.ok, "break list: {list:?}");
     ensure!(
         !list.stdout.contains(&id),
-        "the breakpoint removed in the page is still listed: {}",
+        "the breakpoint or logpoint removed in the page is still listed: {}",
         list.stdout
     );
-    for shot in ["ui-hits.png", "ui-paused.png", "ui-removed.png"] {
+    for shot in [
+        "ui-hits.png",
+        "ui-paused.png",
+        "ui-logpoint.png",
+        "ui-removed.png",
+    ] {
         ensure!(shots.join(shot).is_file(), "no screenshot {shot}");
     }
     Ok(())

@@ -18,15 +18,14 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
-/// The breakpoint kinds the UI offers, and whether this agent can arm them. Logpoints and
-/// function probes slot in here (and in [`add_breakpoint`]) once the helper supports them.
+/// The probe kinds the UI offers on a code line: a snapshot breakpoint and a logpoint (a
+/// message with `{expr}` holes). Function probes (issue 14) are not implemented in the helper
+/// yet; when they are, they join this list with `"on": "def"` (offered on a `def` line only,
+/// see `openEditor` in `assets/app.js`) and [`add_breakpoint`] forwards them.
 fn kinds() -> Value {
     json!([
-        {"kind": "snapshot", "label": "Breakpoint", "available": true},
-        {"kind": "logpoint", "label": "Logpoint", "available": false,
-         "why": "this agent cannot arm logpoints yet"},
-        {"kind": "function_probe", "label": "Function probe", "available": false,
-         "why": "this agent cannot arm function probes yet"},
+        {"kind": "snapshot", "label": "Breakpoint", "on": "code"},
+        {"kind": "logpoint", "label": "Logpoint", "on": "code"},
     ])
 }
 
@@ -181,22 +180,33 @@ struct NewBreakpoint {
     line: u32,
     #[serde(default)]
     condition: Option<String>,
+    /// `snapshot` (the default) or `logpoint`.
     #[serde(default)]
     kind: Option<String>,
+    /// A logpoint's message template.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The id of a probe added in the page: `file:line` as `break add` derives it, and for a
+/// logpoint `file:line:log`, so that a breakpoint and a logpoint on one line are two probes.
+fn ui_id(kind: &str, file: &str, line: u32) -> String {
+    let id = crate::breakpoints::Breakpoint::derived_id(file, line);
+    if kind == "logpoint" {
+        format!("{id}:log")
+    } else {
+        id
+    }
 }
 
 async fn add_breakpoint(State(app): State<Arc<App>>, body: Json<NewBreakpoint>) -> Response {
     let Json(b) = body;
-    match b.kind.as_deref().unwrap_or("snapshot") {
-        "snapshot" => {}
-        other => {
-            let why = kinds()
-                .as_array()
-                .and_then(|k| k.iter().find(|k| k["kind"] == other).cloned())
-                .and_then(|k| k["why"].as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("unknown breakpoint kind `{other}`"));
-            return error(StatusCode::BAD_REQUEST, why);
-        }
+    let kind = b.kind.as_deref().unwrap_or("snapshot");
+    if !matches!(kind, "snapshot" | "logpoint") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown probe kind `{kind}` (snapshot or logpoint)"),
+        );
     }
     if b.line == 0 {
         return error(StatusCode::BAD_REQUEST, "line numbers start at 1");
@@ -208,7 +218,30 @@ async fn add_breakpoint(State(app): State<Arc<App>>, body: Json<NewBreakpoint>) 
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let handler = app.handler.clone();
-    match handler.break_add(b.file, b.line, condition, None) {
+    let id = ui_id(kind, &b.file, b.line);
+    let added = if kind == "logpoint" {
+        // The helper parses the message when it arms the logpoint; one that does not parse is
+        // an `error` status with its column, shown in the page's table.
+        let Some(message) = b.message.filter(|m| !m.trim().is_empty()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a logpoint needs a message, e.g. `total={total}`",
+            );
+        };
+        handler.log_add(crate::breakpoints::Breakpoint {
+            id,
+            file: b.file,
+            line: b.line,
+            condition,
+            message: Some(message),
+            enabled: true,
+            source: "cli".into(),
+            ..Default::default()
+        })
+    } else {
+        handler.break_add(b.file, b.line, condition, Some(id))
+    };
+    match added {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

@@ -175,6 +175,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         added: parking_lot::Mutex<Vec<(String, u32, Option<String>)>>,
+        logpoints: parking_lot::Mutex<Vec<crate::breakpoints::Breakpoint>>,
     }
 
     impl ControlHandler for Fake {
@@ -187,6 +188,11 @@ mod tests {
         ) -> Result<serde_json::Value, String> {
             self.added.lock().push((file.clone(), line, condition));
             Ok(serde_json::json!({"id": format!("{file}:{line}")}))
+        }
+        fn log_add(&self, bp: crate::breakpoints::Breakpoint) -> Result<serde_json::Value, String> {
+            let id = bp.id.clone();
+            self.logpoints.lock().push(bp);
+            Ok(serde_json::json!({ "id": id }))
         }
         fn break_list(&self) -> serde_json::Value {
             serde_json::json!([])
@@ -258,15 +264,20 @@ mod tests {
             fake.added.lock()[0],
             ("/srv/cart.py".into(), 40, Some("subtotal > 50".into()))
         );
-        // Refused with a message: a bad condition (the parser's column), a kind not armed yet.
+        // Refused with a message: a bad condition (the parser's column), a logpoint without a
+        // message, a kind this agent does not have.
         for (bad, says) in [
             (
                 serde_json::json!({"file": "/a.py", "line": 1, "condition": "x ==="}),
                 "column",
             ),
             (
-                serde_json::json!({"file": "/a.py", "line": 1, "kind": "logpoint"}),
-                "logpoints",
+                serde_json::json!({"file": "/a.py", "line": 1, "kind": "logpoint", "message": " "}),
+                "needs a message",
+            ),
+            (
+                serde_json::json!({"file": "/a.py", "line": 1, "kind": "function_probe"}),
+                "unknown probe kind",
             ),
         ] {
             let resp = http
@@ -290,6 +301,25 @@ mod tests {
             .unwrap();
         assert_eq!(check["ok"], false);
         assert_eq!(fake.added.lock().len(), 1);
+        assert!(fake.logpoints.lock().is_empty());
+        // A logpoint: its own id next to the line's breakpoint, the message and condition kept.
+        let log = http
+            .post(format!("{base}/api/breakpoints"))
+            .header(TOKEN_HEADER, token)
+            .json(
+                &serde_json::json!({"file": "/srv/cart.py", "line": 40, "kind": "logpoint",
+                "message": "subtotal={subtotal}", "condition": "subtotal > 5"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(log.status(), 201);
+        let logs = fake.logpoints.lock();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].id, "/srv/cart.py:40:log");
+        assert_eq!(logs[0].message.as_deref(), Some("subtotal={subtotal}"));
+        assert_eq!(logs[0].condition.as_deref(), Some("subtotal > 5"));
+        assert_eq!(logs[0].kind(), "logpoint");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

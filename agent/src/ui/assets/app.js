@@ -171,16 +171,21 @@ function renderSource() {
       ? el('button', { type: 'button', class: 'ln', 'aria-label': `Line ${n}`, onclick: () => openEditor(n) }, n)
       : el('span', { class: 'ln', 'aria-hidden': 'true' }, n);
     const row = el('div', { class: 'line', 'data-line': n }, gutter, text);
-    if (breakpointsOnLine(n).length) row.classList.add('has-bp');
+    markLine(row);
     return row;
   });
   $('source').replaceChildren(el('p', { class: 'meta' }, `${state.path} (pid ${state.pid}); lines with code are clickable`), ...rows);
 }
 
+/** Marks a source row with the probes on its line: ● a breakpoint, ◆ a logpoint. */
+function markLine(row) {
+  const probes = breakpointsOnLine(Number(row.dataset.line));
+  row.classList.toggle('has-bp', probes.some((b) => b.kind !== 'logpoint'));
+  row.classList.toggle('has-log', probes.some((b) => b.kind === 'logpoint'));
+}
+
 function markBreakpointLines() {
-  for (const row of document.querySelectorAll('#source .line')) {
-    row.classList.toggle('has-bp', breakpointsOnLine(Number(row.dataset.line)).length > 0);
-  }
+  for (const row of document.querySelectorAll('#source .line')) markLine(row);
 }
 
 let conditionTimer = null;
@@ -188,32 +193,33 @@ let conditionTimer = null;
 function openEditor(line) {
   document.querySelector('#source .editor')?.remove();
   const row = document.querySelector(`#source .line[data-line="${line}"]`);
-  const lineText = row.querySelector('code').textContent;
-  const isDef = /^\s*(async\s+)?def\s/.test(lineText);
-  const kinds = (state.agent && state.agent.kinds) || [];
+  // Function probes (issue 14, not in the helper yet) will be offered here on a `def` line:
+  // the agent lists them in /api/state's `kinds` with `on: "def"`, and this filter keeps them
+  // to lines matching /^\s*(async\s+)?def\s/ (`row.querySelector('code').textContent`).
+  const kinds = ((state.agent && state.agent.kinds) || []).filter((k) => k.on === 'code');
   const readOnly = state.agent && state.agent.read_only;
   const msg = el('span', { class: 'cond-msg', id: 'condition-message', role: 'status' });
   const cond = el('input', { type: 'text', name: 'condition', 'aria-label': 'Condition', 'aria-describedby': 'condition-message', placeholder: 'e.g. subtotal > 50 (optional)', autocomplete: 'off' });
-  const message = el('input', { type: 'text', name: 'message', 'aria-label': 'Message', placeholder: 'e.g. total is {total}' });
-  const messageField = el('label', { class: 'field', hidden: true }, 'Message ', message);
+  const message = el('input', { type: 'text', name: 'message', 'aria-label': 'Message', placeholder: 'e.g. subtotal={subtotal} items={len(cart.items)}', autocomplete: 'off' });
+  const messageField = el('label', { class: 'field', hidden: true }, 'Message ', message,
+    el('span', { class: 'why' }, ' {expr} parts are expressions of the condition language; {{ and }} are braces'));
   const add = el('button', { type: 'submit', disabled: readOnly }, 'Add breakpoint');
-  const radios = kinds
-    .filter((k) => k.kind !== 'function_probe' || isDef)
-    .map((k) => el('label', {},
-      el('input', { type: 'radio', name: 'kind', value: k.kind, checked: k.kind === 'snapshot', disabled: !k.available }),
-      ` ${k.label}`, k.available ? null : el('span', { class: 'why' }, ` (${k.why})`)));
+  const radios = kinds.map((k) => el('label', {},
+    el('input', { type: 'radio', name: 'kind', value: k.kind, checked: k.kind === 'snapshot' }), ` ${k.label}`));
   const form = el('form', { class: 'editor', 'aria-label': `New probe on line ${line}` },
     el('fieldset', {}, el('legend', { class: 'meta' }, `Line ${line}: `), ...radios),
     messageField,
     el('label', { class: 'field' }, 'Condition ', cond), msg,
     add, ' ', el('button', { type: 'button', onclick: () => form.remove() }, 'Cancel'),
     readOnly ? el('span', { class: 'why' }, ' This UI is read-only.') : null);
+  const kindChosen = () => form.querySelector('input[name=kind]:checked')?.value || 'snapshot';
   // The kind decides the fields and the button: a logpoint has a message.
   form.addEventListener('change', (ev) => {
     if (ev.target.name !== 'kind') return;
     const kind = kinds.find((k) => k.kind === ev.target.value);
     messageField.hidden = ev.target.value !== 'logpoint';
     add.textContent = `Add ${(kind ? kind.label : 'breakpoint').toLowerCase()}`;
+    if (!messageField.hidden) message.focus();
   });
   cond.addEventListener('input', () => {
     clearTimeout(conditionTimer);
@@ -222,7 +228,7 @@ function openEditor(line) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     if (add.disabled) return;
-    const kind = form.querySelector('input[name=kind]:checked')?.value || 'snapshot';
+    const kind = kindChosen();
     try {
       await api('/api/breakpoints', {
         method: 'POST',
@@ -289,12 +295,14 @@ function renderBreakpoints() {
       onchange: (ev) => { if (ev.target.checked) state.hidden.delete(b.id); else state.hidden.add(b.id); },
     });
     const action = editable.has(b.id) && !readOnly
-      ? el('button', { type: 'button', 'aria-label': `Remove breakpoint ${b.id}`, onclick: () => removeBreakpoint(b.id) }, 'Remove')
+      ? el('button', { type: 'button', 'aria-label': `Remove ${b.kind === 'logpoint' ? 'logpoint' : 'breakpoint'} ${b.id}`, onclick: () => removeBreakpoint(b.id) }, 'Remove')
       : el('span', { class: 'why', title: 'set in the breakpoints file, a URL or PostHog: change it there' },
         readOnly ? '' : 'not editable here');
     const main = el('tr', { 'data-breakpoint': b.id },
       el('td', {}, show),
-      el('td', {}, el('div', {}, b.id), el('div', { class: 'meta' }, `${b.file}:${b.line}${b.condition ? ` if ${b.condition}` : ''}`)),
+      el('td', {}, el('div', {}, b.id, b.kind === 'logpoint' ? el('span', { class: 'kind' }, ' logpoint') : null),
+        el('div', { class: 'meta' }, `${b.file}:${b.line}${b.condition ? ` if ${b.condition}` : ''}`),
+        b.message ? el('div', { class: 'meta template' }, `log: ${b.message}`) : null),
       el('td', { class: `st-${b.status}` }, statusText(b)),
       ...['hits', 'captured', 'rate_limited', 'dropped', 'entries'].map((k) => el('td', { class: 'num' }, c[k] ?? 0)),
       el('td', {}, action));
@@ -381,9 +389,23 @@ async function sourceLine(pid, path, line) {
   return div.textContent.trim();
 }
 
-function hitNode(ev) {
+function hitTime(ev) {
+  return ((ev.properties || {}).$timestamp || ev.timestamp || '').replace('T', ' ').replace(/\.\d+|Z$/g, '');
+}
+
+/** A logpoint's line: its rendered message (no locals, no stack). */
+function logNode(ev) {
   const p = ev.properties || {};
-  const time = (p.$timestamp || ev.timestamp || '').replace('T', ' ').replace(/\.\d+|Z$/g, '');
+  state.seq += 1;
+  return el('li', { class: 'hit log', 'data-breakpoint': p.$breakpoint_id, 'data-seq': state.seq },
+    el('div', { class: 'meta' }, `${hitTime(ev)} · ${p.$breakpoint_id} · thread ${p.$thread_name} (${p.$thread_id}) · pid ${p.$pid}`),
+    el('div', { class: 'message' }, p.$message));
+}
+
+function hitNode(ev) {
+  if (ev.event === '$data_logpoint_hit') return logNode(ev);
+  const p = ev.properties || {};
+  const time = hitTime(ev);
   // Each local is a JSON string of its jsonpickle encoding; each frame PostHog's
   // {file, function, line, "0", "1", "2"} (helper/src/posthog.rs).
   const decode = (v) => { if (typeof v !== 'string') return v; try { return JSON.parse(v); } catch { return v; } };
@@ -425,8 +447,10 @@ function renderCounts() {
   $('hit-counts').textContent = parts.join(' · ');
 }
 
+const HIT_EVENTS = ['$data_breakpoint_hit', '$data_logpoint_hit'];
+
 function onEvent(ev) {
-  if (ev.event !== '$data_breakpoint_hit') return;
+  if (!HIT_EVENTS.includes(ev.event)) return;
   const id = ev.properties && ev.properties.$breakpoint_id;
   if (state.hidden.has(id)) return;
   if (state.paused) {
