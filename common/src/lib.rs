@@ -9,9 +9,16 @@
 //!   debugs its process itself.
 //! * [`cpython`]: what is known about each CPython version (one table), and the reader of the
 //!   interpreter's own `_Py_DebugOffsets`: the agent reads it from outside, the helper inside.
+//! * [`protocol`] (feature `protocol`, needs `alloc`): the typed JSON messages between agent and
+//!   helper.
 #![no_std]
+
+#[cfg(feature = "protocol")]
+extern crate alloc;
 
 pub mod bpf;
 pub mod cpython;
 pub mod helper_abi;
 pub mod inprocess;
+#[cfg(feature = "protocol")]
+pub mod protocol;
