@@ -7,3 +7,5 @@ pub mod package;
 pub mod posthog_e2e;
 pub mod posthog_server;
 pub mod python;
+pub mod skip;
+pub mod wait;

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Every wait has a deadline; nothing sleeps for a fixed time to "let things settle".
-use crate::agent::{agent_binary, is_root, workspace_root};
+use crate::agent::{agent_binary, workspace_root};
 use crate::python::Interpreter;
 use anyhow::{Context, Result, bail};
 use libdebugger_agent::control::{self, Request};
@@ -26,29 +26,16 @@ pub const AGENT_START: Duration = Duration::from_secs(60);
 /// Default deadline for an expected event.
 pub const EVENT_WAIT: Duration = Duration::from_secs(20);
 
-/// Why an end-to-end agent test cannot run here, if it cannot (printed as one line by
-/// [`skip_reason`]'s callers).
+/// Why an end-to-end agent test cannot run here, if it cannot ([`crate::skip::agent_env`]).
 pub fn skip_reason() -> Option<String> {
-    if !is_root() {
-        return Some("needs root (eBPF, ptrace)".into());
-    }
-    if let Err(e) = crate::helper::helper_dir() {
-        return Some(format!("the helper library cannot be built: {e:#}"));
-    }
-    if let Err(e) = agent_binary() {
-        return Some(format!("the agent cannot be built: {e:#}"));
-    }
-    None
+    crate::skip::agent_env()
 }
 
 /// Returns early (skipping the test with one line) when the machine cannot run it.
 #[macro_export]
 macro_rules! require_agent_env {
     () => {
-        if let Some(reason) = $crate::local::skip_reason() {
-            eprintln!("skipping: {reason}");
-            return Ok(());
-        }
+        $crate::skip_if!($crate::skip::agent_env())
     };
 }
 
@@ -190,20 +177,14 @@ impl Target {
         if !self.interp.in_container() {
             return Ok(pid_inside);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(p) = crate::python::host_pid_of(self.pid(), pid_inside) {
-                return Ok(p);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: no descendant of {} is pid {pid_inside} in its namespace",
-                    self.interp.label,
-                    self.pid()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let what = format!(
+            "{}: a descendant of {} that is pid {pid_inside} in its namespace",
+            self.interp.label,
+            self.pid()
+        );
+        crate::wait::until(&what, Duration::from_secs(10), || {
+            crate::python::host_pid_of(self.pid(), pid_inside).ok_or("no such descendant yet")
+        })
     }
 
     /// Sends `command` and waits for the answer line starting with `reply`; returns the rest.
@@ -845,19 +826,13 @@ impl Agent {
     /// The URL (with its token) the agent wrote for its web UI, waited for with a deadline.
     pub fn ui_url(&self) -> Result<String> {
         let file = self.runtime_dir().join("ui.url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&file) {
-                return Ok(s.trim().to_string());
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "the agent wrote no {}; log:\n{}",
-                    file.display(),
-                    self.log_tail(20)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait::until(
+            &format!("the agent to write {}", file.display()),
+            Duration::from_secs(10),
+            || match std::fs::read_to_string(&file) {
+                Ok(s) => Ok(s.trim().to_string()),
+                Err(e) => Err(format!("{e}; agent log:\n{}", self.log_tail(20))),
+            },
+        )
     }
 }

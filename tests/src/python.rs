@@ -9,11 +9,11 @@
 //! reachable from the host only through `/proc/<pid>/root` and its pid inside (2) is not the
 //! host's. The host's temporary directory and the workspace are visible inside at `/mnt/host/…`
 //! ([`Interpreter::guest`] translates paths for arguments and environment variables).
-use anyhow::{Result, bail};
+use anyhow::Result;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One interpreter under test.
 #[derive(Clone, Debug)]
@@ -107,19 +107,12 @@ impl Interpreter {
     /// --fork`), waited for with a deadline.
     pub fn python_descendant(&self, child: u32) -> Result<i32> {
         let name = "python";
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(pid) = descendant_named(child as i32, name) {
-                return Ok(pid);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: no process running {name} under pid {child} after 30 s",
-                    self.label
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        crate::wait::until_every(
+            &format!("{}: a process running {name} under pid {child}", self.label),
+            Duration::from_secs(30),
+            Duration::from_millis(2),
+            || descendant_named(child as i32, name).ok_or("none yet"),
+        )
     }
 }
 

@@ -37,10 +37,7 @@ fn skip_reason() -> Option<String> {
 
 macro_rules! require_root {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
-            return Ok(());
-        }
+        libdebugger_tests::skip_if!(skip_reason())
     };
 }
 

@@ -25,10 +25,7 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 macro_rules! require_env {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
-            return Ok(());
-        }
+        libdebugger_tests::skip_if!(skip_reason())
     };
 }
 
