@@ -5,7 +5,7 @@
 //! a failure instead, so CI cannot pass by skipping.
 //!
 //! The standard libtest harness still counts such an early return as passed; see
-//! ARCHITECTURE.md ("Tests") for what is left to do about that.
+//! ARCHITECTURE.md ("Where things live": waiting and skipping in tests) for what is left.
 
 /// The environment variable that turns every skip into a failure.
 pub const REQUIRE_ENV: &str = "LIBDEBUGGER_REQUIRE_ROOTFS";
