@@ -1,23 +1,23 @@
 //! `cargo xtask bench [--quick] [--only B1,B2,...]`: the figures of issue 6.
 //!
-//! Each figure lives in its own file (`b1.rs` ... `b7.rs`) and adds rows to the report; the
+//! Each figure lives in its own file (`slowdown.rs`, `capture_cost.rs`, `hit_cost.rs`, `attach_latency.rs`, `delivery_rate.rs`, `idle_agent.rs`, `frame_probe.rs` for B1 ... B7) and adds rows to the report; the
 //! Python side of each is a script in `xtask/bench/` that takes its parameters on the command line
 //! and prints one JSON line. A figure whose piece (helper, agent, `trace`) is missing or broken
 //! reports N/A with the reason. Methodology (see xtask/bench/README.md): slowdowns are measured
 //! A/B in alternation (A B A B ...), as the median of per-pair ratios with min and max; latencies
 //! and costs as median and p99 over many samples; every row says how many runs it rests on.
 mod agent;
-mod b1;
-mod b2;
-mod b3;
-mod b4;
-mod b5;
-mod b6;
-mod b7;
+mod attach_latency;
+mod capture_cost;
+mod delivery_rate;
+mod frame_probe;
+mod hit_cost;
+mod idle_agent;
 mod pieces;
 mod posthog_stub;
 mod pyproc;
 mod report;
+mod slowdown;
 mod stats;
 
 use anyhow::{Result, bail};
@@ -141,13 +141,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eprintln!("xtask bench: {fig} ...");
         let before = rows.len();
         match fig.as_str() {
-            "B1" => b1::run(&ctx, &mut rows),
-            "B2" => b2::run(&ctx, &mut rows),
-            "B3" => b3::run(&ctx, &mut rows),
-            "B4" => b4::run(&ctx, &mut rows),
-            "B5" => b5::run(&ctx, &mut rows),
-            "B6" => b6::run(&ctx, &mut rows),
-            "B7" => b7::run(&ctx, &mut rows),
+            "B1" => slowdown::run(&ctx, &mut rows),
+            "B2" => capture_cost::run(&ctx, &mut rows),
+            "B3" => hit_cost::run(&ctx, &mut rows),
+            "B4" => attach_latency::run(&ctx, &mut rows),
+            "B5" => delivery_rate::run(&ctx, &mut rows),
+            "B6" => idle_agent::run(&ctx, &mut rows),
+            "B7" => frame_probe::run(&ctx, &mut rows),
             _ => unreachable!("checked against FIGURES above"),
         }
         let took = t0.elapsed().as_secs_f64();
